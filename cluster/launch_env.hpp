@@ -1,0 +1,32 @@
+// Where this process was started: under mpirun/srun or alone, inside a Slurm
+// allocation or not, and how many cores it may use. Read once by main() and
+// passed down (no globals). The engine uses it to decide whether to launch
+// itself under mpirun; `shammie plan` shows the default rank count.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace shammie::cluster {
+
+// Looks up an environment variable; injectable so tests need not touch the
+// process environment.
+using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+EnvLookup ProcessEnvironment();
+
+struct LaunchEnvironment {
+  bool inside_mpi = false;   // started by mpirun/srun with a world size
+  int world_size = 1;
+  int world_rank = 0;
+  bool inside_slurm = false;  // SLURM_JOB_ID is set
+  std::string slurm_job_id;
+  int usable_cores = 1;       // SLURM_CPUS_ON_NODE, else the CPU affinity mask, else hardware threads
+
+  // Ranks a local run uses by default: one worker per usable core plus the controller.
+  int DefaultLocalRanks() const { return usable_cores + 1; }
+};
+
+LaunchEnvironment DetectLaunchEnvironment(const EnvLookup& env);
+
+}  // namespace shammie::cluster

@@ -1,0 +1,97 @@
+// The experiment spec as typed, immutable structs (STYLE.md 13): parsed once
+// from TOML at the edge (spec_loader.hpp); nothing downstream sees a TOML table.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.hpp"
+
+namespace shammie::orchestrator {
+
+// A position in a file the user wrote; 1-based like editors.
+struct Location {
+  std::string file;
+  int64_t line = 0;
+  int64_t column = 0;
+  std::string ToString() const;  // "file:line:col"
+};
+
+// One error in a spec: "file:line:col: dotted.key: message".
+struct Diagnostic {
+  Location where;
+  std::string key;
+  std::string message;
+  std::string ToString() const;
+};
+
+struct Resources {
+  int64_t ranks = 1;                    // MPI ranks in the job's gang
+  int64_t gpus = 0;                     // GPUs per rank
+  std::optional<int64_t> time_limit_s;  // wall-clock limit per attempt
+  std::optional<int64_t> memory_bytes;  // per rank
+};
+
+struct RetryPolicy {
+  int64_t attempts = 1;  // total attempts; 1 = no retry
+  double backoff_s = 1.0;  // wait before attempt k is backoff_s * 2^(k-2)
+  std::vector<common::StatusCode> on;  // codes that allow another attempt
+};
+
+// One axis of a random sweep.
+struct RandomAxis {
+  enum class Distribution { kUniform, kLogUniform, kIntUniform, kChoice };
+  std::string key;
+  Distribution distribution = Distribution::kUniform;
+  double lo = 0, hi = 0;                // uniform, log_uniform, int_uniform (inclusive ints)
+  std::vector<nlohmann::json> choices;  // choice (normalized values)
+};
+
+// A list of values for one config key.
+struct SweepAxis {
+  std::string key;
+  std::vector<nlohmann::json> values;  // normalized by the key's schema
+};
+
+// How a stage becomes many jobs: jobs = over × grid × zip × random × seeds.
+struct Sweep {
+  std::vector<SweepAxis> grid;          // cartesian product
+  std::vector<SweepAxis> zip;           // paired lists, equal lengths
+  int64_t random_samples = 0;           // 0: no random axes
+  std::vector<RandomAxis> random;
+  int64_t seeds = 1;                    // replicates with different seeds
+  std::vector<std::string> over;        // upstream stages: one job per upstream job
+  int64_t PointsPerUpstream() const;    // grid × zip × random × seeds
+};
+
+struct Stage {
+  std::string name;
+  std::string kind;
+  std::string description;
+  std::vector<std::string> depends_on;
+  nlohmann::json config;  // the kind's keys, normalized, defaults filled in
+  Resources resources;
+  RetryPolicy retry;
+  Sweep sweep;
+  Location location;  // where the stage's [[stage]] table starts
+};
+
+struct ExperimentSpec {
+  std::string name;
+  std::string description;
+  int64_t seed = 0;
+  std::string output;  // run directory; default "runs/<name>"
+  std::vector<Stage> stages;  // dependencies before dependents
+  std::string path;            // the file given on the command line
+  std::vector<std::string> files;  // it and every file it extends
+  std::string canonical_text;  // canonical TOML of the merged spec
+  std::string spec_hash;       // Hash128Hex(canonical_text)
+
+  const Stage* FindStage(const std::string& name) const;
+};
+
+}  // namespace shammie::orchestrator

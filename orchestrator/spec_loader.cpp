@@ -1,0 +1,905 @@
+#include "orchestrator/spec_loader.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include "common/hash.hpp"
+#include "common/text.hpp"
+#include "orchestrator/spec_schema.hpp"
+
+namespace shammie::orchestrator {
+
+namespace fs = std::filesystem;
+using common::KeySpec;
+using common::Schema;
+using nlohmann::json;
+
+std::string Location::ToString() const {
+  if (line <= 0) return file;
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column);
+}
+
+std::string Diagnostic::ToString() const {
+  std::string out = where.ToString() + ": ";
+  if (!key.empty()) out += key + ": ";
+  return out + message;
+}
+
+const Stage* ExperimentSpec::FindStage(const std::string& stage_name) const {
+  for (const auto& s : stages) {
+    if (s.name == stage_name) return &s;
+  }
+  return nullptr;
+}
+
+int64_t Sweep::PointsPerUpstream() const {
+  // Saturating product: the loader rejects anything above kMaxJobsPerStage.
+  auto mul = [](int64_t a, int64_t b) -> int64_t {
+    if (a == 0 || b == 0) return 0;
+    if (a > kMaxJobsPerStage * 10 / b) return kMaxJobsPerStage * 10;
+    return a * b;
+  };
+  int64_t n = 1;
+  for (const auto& axis : grid) n = mul(n, static_cast<int64_t>(axis.values.size()));
+  if (!zip.empty()) n = mul(n, static_cast<int64_t>(zip.front().values.size()));
+  if (random_samples > 0) n = mul(n, random_samples);
+  return mul(n, seeds);
+}
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// The merged document: TOML nodes from all files, kept alive, arranged by the
+// merge rules. Leaves point at the node the user wrote, so every error can
+// name its file:line:col.
+
+struct MValue {
+  enum class Type { kLeaf, kTable, kTableArray };
+  Type type = Type::kLeaf;
+  const toml::node* node = nullptr;  // the leaf, or the table/array that (last) defined it
+  std::vector<std::pair<std::string, MValue>> entries;  // kTable
+  std::vector<MValue> items;                            // kTableArray
+
+  const MValue* Get(std::string_view key) const {
+    for (const auto& [k, v] : entries) {
+      if (k == key) return &v;
+    }
+    return nullptr;
+  }
+  MValue* GetMutable(std::string_view key) {
+    for (auto& [k, v] : entries) {
+      if (k == key) return &v;
+    }
+    return nullptr;
+  }
+};
+
+MValue Build(const toml::node& node) {
+  MValue out;
+  out.node = &node;
+  if (const toml::table* t = node.as_table()) {
+    out.type = MValue::Type::kTable;
+    for (const auto& [key, value] : *t) out.entries.emplace_back(std::string(key.str()), Build(value));
+  } else if (const toml::array* a = node.as_array(); a && a->is_array_of_tables()) {
+    out.type = MValue::Type::kTableArray;
+    for (const auto& item : *a) out.items.push_back(Build(item));
+  }
+  return out;
+}
+
+std::optional<std::string> StageNameOf(const MValue& stage) {
+  const MValue* name = stage.Get("name");
+  if (!name || name->type != MValue::Type::kLeaf) return std::nullopt;
+  if (auto s = name->node->value<std::string>()) return *s;
+  return std::nullopt;
+}
+
+// Merges `over` onto `base` (see spec_loader.hpp for the rules).
+void Merge(MValue& base, MValue over, bool at_root) {
+  if (base.type != MValue::Type::kTable || over.type != MValue::Type::kTable) {
+    base = std::move(over);
+    return;
+  }
+  base.node = over.node;
+  for (auto& [key, value] : over.entries) {
+    MValue* existing = base.GetMutable(key);
+    if (!existing) {
+      base.entries.emplace_back(key, std::move(value));
+      continue;
+    }
+    if (at_root && key == "stage" && existing->type == MValue::Type::kTableArray &&
+        value.type == MValue::Type::kTableArray) {
+      for (auto& stage : value.items) {
+        auto name = StageNameOf(stage);
+        MValue* match = nullptr;
+        for (auto& b : existing->items) {
+          if (name && StageNameOf(b) == name) match = &b;
+        }
+        if (match) {
+          Merge(*match, std::move(stage), false);
+        } else {
+          existing->items.push_back(std::move(stage));
+        }
+      }
+      existing->node = value.node;
+      continue;
+    }
+    Merge(*existing, std::move(value), false);
+  }
+}
+
+// Turns the merged document back into a TOML table for the canonical text.
+toml::table ToToml(const MValue& table) {
+  toml::table out;
+  for (const auto& [key, value] : table.entries) {
+    switch (value.type) {
+      case MValue::Type::kLeaf: out.insert_or_assign(key, *value.node); break;
+      case MValue::Type::kTable: out.insert_or_assign(key, ToToml(value)); break;
+      case MValue::Type::kTableArray: {
+        toml::array arr;
+        for (const auto& item : value.items) arr.push_back(ToToml(item));
+        out.insert_or_assign(key, std::move(arr));
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+
+class Loader {
+ public:
+  explicit Loader(const workers::KindRegistry& kinds) : kinds_(kinds) {}
+
+  LoadResult Load(const std::string& path, const std::optional<std::string>& text);
+
+ private:
+  // Diagnostics.
+  Location Loc(const toml::node* node, const std::string& fallback_file = "") const {
+    Location loc;
+    if (node) {
+      const auto& src = node->source();
+      loc.file = src.path ? *src.path : fallback_file;
+      loc.line = src.begin.line;
+      loc.column = src.begin.column;
+    } else {
+      loc.file = fallback_file;
+    }
+    if (loc.file.empty()) loc.file = root_path_;
+    return loc;
+  }
+  void Error(const toml::node* at, std::string key, std::string message) {
+    errors_.push_back({Loc(at), std::move(key), std::move(message)});
+  }
+  void ErrorAt(Location at, std::string key, std::string message) {
+    errors_.push_back({std::move(at), std::move(key), std::move(message)});
+  }
+
+  // Files and composition.
+  std::optional<MValue> LoadFile(const std::string& display_path, const std::optional<std::string>& text,
+                                 std::vector<std::string> chain, const toml::node* included_from);
+
+  // Schema checks.
+  std::optional<json> LeafToJson(const toml::node& node, const std::string& key);
+  json CheckTable(const MValue* table, const Schema& schema, const std::string& prefix,
+                  const std::vector<std::string>& subtables, const toml::node* parent);
+  bool RequireTable(const MValue* value, const std::string& key);
+  void CheckStage(const MValue& item, size_t index, Stage& stage);
+  void CheckRetryCodes(const MValue* retry, const std::string& prefix, RetryPolicy& retry_policy);
+  void CheckSweep(const MValue* sweep, const workers::JobKind* kind, const std::string& prefix, Stage& stage);
+  std::optional<SweepAxis> CheckAxis(const std::string& key, const MValue& value, const KeySpec& spec,
+                                     const std::string& dotted);
+  std::optional<RandomAxis> CheckRandomAxis(const std::string& key, const MValue& value, const KeySpec& spec,
+                                            const std::string& dotted);
+  void CheckDag(std::vector<Stage>& stages);
+
+  const workers::KindRegistry& kinds_;
+  std::string root_path_;
+  std::vector<std::unique_ptr<toml::table>> documents_;  // keep every node alive
+  std::vector<std::string> files_;
+  std::vector<Diagnostic> errors_;
+
+  // Where things were written, by stage name, for DAG errors.
+  struct StageSource {
+    const toml::node* name = nullptr;
+    std::vector<std::pair<std::string, const toml::node*>> deps;
+    std::vector<std::pair<std::string, const toml::node*>> over;
+  };
+  std::map<std::string, StageSource> stage_sources_;
+};
+
+std::optional<std::string> ReadFile(const std::string& path, std::string* error) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    *error = "is a directory, not a TOML file";
+    return std::nullopt;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = std::strerror(errno);
+    return std::nullopt;
+  }
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
+
+std::optional<MValue> Loader::LoadFile(const std::string& display_path, const std::optional<std::string>& text,
+                                       std::vector<std::string> chain, const toml::node* included_from) {
+  std::string content;
+  if (text) {
+    content = *text;
+  } else {
+    std::string why;
+    auto read = ReadFile(display_path, &why);
+    if (!read) {
+      if (included_from) {
+        Error(included_from, "extends", "cannot read `" + display_path + "`: " + why);
+      } else {
+        ErrorAt({display_path, 0, 0}, "", "cannot read experiment file: " + why);
+      }
+      return std::nullopt;
+    }
+    content = std::move(*read);
+  }
+  files_.push_back(display_path);
+
+  auto doc = std::make_unique<toml::table>();
+  try {
+    *doc = toml::parse(content, display_path);
+  } catch (const toml::parse_error& e) {
+    Location loc{display_path, static_cast<int64_t>(e.source().begin.line),
+                 static_cast<int64_t>(e.source().begin.column)};
+    ErrorAt(loc, "syntax", std::string(e.description()));
+    return std::nullopt;
+  }
+  const toml::table* table = doc.get();
+  documents_.push_back(std::move(doc));
+  MValue root = Build(*table);
+
+  // extends: merge bases in order, then this file over them.
+  std::optional<MValue> merged;
+  for (size_t i = 0; i < root.entries.size(); ++i) {
+    if (root.entries[i].first != "extends") continue;
+    const MValue ext = root.entries[i].second;
+    root.entries.erase(root.entries.begin() + static_cast<std::ptrdiff_t>(i));
+    std::vector<const toml::node*> targets;
+    if (ext.type == MValue::Type::kLeaf && ext.node->is_string()) {
+      targets.push_back(ext.node);
+    } else if (ext.type == MValue::Type::kLeaf && ext.node->is_array() &&
+               ext.node->as_array()->is_homogeneous(toml::node_type::string)) {
+      for (const auto& n : *ext.node->as_array()) targets.push_back(&n);
+    } else {
+      Error(ext.node, "extends", "expected a file name or a list of file names (strings)");
+    }
+    for (const toml::node* target : targets) {
+      const std::string name = target->value<std::string>().value_or("");
+      if (name.empty() || name.find('\0') != std::string::npos) {
+        Error(target, "extends", "file name must not be empty");
+        continue;
+      }
+      fs::path base_path = fs::path(name).is_absolute()
+                               ? fs::path(name)
+                               : (fs::path(display_path).parent_path() / name).lexically_normal();
+      if (base_path.extension() != ".toml") {
+        Error(target, "extends", "`" + name + "` is not a .toml file");
+        continue;
+      }
+      std::error_code ec;
+      std::string identity = fs::weakly_canonical(base_path, ec).string();
+      if (ec) identity = base_path.string();
+      if (std::find(chain.begin(), chain.end(), identity) != chain.end()) {
+        std::string cycle;
+        for (const auto& c : chain) cycle += fs::path(c).filename().string() + " -> ";
+        Error(target, "extends", "extends cycle: " + cycle + fs::path(identity).filename().string());
+        continue;
+      }
+      if (chain.size() >= 16) {
+        Error(target, "extends", "extends nests deeper than 16 files");
+        continue;
+      }
+      auto next_chain = chain;
+      next_chain.push_back(identity);
+      auto base = LoadFile(base_path.string(), std::nullopt, next_chain, target);
+      if (!base) continue;
+      if (!merged) {
+        merged = std::move(*base);
+      } else {
+        Merge(*merged, std::move(*base), true);
+      }
+    }
+    break;  // a TOML table holds a key once
+  }
+  if (!merged) return root;
+  Merge(*merged, std::move(root), true);
+  return merged;
+}
+
+std::optional<json> Loader::LeafToJson(const toml::node& node, const std::string& key) {
+  switch (node.type()) {
+    case toml::node_type::string: return json(*node.value<std::string>());
+    case toml::node_type::integer: return json(*node.value<int64_t>());
+    case toml::node_type::floating_point: {
+      double v = *node.value<double>();
+      if (!std::isfinite(v)) {
+        Error(&node, key, "inf and nan are not allowed");
+        return std::nullopt;
+      }
+      return json(v);
+    }
+    case toml::node_type::boolean: return json(*node.value<bool>());
+    case toml::node_type::array: {
+      json out = json::array();
+      for (const auto& item : *node.as_array()) {
+        auto v = LeafToJson(item, key);
+        if (!v) return std::nullopt;
+        out.push_back(std::move(*v));
+      }
+      return out;
+    }
+    case toml::node_type::table: {
+      json out = json::object();
+      for (const auto& [k, item] : *node.as_table()) {
+        auto v = LeafToJson(item, key + "." + std::string(k.str()));
+        if (!v) return std::nullopt;
+        out[std::string(k.str())] = std::move(*v);
+      }
+      return out;
+    }
+    case toml::node_type::date:
+    case toml::node_type::time:
+    case toml::node_type::date_time:
+      Error(&node, key, "dates and times are not supported; write a string or a number");
+      return std::nullopt;
+    default:
+      Error(&node, key, "unsupported TOML value");
+      return std::nullopt;
+  }
+}
+
+std::string JoinKey(const std::string& prefix, const std::string& key) {
+  return prefix.empty() ? key : prefix + "." + key;
+}
+
+std::string UnknownKeyMessage(const std::string& key, std::vector<std::string> known) {
+  std::string hint = common::DidYouMean(key, known);
+  if (!hint.empty()) return "unknown key" + hint;
+  if (known.empty()) return "unknown key: this table takes no keys";
+  std::sort(known.begin(), known.end());
+  return "unknown key; expected one of " + common::QuotedList(known);
+}
+
+json Loader::CheckTable(const MValue* table, const Schema& schema, const std::string& prefix,
+                        const std::vector<std::string>& subtables, const toml::node* parent) {
+  json out = json::object();
+  std::vector<std::string> known = schema.KeyNames();
+  known.insert(known.end(), subtables.begin(), subtables.end());
+  if (table) {
+    for (const auto& [key, value] : table->entries) {
+      if (std::find(subtables.begin(), subtables.end(), key) != subtables.end()) continue;
+      const std::string dotted = JoinKey(prefix, key);
+      const KeySpec* spec = schema.Find(key);
+      if (!spec) {
+        Error(value.node, dotted, UnknownKeyMessage(key, known));
+        continue;
+      }
+      if (value.type != MValue::Type::kLeaf || value.node->is_table()) {
+        Error(value.node, dotted, "expected a " + std::string(common::ValueTypeName(spec->type)) + ", got a table");
+        continue;
+      }
+      auto raw = LeafToJson(*value.node, dotted);
+      if (!raw) continue;
+      json normalized;
+      if (auto problem = spec->Check(*raw, &normalized)) {
+        Error(value.node, dotted, *problem);
+        continue;
+      }
+      out[key] = std::move(normalized);
+    }
+  }
+  for (const auto& spec : schema.keys()) {
+    if (out.contains(spec.name)) continue;
+    const bool written = table && table->Get(spec.name);
+    if (written) continue;  // present but invalid: already reported
+    if (spec.required) {
+      Error(table ? table->node : parent, JoinKey(prefix, spec.name), "missing required key");
+    } else if (!spec.default_value.is_null()) {
+      out[spec.name] = spec.default_value;
+    }
+  }
+  return out;
+}
+
+bool Loader::RequireTable(const MValue* value, const std::string& key) {
+  if (!value) return false;
+  if (value->type == MValue::Type::kTable) return true;
+  Error(value->node, key, "expected a table");
+  return false;
+}
+
+void Loader::CheckRetryCodes(const MValue* retry, const std::string& prefix, RetryPolicy& policy) {
+  const MValue* on = retry ? retry->Get("on") : nullptr;
+  std::vector<std::string> names;
+  std::vector<const toml::node*> where;
+  if (on && on->type == MValue::Type::kLeaf && on->node->is_array()) {
+    for (const auto& n : *on->node->as_array()) {
+      if (auto s = n.value<std::string>()) {
+        names.push_back(*s);
+        where.push_back(&n);
+      }
+    }
+  } else if (!on) {
+    for (const auto& n : RetrySchema().Find("on")->default_value) names.push_back(n.get<std::string>());
+    where.assign(names.size(), nullptr);
+  }
+  const std::vector<std::string> allowed = {"unavailable", "aborted", "deadline_exceeded", "cancelled",
+                                            "resource_exhausted", "internal", "data_loss"};
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (std::find(allowed.begin(), allowed.end(), names[i]) == allowed.end()) {
+      std::string msg = "\"" + names[i] + "\" is not a retryable error code";
+      std::string hint = common::DidYouMean(names[i], allowed);
+      msg += hint.empty() ? "; expected some of " + common::QuotedList(allowed) : hint;
+      Error(where[i], JoinKey(prefix, "on"), msg);
+      continue;
+    }
+    policy.on.push_back(*common::StatusCodeFromName(names[i]));
+  }
+}
+
+std::optional<SweepAxis> Loader::CheckAxis(const std::string& key, const MValue& value, const KeySpec& spec,
+                                           const std::string& dotted) {
+  if (value.type != MValue::Type::kLeaf || !value.node->is_array()) {
+    Error(value.node, dotted, "expected a list of values to sweep, e.g. " + key + " = [1, 2, 3]");
+    return std::nullopt;
+  }
+  const toml::array& arr = *value.node->as_array();
+  if (arr.empty()) {
+    Error(value.node, dotted, "sweep list is empty");
+    return std::nullopt;
+  }
+  SweepAxis axis{key, {}};
+  bool ok = true;
+  for (size_t i = 0; i < arr.size(); ++i) {
+    auto raw = LeafToJson(*arr.get(i), dotted);
+    if (!raw) {
+      ok = false;
+      continue;
+    }
+    json normalized;
+    if (auto problem = spec.Check(*raw, &normalized)) {
+      Error(arr.get(i), dotted, "value " + std::to_string(i) + ": " + *problem);
+      ok = false;
+      continue;
+    }
+    if (std::find(axis.values.begin(), axis.values.end(), normalized) != axis.values.end()) {
+      Error(arr.get(i), dotted, "value " + common::ShortJson(normalized) + " appears twice in the sweep list");
+      ok = false;
+      continue;
+    }
+    axis.values.push_back(std::move(normalized));
+  }
+  if (!ok) return std::nullopt;
+  return axis;
+}
+
+std::optional<RandomAxis> Loader::CheckRandomAxis(const std::string& key, const MValue& value, const KeySpec& spec,
+                                                  const std::string& dotted) {
+  const std::vector<std::string> kDists = {"uniform", "log_uniform", "int_uniform", "choice"};
+  const std::string usage = "write " + key + " = { uniform = [lo, hi] }, { log_uniform = [lo, hi] }, "
+                            "{ int_uniform = [lo, hi] } or { choice = [values] }";
+  if (value.type != MValue::Type::kTable || value.entries.size() != 1) {
+    Error(value.node, dotted, "expected a table with exactly one distribution: " + usage);
+    return std::nullopt;
+  }
+  const auto& [dist, arg] = value.entries.front();
+  const std::string dist_key = dotted + "." + dist;
+  RandomAxis axis;
+  axis.key = key;
+  if (dist == "uniform") axis.distribution = RandomAxis::Distribution::kUniform;
+  else if (dist == "log_uniform") axis.distribution = RandomAxis::Distribution::kLogUniform;
+  else if (dist == "int_uniform") axis.distribution = RandomAxis::Distribution::kIntUniform;
+  else if (dist == "choice") axis.distribution = RandomAxis::Distribution::kChoice;
+  else {
+    std::string hint = common::DidYouMean(dist, kDists);
+    Error(arg.node, dist_key, "unknown distribution" + (hint.empty() ? "; " + usage : hint));
+    return std::nullopt;
+  }
+  if (axis.distribution == RandomAxis::Distribution::kChoice) {
+    auto values = CheckAxis(key, arg, spec, dist_key);
+    if (!values) return std::nullopt;
+    axis.choices = std::move(values->values);
+    return axis;
+  }
+  const bool is_int = axis.distribution == RandomAxis::Distribution::kIntUniform;
+  if (is_int && spec.type != common::ValueType::kInt) {
+    Error(arg.node, dist_key, "int_uniform draws integers but `" + key + "` is a " +
+                                  std::string(common::ValueTypeName(spec.type)) + "; use uniform");
+    return std::nullopt;
+  }
+  if (!is_int && spec.type != common::ValueType::kFloat) {
+    Error(arg.node, dist_key, dist + " draws floats but `" + key + "` is a " +
+                                  std::string(common::ValueTypeName(spec.type)) +
+                                  (spec.type == common::ValueType::kInt ? "; use int_uniform" : "; use choice"));
+    return std::nullopt;
+  }
+  const toml::array* bounds = arg.type == MValue::Type::kLeaf ? arg.node->as_array() : nullptr;
+  if (!bounds || bounds->size() != 2 || !(*bounds)[0].is_number() || !(*bounds)[1].is_number() ||
+      (is_int && (!(*bounds)[0].is_integer() || !(*bounds)[1].is_integer()))) {
+    Error(arg.node, dist_key, std::string("expected [lo, hi] with two ") + (is_int ? "integers" : "numbers"));
+    return std::nullopt;
+  }
+  axis.lo = *(*bounds)[0].value<double>();
+  axis.hi = *(*bounds)[1].value<double>();
+  if (!(axis.lo < axis.hi) && !(is_int && axis.lo == axis.hi)) {
+    Error(arg.node, dist_key, "lower bound must be below the upper bound");
+    return std::nullopt;
+  }
+  if (axis.distribution == RandomAxis::Distribution::kLogUniform && axis.lo <= 0) {
+    Error(arg.node, dist_key, "log_uniform needs a positive lower bound");
+    return std::nullopt;
+  }
+  for (double bound : {axis.lo, axis.hi}) {
+    json ignored;
+    json v = is_int ? json(static_cast<int64_t>(bound)) : json(bound);
+    if (auto problem = spec.Check(v, &ignored)) {
+      Error(arg.node, dist_key, "bound " + common::ShortJson(v) + ": " + *problem);
+      return std::nullopt;
+    }
+  }
+  return axis;
+}
+
+void Loader::CheckSweep(const MValue* sweep, const workers::JobKind* kind, const std::string& prefix, Stage& stage) {
+  const std::string sp = prefix + ".sweep";
+  json fields = CheckTable(sweep, SweepSchema(), sp, {"grid", "zip", "random"}, sweep ? sweep->node : nullptr);
+  if (fields.contains("seeds")) stage.sweep.seeds = fields["seeds"].get<int64_t>();
+  if (fields.contains("over")) {
+    stage.sweep.over = fields["over"].get<std::vector<std::string>>();
+    const MValue* over = sweep ? sweep->Get("over") : nullptr;
+    auto& src = stage_sources_[stage.name].over;
+    for (size_t i = 0; i < stage.sweep.over.size(); ++i) {
+      src.emplace_back(stage.sweep.over[i], over ? over->node->as_array()->get(i) : nullptr);
+    }
+  }
+  if (!sweep) return;
+
+  // Which config keys the sweep may name.
+  std::map<std::string, std::string> swept;  // key -> sub-table that sweeps it
+  auto lookup = [&](const std::string& key, const MValue& value, const std::string& dotted,
+                    const std::string& table) -> const KeySpec* {
+    if (!kind) return nullptr;  // unknown kind: already reported
+    const KeySpec* spec = kind->config.Find(key);
+    if (!spec) {
+      std::string hint = common::DidYouMean(key, kind->config.KeyNames());
+      Error(value.node, dotted, "`" + key + "` is not a config key of " + kind->name +
+                                    (hint.empty() ? " (its keys: " + common::QuotedList(kind->config.KeyNames()) + ")" : hint));
+      return nullptr;
+    }
+    if (!spec->sweepable) {
+      Error(value.node, dotted, "`" + key + "` of " + kind->name + " cannot be swept");
+      return nullptr;
+    }
+    if (auto it = swept.find(key); it != swept.end()) {
+      Error(value.node, dotted, "`" + key + "` is already swept in " + sp + "." + it->second +
+                                    "; a key may be swept once");
+      return nullptr;
+    }
+    swept[key] = table;
+    return spec;
+  };
+
+  for (const char* table_name : {"grid", "zip"}) {
+    const MValue* table = sweep->Get(table_name);
+    const std::string tp = sp + "." + table_name;
+    if (!RequireTable(table, tp)) continue;
+    std::vector<SweepAxis>& axes = std::string(table_name) == "grid" ? stage.sweep.grid : stage.sweep.zip;
+    for (const auto& [key, value] : table->entries) {
+      const std::string dotted = tp + "." + key;
+      const KeySpec* spec = lookup(key, value, dotted, table_name);
+      if (!spec) continue;
+      auto axis = CheckAxis(key, value, *spec, dotted);
+      if (!axis) continue;
+      if (std::string(table_name) == "zip" && !axes.empty() && axes.front().values.size() != axis->values.size()) {
+        Error(value.node, dotted, "has " + std::to_string(axis->values.size()) + " values but `" + axes.front().key +
+                                      "` has " + std::to_string(axes.front().values.size()) +
+                                      "; zip lists must have equal lengths");
+        continue;
+      }
+      axes.push_back(std::move(*axis));
+    }
+  }
+  const MValue* random = sweep->Get("random");
+  const std::string rp = sp + ".random";
+  if (RequireTable(random, rp)) {
+    std::vector<std::string> axis_keys;
+    for (const auto& [key, value] : random->entries) {
+      if (key != "samples") axis_keys.push_back(key);
+    }
+    // Only `samples` is a plain key; the rest are axes, checked below.
+    MValue plain;
+    plain.type = MValue::Type::kTable;
+    plain.node = random->node;
+    if (const MValue* samples = random->Get("samples")) plain.entries.emplace_back("samples", *samples);
+    json fields_random = CheckTable(&plain, RandomSweepSchema(), rp, {}, random->node);
+    if (fields_random.contains("samples")) stage.sweep.random_samples = fields_random["samples"].get<int64_t>();
+    if (axis_keys.empty()) Error(random->node, rp, "random sweep names no keys to sample");
+    for (const auto& key : axis_keys) {
+      const MValue& value = *random->Get(key);
+      const std::string dotted = rp + "." + key;
+      const KeySpec* spec = lookup(key, value, dotted, "random");
+      if (!spec) continue;
+      if (auto axis = CheckRandomAxis(key, value, *spec, dotted)) stage.sweep.random.push_back(std::move(*axis));
+    }
+  }
+  // Sorted axes: reordering keys in the file does not change the jobs.
+  auto by_key = [](const auto& a, const auto& b) { return a.key < b.key; };
+  std::sort(stage.sweep.grid.begin(), stage.sweep.grid.end(), by_key);
+  std::sort(stage.sweep.zip.begin(), stage.sweep.zip.end(), by_key);
+  std::sort(stage.sweep.random.begin(), stage.sweep.random.end(), by_key);
+  if (stage.sweep.PointsPerUpstream() > kMaxJobsPerStage) {
+    Error(sweep->node, sp, "expands to more than " + std::to_string(kMaxJobsPerStage) +
+                               " jobs per upstream job; shrink the sweep");
+  }
+}
+
+void Loader::CheckStage(const MValue& item, size_t index, Stage& stage) {
+  std::string prefix = "stage";
+  if (auto name = StageNameOf(item); name && common::IsSafeName(*name)) {
+    prefix += "." + *name;
+  } else {
+    prefix += "[" + std::to_string(index) + "]";
+  }
+  stage.location = Loc(item.node);
+  json fields = CheckTable(&item, StageSchema(), prefix, {"config", "resources", "retry", "sweep"}, item.node);
+  if (fields.contains("name")) stage.name = fields["name"].get<std::string>();
+  if (fields.contains("description")) stage.description = fields["description"].get<std::string>();
+  if (fields.contains("depends_on")) stage.depends_on = fields["depends_on"].get<std::vector<std::string>>();
+  if (!stage.name.empty()) {
+    auto& src = stage_sources_[stage.name];
+    if (!src.name) {
+      src.name = item.Get("name")->node;
+      if (const MValue* deps = item.Get("depends_on"); deps && deps->node->is_array()) {
+        const toml::array& arr = *deps->node->as_array();
+        for (size_t i = 0; i < arr.size() && i < stage.depends_on.size(); ++i) {
+          src.deps.emplace_back(stage.depends_on[i], arr.get(i));
+        }
+      }
+    }
+  }
+
+  const workers::JobKind* kind = nullptr;
+  if (fields.contains("kind")) {
+    stage.kind = fields["kind"].get<std::string>();
+    kind = kinds_.Find(stage.kind);
+    if (!kind) {
+      std::string hint = common::DidYouMean(stage.kind, kinds_.Names());
+      Error(item.Get("kind")->node, prefix + ".kind",
+            "unknown job kind \"" + stage.kind + "\"" +
+                (hint.empty() ? "; `shammie validate --explain` lists the kinds" : hint));
+    }
+  }
+
+  const MValue* config = item.Get("config");
+  if (config && !RequireTable(config, prefix + ".config")) config = nullptr;
+  if (kind) stage.config = CheckTable(config, kind->config, prefix + ".config", {}, item.node);
+
+  const MValue* resources = item.Get("resources");
+  if (resources && !RequireTable(resources, prefix + ".resources")) resources = nullptr;
+  json r = CheckTable(resources, ResourcesSchema(), prefix + ".resources", {}, item.node);
+  if (r.contains("ranks")) stage.resources.ranks = r["ranks"].get<int64_t>();
+  if (r.contains("gpus")) stage.resources.gpus = r["gpus"].get<int64_t>();
+  if (r.contains("time_limit")) stage.resources.time_limit_s = r["time_limit"].get<int64_t>();
+  if (r.contains("memory")) stage.resources.memory_bytes = r["memory"].get<int64_t>();
+
+  const MValue* retry = item.Get("retry");
+  if (retry && !RequireTable(retry, prefix + ".retry")) retry = nullptr;
+  json rt = CheckTable(retry, RetrySchema(), prefix + ".retry", {}, item.node);
+  if (rt.contains("attempts")) stage.retry.attempts = rt["attempts"].get<int64_t>();
+  if (rt.contains("backoff")) stage.retry.backoff_s = rt["backoff"].get<double>();
+  if (rt.contains("on")) CheckRetryCodes(retry, prefix + ".retry", stage.retry);
+
+  const MValue* sweep = item.Get("sweep");
+  if (sweep && !RequireTable(sweep, prefix + ".sweep")) sweep = nullptr;
+  CheckSweep(sweep, kind, prefix, stage);
+}
+
+void Loader::CheckDag(std::vector<Stage>& stages) {
+  std::map<std::string, size_t> index;
+  std::vector<std::string> names;
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const std::string& name = stages[i].name;
+    if (name.empty()) continue;
+    if (auto it = index.find(name); it != index.end()) {
+      ErrorAt(stages[i].location, "stage." + name + ".name",
+              "duplicate stage name \"" + name + "\" (first defined at " + stages[it->second].location.ToString() + ")");
+      continue;
+    }
+    index[name] = i;
+    names.push_back(name);
+  }
+  auto dep_node = [&](const std::string& stage, const std::string& dep) -> const toml::node* {
+    for (const auto& [d, n] : stage_sources_[stage].deps) {
+      if (d == dep) return n;
+    }
+    return stage_sources_[stage].name;
+  };
+  bool edges_ok = true;
+  for (auto& stage : stages) {
+    std::set<std::string> seen;
+    for (const auto& dep : stage.depends_on) {
+      const std::string key = "stage." + stage.name + ".depends_on";
+      if (dep == stage.name) {
+        Error(dep_node(stage.name, dep), key, "stage \"" + dep + "\" depends on itself");
+        edges_ok = false;
+      } else if (!index.count(dep)) {
+        std::string hint = common::DidYouMean(dep, names);
+        Error(dep_node(stage.name, dep), key,
+              "no stage named \"" + dep + "\"" + (hint.empty() ? "; stages: " + common::QuotedList(names) : hint));
+        edges_ok = false;
+      } else if (!seen.insert(dep).second) {
+        Error(dep_node(stage.name, dep), key, "\"" + dep + "\" is listed twice");
+      }
+    }
+    for (const auto& [over, node] : stage_sources_[stage.name].over) {
+      if (std::find(stage.depends_on.begin(), stage.depends_on.end(), over) == stage.depends_on.end()) {
+        Error(node, "stage." + stage.name + ".sweep.over",
+              "\"" + over + "\" is not in depends_on; a stage can only fan out over stages it depends on");
+      }
+    }
+  }
+  if (!edges_ok || index.size() != stages.size()) return;
+
+  // Cycle detection by depth-first search; report each cycle once, at the
+  // dependency that closes it.
+  std::vector<int> color(stages.size(), 0);  // 0 new, 1 on stack, 2 done
+  std::vector<size_t> stack;
+  std::function<void(size_t)> visit = [&](size_t s) {
+    color[s] = 1;
+    stack.push_back(s);
+    for (const auto& dep : stages[s].depends_on) {
+      size_t d = index[dep];
+      if (color[d] == 1) {
+        std::string cycle;
+        auto start = std::find(stack.begin(), stack.end(), d);
+        for (auto it = start; it != stack.end(); ++it) cycle += stages[*it].name + " -> ";
+        cycle += stages[d].name;
+        Error(dep_node(stages[s].name, dep), "stage." + stages[s].name + ".depends_on",
+              "dependency cycle: " + cycle);
+      } else if (color[d] == 0) {
+        visit(d);
+      }
+    }
+    stack.pop_back();
+    color[s] = 2;
+  };
+  for (size_t i = 0; i < stages.size(); ++i) {
+    if (color[i] == 0) visit(i);
+  }
+  if (!errors_.empty()) return;
+
+  // Topological order, ties broken by file order.
+  std::vector<Stage> ordered;
+  std::vector<bool> placed(stages.size(), false);
+  while (ordered.size() < stages.size()) {
+    for (size_t i = 0; i < stages.size(); ++i) {
+      if (placed[i]) continue;
+      bool ready = std::all_of(stages[i].depends_on.begin(), stages[i].depends_on.end(),
+                               [&](const std::string& d) { return placed[index[d]]; });
+      if (ready) {
+        placed[i] = true;
+        ordered.push_back(stages[i]);
+        break;
+      }
+    }
+  }
+  stages = std::move(ordered);
+}
+
+LoadResult Loader::Load(const std::string& path, const std::optional<std::string>& text) {
+  root_path_ = path;
+  std::error_code ec;
+  std::string identity = fs::weakly_canonical(path, ec).string();
+  if (ec) identity = path;
+  auto merged = LoadFile(path, text, {identity}, nullptr);
+  LoadResult result;
+  if (!merged) {
+    result.errors = std::move(errors_);
+    return result;
+  }
+  const MValue& root = *merged;
+
+  ExperimentSpec spec;
+  spec.path = path;
+  spec.files = files_;
+  for (const auto& [key, value] : root.entries) {
+    if (key == "experiment" || key == "stage") continue;
+    Error(value.node, key, UnknownKeyMessage(key, {"experiment", "stage", "extends"}));
+  }
+
+  const MValue* experiment = root.Get("experiment");
+  if (!experiment) {
+    ErrorAt({path, 1, 1}, "experiment", "missing [experiment] table (it needs at least `name`)");
+  } else if (RequireTable(experiment, "experiment")) {
+    json e = CheckTable(experiment, ExperimentSchema(), "experiment", {}, root.node);
+    if (e.contains("name")) spec.name = e["name"].get<std::string>();
+    if (e.contains("description")) spec.description = e["description"].get<std::string>();
+    if (e.contains("seed")) spec.seed = e["seed"].get<int64_t>();
+    if (e.contains("output")) {
+      spec.output = e["output"].get<std::string>();
+      if (!spec.output.empty() && spec.output[0] == '~') {
+        Error(experiment->Get("output")->node, "experiment.output", "`~` is not expanded; write the full path");
+      }
+    } else if (!spec.name.empty()) {
+      spec.output = "runs/" + spec.name;
+    }
+  }
+
+  const MValue* stages = root.Get("stage");
+  if (!stages) {
+    ErrorAt({path, 1, 1}, "stage", "no [[stage]] tables: an experiment needs at least one stage");
+  } else if (stages->type != MValue::Type::kTableArray) {
+    Error(stages->node, "stage", "expected [[stage]] tables (an array of tables)");
+  } else {
+    for (size_t i = 0; i < stages->items.size(); ++i) {
+      Stage stage;
+      CheckStage(stages->items[i], i, stage);
+      spec.stages.push_back(std::move(stage));
+    }
+    CheckDag(spec.stages);
+  }
+
+  // Errors in file order, each once.
+  std::stable_sort(errors_.begin(), errors_.end(), [](const Diagnostic& a, const Diagnostic& b) {
+    return std::tie(a.where.file, a.where.line, a.where.column) < std::tie(b.where.file, b.where.line, b.where.column);
+  });
+  errors_.erase(std::unique(errors_.begin(), errors_.end(),
+                            [](const Diagnostic& a, const Diagnostic& b) { return a.ToString() == b.ToString(); }),
+                errors_.end());
+  result.errors = std::move(errors_);
+  if (!result.errors.empty()) return result;
+
+  std::ostringstream os;
+  os << toml::toml_formatter(ToToml(root));
+  spec.canonical_text = os.str() + "\n";
+  spec.spec_hash = common::Hash128Hex(spec.canonical_text);
+  result.spec = std::move(spec);
+  return result;
+}
+
+}  // namespace
+
+LoadResult LoadExperiment(const std::string& path, const workers::KindRegistry& kinds) {
+  return Loader(kinds).Load(path, std::nullopt);
+}
+
+LoadResult LoadExperimentFromString(const std::string& text, const std::string& path,
+                                    const workers::KindRegistry& kinds) {
+  return Loader(kinds).Load(path, text);
+}
+
+std::string ExplainSpec() {
+  std::string out;
+  out += "Top level: `extends` (a file or list of files to merge this one over), [experiment], [[stage]].\n\n";
+  out += ExperimentSchema().Explain("experiment") + "\n";
+  out += StageSchema().Explain("[stage]") + "\n";
+  out += "[stage.config]  the kind's own keys: `shammie validate --explain KIND`\n\n";
+  out += ResourcesSchema().Explain("stage.resources") + "\n";
+  out += RetrySchema().Explain("stage.retry") + "\n";
+  out += SweepSchema().Explain("stage.sweep") + "\n";
+  out += RandomSweepSchema().Explain("stage.sweep.random");
+  return out;
+}
+
+}  // namespace shammie::orchestrator

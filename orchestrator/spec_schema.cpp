@@ -1,0 +1,84 @@
+#include "orchestrator/spec_schema.hpp"
+
+namespace shammie::orchestrator {
+
+using common::Schema;
+using common::ValueType;
+
+const Schema& ExperimentSchema() {
+  static const Schema schema = [] {
+    Schema s("experiment", "What the experiment is called and where its results go.");
+    s.Add("name", ValueType::kName).Required().Doc("Name of the experiment; used in the default run directory.");
+    s.String("description").Default("").Doc("Free text kept with the results.");
+    s.Int("seed").Default(0).Range(0, 9.0e18).Doc("Root seed; every job's seed is derived from it.");
+    s.Add("output", ValueType::kPath).Doc("Run directory (default runs/<name>); `..` is not allowed.");
+    return s;
+  }();
+  return schema;
+}
+
+const Schema& StageSchema() {
+  static const Schema schema = [] {
+    Schema s("stage", "One stage = one job kind; a sweep turns it into many jobs. Sub-tables: "
+                      "config, resources, retry, sweep.");
+    s.Add("name", ValueType::kName).Required().Doc("Unique within the file.");
+    s.String("kind").Required().Doc("A registered job kind (`shammie validate --explain` lists them).");
+    s.String("description").Default("").Doc("Free text.");
+    s.Add("depends_on", ValueType::kNameList).Default(nlohmann::json::array())
+        .Doc("Stages whose jobs must finish first; by default each job of this stage depends on all of their jobs.");
+    return s;
+  }();
+  return schema;
+}
+
+const Schema& ResourcesSchema() {
+  static const Schema schema = [] {
+    Schema s("stage.resources", "What each job of the stage needs. Not part of the job id.");
+    s.Int("ranks").Default(1).Range(1, 65536).Doc("MPI ranks in the job's gang (data-parallel width).");
+    s.Int("gpus").Default(0).Range(0, 64).Doc("GPUs per rank.");
+    s.Add("time_limit", ValueType::kDuration).Min(1).Doc("Wall-clock limit per attempt, e.g. \"30m\" or \"02:00:00\".");
+    s.Add("memory", ValueType::kSize).Min(1).Doc("Memory per rank, e.g. \"4G\".");
+    return s;
+  }();
+  return schema;
+}
+
+const Schema& RetrySchema() {
+  static const Schema schema = [] {
+    Schema s("stage.retry", "When a failed job is tried again.");
+    s.Int("attempts").Default(1).Range(1, 100).Doc("Total attempts per job; 1 means no retry.");
+    s.Float("backoff").Default(1.0).Range(0, 86400).Doc("Seconds before the 2nd attempt; doubles after each failure.");
+    s.Add("on", ValueType::kStringList)
+        .Default(nlohmann::json::array({"unavailable", "aborted", "deadline_exceeded", "cancelled"}))
+        .Doc("Error codes that allow another attempt: unavailable, aborted, deadline_exceeded, cancelled, "
+             "resource_exhausted, internal, data_loss.");
+    return s;
+  }();
+  return schema;
+}
+
+const Schema& SweepSchema() {
+  static const Schema schema = [] {
+    Schema s("stage.sweep",
+             "Turns a stage into many jobs: over x grid x zip x random x seeds. Sub-tables: "
+             "grid (key = [values], cartesian), zip (key = [values], paired; equal lengths), "
+             "random (samples = N; key = { uniform = [lo, hi] } | { log_uniform = [lo, hi] } | "
+             "{ int_uniform = [lo, hi] } | { choice = [values] }).");
+    s.Int("seeds").Default(1).Range(1, 100000).Doc("Replicates of every point, each with its own derived seed.");
+    s.Add("over", ValueType::kNameList).Default(nlohmann::json::array())
+        .Doc("Stages from depends_on to fan out over: one job per upstream job (and point), depending on that job only.");
+    return s;
+  }();
+  return schema;
+}
+
+const Schema& RandomSweepSchema() {
+  static const Schema schema = [] {
+    Schema s("stage.sweep.random", "Random search: `samples` points drawn with a seed derived from experiment.seed.");
+    s.Int("samples").Required().Range(1, kMaxJobsPerStage).Doc("How many points to draw.");
+    return s;
+  }();
+  return schema;
+}
+
+}  // namespace shammie::orchestrator

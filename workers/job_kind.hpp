@@ -1,0 +1,44 @@
+// Job kinds: a name, a doc line and the schema of its [stage.config] table.
+//
+// The registry is an object built by main() (no global registration), so a
+// test can build one with exactly the kinds it needs. Adding a kind means
+// declaring its schema in one Register* function; the spec parser, `shammie
+// validate --explain` and the provenance dump all read that declaration.
+// The engine (a later layer) attaches the code that runs each kind.
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/schema.hpp"
+#include "common/status.hpp"
+
+namespace shammie::workers {
+
+struct JobKind {
+  std::string name;    // "family.name", e.g. "toy.quadratic"
+  std::string doc;
+  common::Schema config;  // keys of [stage.config]
+};
+
+class KindRegistry {
+ public:
+  // Fails with AlreadyExists on a duplicate name, InvalidArgument on a bad name.
+  common::Status Register(JobKind kind);
+  const JobKind* Find(std::string_view name) const;
+  std::vector<std::string> Names() const;  // sorted
+
+ private:
+  std::map<std::string, JobKind, std::less<>> kinds_;
+};
+
+// bench.noop, bench.sleep, bench.fail: for measuring and testing the engine.
+void RegisterBenchKinds(KindRegistry& registry);
+// toy.quadratic: gradient descent on a 1-D quadratic, the default experiment.
+void RegisterToyKinds(KindRegistry& registry);
+// Every kind this build has.
+void RegisterBuiltinKinds(KindRegistry& registry);
+
+}  // namespace shammie::workers
