@@ -68,6 +68,7 @@ struct MValue {
   enum class Type { kLeaf, kTable, kTableArray };
   Type type = Type::kLeaf;
   const toml::node* node = nullptr;  // the leaf, or the table/array that (last) defined it
+  toml::source_region key_source;     // where its key was written (for unknown-key errors)
   std::vector<std::pair<std::string, MValue>> entries;  // kTable
   std::vector<MValue> items;                            // kTableArray
 
@@ -90,7 +91,11 @@ MValue Build(const toml::node& node) {
   out.node = &node;
   if (const toml::table* t = node.as_table()) {
     out.type = MValue::Type::kTable;
-    for (const auto& [key, value] : *t) out.entries.emplace_back(std::string(key.str()), Build(value));
+    for (const auto& [key, value] : *t) {
+      MValue child = Build(value);
+      child.key_source = key.source();
+      out.entries.emplace_back(std::string(key.str()), std::move(child));
+    }
   } else if (const toml::array* a = node.as_array(); a && a->is_array_of_tables()) {
     out.type = MValue::Type::kTableArray;
     for (const auto& item : *a) out.items.push_back(Build(item));
@@ -179,6 +184,14 @@ class Loader {
     }
     if (loc.file.empty()) loc.file = root_path_;
     return loc;
+  }
+  // Where a key was written; falls back to its value.
+  Location KeyLoc(const MValue& value) const {
+    if (value.key_source.path && value.key_source.begin.line > 0) {
+      return {*value.key_source.path, static_cast<int64_t>(value.key_source.begin.line),
+              static_cast<int64_t>(value.key_source.begin.column)};
+    }
+    return Loc(value.node);
   }
   void Error(const toml::node* at, std::string key, std::string message) {
     errors_.push_back({Loc(at), std::move(key), std::move(message)});
@@ -392,7 +405,7 @@ json Loader::CheckTable(const MValue* table, const Schema& schema, const std::st
       const std::string dotted = JoinKey(prefix, key);
       const KeySpec* spec = schema.Find(key);
       if (!spec) {
-        Error(value.node, dotted, UnknownKeyMessage(key, known));
+        ErrorAt(KeyLoc(value), dotted, UnknownKeyMessage(key, known));
         continue;
       }
       if (value.type != MValue::Type::kLeaf || value.node->is_table()) {
@@ -583,7 +596,7 @@ void Loader::CheckSweep(const MValue* sweep, const workers::JobKind* kind, const
     const KeySpec* spec = kind->config.Find(key);
     if (!spec) {
       std::string hint = common::DidYouMean(key, kind->config.KeyNames());
-      Error(value.node, dotted, "`" + key + "` is not a config key of " + kind->name +
+      ErrorAt(KeyLoc(value), dotted, "`" + key + "` is not a config key of " + kind->name +
                                     (hint.empty() ? " (its keys: " + common::QuotedList(kind->config.KeyNames()) + ")" : hint));
       return nullptr;
     }
@@ -825,7 +838,7 @@ LoadResult Loader::Load(const std::string& path, const std::optional<std::string
   spec.files = files_;
   for (const auto& [key, value] : root.entries) {
     if (key == "experiment" || key == "stage") continue;
-    Error(value.node, key, UnknownKeyMessage(key, {"experiment", "stage", "extends"}));
+    ErrorAt(KeyLoc(value), key, UnknownKeyMessage(key, {"experiment", "stage", "extends"}));
   }
 
   const MValue* experiment = root.Get("experiment");

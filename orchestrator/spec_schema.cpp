@@ -10,7 +10,7 @@ const Schema& ExperimentSchema() {
     Schema s("experiment", "What the experiment is called and where its results go.");
     s.Add("name", ValueType::kName).Required().Doc("Name of the experiment; used in the default run directory.");
     s.String("description").Default("").Doc("Free text kept with the results.");
-    s.Int("seed").Default(0).Range(0, 9.0e18).Doc("Root seed; every job's seed is derived from it.");
+    s.Int("seed").Default(0).Min(0).Doc("Root seed; every job's seed is derived from it.");
     s.Add("output", ValueType::kPath).Doc("Run directory (default runs/<name>); `..` is not allowed.");
     return s;
   }();

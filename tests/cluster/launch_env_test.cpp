@@ -1,0 +1,50 @@
+#include "cluster/launch_env.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace shammie::cluster {
+namespace {
+
+EnvLookup Fake(std::map<std::string, std::string> vars) {
+  return [vars](const std::string& name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(LaunchEnvTest, AloneOnALaptop) {
+  auto env = DetectLaunchEnvironment(Fake({}));
+  EXPECT_FALSE(env.inside_mpi);
+  EXPECT_FALSE(env.inside_slurm);
+  EXPECT_EQ(env.world_size, 1);
+  EXPECT_GE(env.usable_cores, 1);
+  EXPECT_EQ(env.DefaultLocalRanks(), env.usable_cores + 1);
+}
+
+TEST(LaunchEnvTest, UnderMpirun) {
+  auto env = DetectLaunchEnvironment(Fake({{"OMPI_COMM_WORLD_SIZE", "4"}, {"OMPI_COMM_WORLD_RANK", "2"}}));
+  EXPECT_TRUE(env.inside_mpi);
+  EXPECT_EQ(env.world_size, 4);
+  EXPECT_EQ(env.world_rank, 2);
+}
+
+TEST(LaunchEnvTest, UnderSrunWithPmix) {
+  auto env = DetectLaunchEnvironment(Fake({{"PMIX_SIZE", "8"}, {"PMIX_RANK", "0"}, {"SLURM_JOB_ID", "1234"},
+                                           {"SLURM_CPUS_ON_NODE", "16"}}));
+  EXPECT_TRUE(env.inside_mpi);
+  EXPECT_EQ(env.world_size, 8);
+  EXPECT_TRUE(env.inside_slurm);
+  EXPECT_EQ(env.slurm_job_id, "1234");
+  EXPECT_EQ(env.usable_cores, 16);
+}
+
+TEST(LaunchEnvTest, GarbageIsIgnored) {
+  auto env = DetectLaunchEnvironment(Fake({{"OMPI_COMM_WORLD_SIZE", "four"}, {"OMPI_COMM_WORLD_RANK", "0"}}));
+  EXPECT_FALSE(env.inside_mpi);
+}
+
+}  // namespace
+}  // namespace shammie::cluster

@@ -1,0 +1,92 @@
+#include "orchestrator/cli.hpp"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/test_util.hpp"
+
+namespace shammie::orchestrator {
+namespace {
+
+struct CliRun {
+  int code;
+  std::string out, err;
+};
+
+CliRun RunShammie(std::vector<std::string> args) {
+  workers::KindRegistry kinds;
+  workers::RegisterBuiltinKinds(kinds);
+  args.insert(args.begin(), "shammie");
+  std::ostringstream out, err;
+  int code = RunCli(args, kinds, out, err);
+  return {code, out.str(), err.str()};
+}
+
+const std::string kDefault = SHAMMIE_SOURCE_DIR "/experiments/configs/quadratic-sweep.toml";
+
+TEST(CliTest, ValidateOk) {
+  auto r = RunShammie({"validate", kDefault});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find(": ok (experiment quadratic-sweep, 1 stage, 24 jobs)"), std::string::npos) << r.out;
+}
+
+TEST(CliTest, ValidateBadFileExitsTwoWithOneLinePerError) {
+  testing::ScratchDir dir("cli-bad");
+  const std::string path = dir.File("bad.toml");
+  testing::WriteFile(path, "[experiment]\nname = \"x\"\nsed = 1\n[[stage]]\nname = \"t\"\nkind = \"toy.quadratc\"\n");
+  auto r = RunShammie({"validate", path});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err, path + ":3:1: experiment.sed: unknown key (did you mean `seed`?)\n" + path +
+                       ":6:8: stage.t.kind: unknown job kind \"toy.quadratc\" (did you mean `toy.quadratic`?)\n"
+                       "shammie: 2 errors in " + path + "\n");
+  EXPECT_EQ(r.out, "");
+}
+
+TEST(CliTest, PlanTextAndJson) {
+  auto text = RunShammie({"plan", kDefault});
+  EXPECT_EQ(text.code, 0) << text.err;
+  EXPECT_NE(text.out.find("24 jobs in 1 stage"), std::string::npos);
+  auto js = RunShammie({"plan", kDefault, "--json"});
+  ASSERT_EQ(js.code, 0) << js.err;
+  auto parsed = nlohmann::json::parse(js.out);
+  EXPECT_EQ(parsed["jobs"].size(), 24u);
+  EXPECT_EQ(parsed["experiment"], "quadratic-sweep");
+}
+
+TEST(CliTest, HelpVersionAndUsageErrors) {
+  auto help = RunShammie({"--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.out.find("validate"), std::string::npos);
+  EXPECT_NE(help.out.find("plan"), std::string::npos);
+  auto sub_help = RunShammie({"plan", "--help"});
+  EXPECT_EQ(sub_help.code, 0);
+  EXPECT_NE(sub_help.out.find("--json"), std::string::npos);
+  auto version = RunShammie({"--version"});
+  EXPECT_EQ(version.code, 0);
+  EXPECT_NE(version.out.find("shammie 0."), std::string::npos) << version.out;
+  EXPECT_EQ(RunShammie({}).code, 2) << "a subcommand is required";
+  EXPECT_EQ(RunShammie({"frobnicate"}).code, 2);
+  EXPECT_EQ(RunShammie({"plan"}).code, 2) << "missing file";
+  EXPECT_EQ(RunShammie({"plan", "/no/such.toml"}).code, 2);
+  EXPECT_EQ(RunShammie({"validate", "--bogus"}).code, 2);
+}
+
+TEST(CliTest, ExplainListsKindsAndKeys) {
+  auto all = RunShammie({"validate", "--explain"});
+  EXPECT_EQ(all.code, 0) << all.err;
+  for (const char* s : {"[experiment]", "name (name), required", "stage.resources", "time_limit (duration)",
+                        "toy.quadratic", "bench.fail", "learning_rate (float), default 0.1, > 0 and <= 10"}) {
+    EXPECT_NE(all.out.find(s), std::string::npos) << s;
+  }
+  auto one = RunShammie({"validate", "--explain", "bench.fail"});
+  EXPECT_EQ(one.code, 0);
+  EXPECT_NE(one.out.find("probability (float), default 1.0, >= 0 and <= 1"), std::string::npos) << one.out;
+  EXPECT_EQ(one.out.find("toy.quadratic"), std::string::npos);
+  EXPECT_EQ(RunShammie({"validate", "--explain", "toy.nope"}).code, 2);
+}
+
+}  // namespace
+}  // namespace shammie::orchestrator
