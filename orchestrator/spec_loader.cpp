@@ -196,9 +196,24 @@ class Loader {
   void Error(const toml::node* at, std::string key, std::string message) {
     errors_.push_back({Loc(at), std::move(key), std::move(message)});
   }
+  // An `extends` that cannot be followed leaves the merged document incomplete.
+  void ExtendsError(const toml::node* at, std::string message) {
+    Error(at, "extends", std::move(message));
+    base_failed_ = true;
+  }
   void ErrorAt(Location at, std::string key, std::string message) {
     errors_.push_back({std::move(at), std::move(key), std::move(message)});
   }
+
+  // Where each stage's DAG keys were written, by position in the file, for
+  // DAG errors.
+  struct StageSource {
+    std::string prefix;                   // "stage.<name>" or "stage[<index>]"
+    const toml::node* table = nullptr;
+    bool depends_on_valid = false;
+    std::vector<std::pair<std::string, const toml::node*>> deps;
+    std::vector<std::pair<std::string, const toml::node*>> over;
+  };
 
   // Files and composition.
   std::optional<MValue> LoadFile(const std::string& display_path, const std::optional<std::string>& text,
@@ -211,7 +226,7 @@ class Loader {
   bool RequireTable(const MValue* value, const std::string& key);
   void CheckStage(const MValue& item, size_t index, Stage& stage);
   void CheckRetryCodes(const MValue* retry, const std::string& prefix, RetryPolicy& retry_policy);
-  void CheckSweep(const MValue* sweep, const workers::JobKind* kind, const std::string& prefix, Stage& stage);
+  void CheckSweep(const MValue* sweep, const workers::JobKind* kind, StageSource& source, Stage& stage);
   std::optional<SweepAxis> CheckAxis(const std::string& key, const MValue& value, const KeySpec& spec,
                                      const std::string& dotted);
   std::optional<RandomAxis> CheckRandomAxis(const std::string& key, const MValue& value, const KeySpec& spec,
@@ -224,13 +239,8 @@ class Loader {
   std::vector<std::string> files_;
   std::vector<Diagnostic> errors_;
 
-  // Where things were written, by stage name, for DAG errors.
-  struct StageSource {
-    const toml::node* name = nullptr;
-    std::vector<std::pair<std::string, const toml::node*>> deps;
-    std::vector<std::pair<std::string, const toml::node*>> over;
-  };
-  std::map<std::string, StageSource> stage_sources_;
+  std::vector<StageSource> stage_sources_;
+  bool base_failed_ = false;  // a file named by `extends` could not be loaded
 };
 
 std::optional<std::string> ReadFile(const std::string& path, std::string* error) {
@@ -292,22 +302,23 @@ std::optional<MValue> Loader::LoadFile(const std::string& display_path, const st
     if (ext.type == MValue::Type::kLeaf && ext.node->is_string()) {
       targets.push_back(ext.node);
     } else if (ext.type == MValue::Type::kLeaf && ext.node->is_array() &&
-               ext.node->as_array()->is_homogeneous(toml::node_type::string)) {
+               std::all_of(ext.node->as_array()->begin(), ext.node->as_array()->end(),
+                           [](const toml::node& n) { return n.is_string(); })) {
       for (const auto& n : *ext.node->as_array()) targets.push_back(&n);
     } else {
-      Error(ext.node, "extends", "expected a file name or a list of file names (strings)");
+      ExtendsError(ext.node, "expected a file name or a list of file names (strings)");
     }
     for (const toml::node* target : targets) {
       const std::string name = target->value<std::string>().value_or("");
       if (name.empty() || name.find('\0') != std::string::npos) {
-        Error(target, "extends", "file name must not be empty");
+        ExtendsError(target, "file name must not be empty");
         continue;
       }
       fs::path base_path = fs::path(name).is_absolute()
                                ? fs::path(name)
                                : (fs::path(display_path).parent_path() / name).lexically_normal();
       if (base_path.extension() != ".toml") {
-        Error(target, "extends", "`" + name + "` is not a .toml file");
+        ExtendsError(target, "`" + name + "` is not a .toml file");
         continue;
       }
       std::error_code ec;
@@ -316,17 +327,20 @@ std::optional<MValue> Loader::LoadFile(const std::string& display_path, const st
       if (std::find(chain.begin(), chain.end(), identity) != chain.end()) {
         std::string cycle;
         for (const auto& c : chain) cycle += fs::path(c).filename().string() + " -> ";
-        Error(target, "extends", "extends cycle: " + cycle + fs::path(identity).filename().string());
+        ExtendsError(target, "extends cycle: " + cycle + fs::path(identity).filename().string());
         continue;
       }
       if (chain.size() >= 16) {
-        Error(target, "extends", "extends nests deeper than 16 files");
+        ExtendsError(target, "extends nests deeper than 16 files");
         continue;
       }
       auto next_chain = chain;
       next_chain.push_back(identity);
       auto base = LoadFile(base_path.string(), std::nullopt, next_chain, target);
-      if (!base) continue;
+      if (!base) {
+        base_failed_ = true;
+        continue;
+      }
       if (!merged) {
         merged = std::move(*base);
       } else {
@@ -387,6 +401,7 @@ std::string JoinKey(const std::string& prefix, const std::string& key) {
 }
 
 std::string UnknownKeyMessage(const std::string& key, std::vector<std::string> known) {
+  if (key == "extends") return "unknown key: `extends` belongs at the top of the file, before any table";
   std::string hint = common::DidYouMean(key, known);
   if (!hint.empty()) return "unknown key" + hint;
   if (known.empty()) return "unknown key: this table takes no keys";
@@ -574,16 +589,15 @@ std::optional<RandomAxis> Loader::CheckRandomAxis(const std::string& key, const 
   return axis;
 }
 
-void Loader::CheckSweep(const MValue* sweep, const workers::JobKind* kind, const std::string& prefix, Stage& stage) {
-  const std::string sp = prefix + ".sweep";
+void Loader::CheckSweep(const MValue* sweep, const workers::JobKind* kind, StageSource& source, Stage& stage) {
+  const std::string sp = source.prefix + ".sweep";
   json fields = CheckTable(sweep, SweepSchema(), sp, {"grid", "zip", "random"}, sweep ? sweep->node : nullptr);
   if (fields.contains("seeds")) stage.sweep.seeds = fields["seeds"].get<int64_t>();
   if (fields.contains("over")) {
     stage.sweep.over = fields["over"].get<std::vector<std::string>>();
     const MValue* over = sweep ? sweep->Get("over") : nullptr;
-    auto& src = stage_sources_[stage.name].over;
     for (size_t i = 0; i < stage.sweep.over.size(); ++i) {
-      src.emplace_back(stage.sweep.over[i], over ? over->node->as_array()->get(i) : nullptr);
+      source.over.emplace_back(stage.sweep.over[i], over ? over->node->as_array()->get(i) : nullptr);
     }
   }
   if (!sweep) return;
@@ -596,8 +610,14 @@ void Loader::CheckSweep(const MValue* sweep, const workers::JobKind* kind, const
     const KeySpec* spec = kind->config.Find(key);
     if (!spec) {
       std::string hint = common::DidYouMean(key, kind->config.KeyNames());
-      ErrorAt(KeyLoc(value), dotted, "`" + key + "` is not a config key of " + kind->name +
-                                    (hint.empty() ? " (its keys: " + common::QuotedList(kind->config.KeyNames()) + ")" : hint));
+      std::string known = kind->config.keys().empty()
+                              ? " (" + kind->name + " takes no config keys)"
+                              : " (its keys: " + common::QuotedList(kind->config.KeyNames()) + ")";
+      if (table == "random" && hint.empty() && common::ClosestMatch(key, {"samples"})) {
+        ErrorAt(KeyLoc(value), dotted, "unknown key (did you mean `samples`?)");
+        return nullptr;
+      }
+      ErrorAt(KeyLoc(value), dotted, "`" + key + "` is not a config key of " + kind->name + (hint.empty() ? known : hint));
       return nullptr;
     }
     if (!spec->sweepable) {
@@ -679,16 +699,15 @@ void Loader::CheckStage(const MValue& item, size_t index, Stage& stage) {
   if (fields.contains("name")) stage.name = fields["name"].get<std::string>();
   if (fields.contains("description")) stage.description = fields["description"].get<std::string>();
   if (fields.contains("depends_on")) stage.depends_on = fields["depends_on"].get<std::vector<std::string>>();
-  if (!stage.name.empty()) {
-    auto& src = stage_sources_[stage.name];
-    if (!src.name) {
-      src.name = item.Get("name")->node;
-      if (const MValue* deps = item.Get("depends_on"); deps && deps->node->is_array()) {
-        const toml::array& arr = *deps->node->as_array();
-        for (size_t i = 0; i < arr.size() && i < stage.depends_on.size(); ++i) {
-          src.deps.emplace_back(stage.depends_on[i], arr.get(i));
-        }
-      }
+  if (stage_sources_.size() <= index) stage_sources_.resize(index + 1);
+  StageSource& source = stage_sources_[index];
+  source.prefix = prefix;
+  source.table = item.node;
+  source.depends_on_valid = fields.contains("depends_on");
+  if (const MValue* deps = item.Get("depends_on"); source.depends_on_valid && deps) {
+    const toml::array& arr = *deps->node->as_array();
+    for (size_t i = 0; i < arr.size() && i < stage.depends_on.size(); ++i) {
+      source.deps.emplace_back(stage.depends_on[i], arr.get(i));
     }
   }
 
@@ -725,7 +744,7 @@ void Loader::CheckStage(const MValue& item, size_t index, Stage& stage) {
 
   const MValue* sweep = item.Get("sweep");
   if (sweep && !RequireTable(sweep, prefix + ".sweep")) sweep = nullptr;
-  CheckSweep(sweep, kind, prefix, stage);
+  CheckSweep(sweep, kind, source, stage);
 }
 
 void Loader::CheckDag(std::vector<Stage>& stages) {
@@ -742,32 +761,37 @@ void Loader::CheckDag(std::vector<Stage>& stages) {
     index[name] = i;
     names.push_back(name);
   }
-  auto dep_node = [&](const std::string& stage, const std::string& dep) -> const toml::node* {
+  // Stages are still in file order here, so stage i was written as stage_sources_[i].
+  auto dep_node = [&](size_t stage, const std::string& dep) -> const toml::node* {
     for (const auto& [d, n] : stage_sources_[stage].deps) {
       if (d == dep) return n;
     }
-    return stage_sources_[stage].name;
+    return stage_sources_[stage].table;
   };
   bool edges_ok = true;
-  for (auto& stage : stages) {
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const Stage& stage = stages[i];
+    const StageSource& source = stage_sources_[i];
     std::set<std::string> seen;
     for (const auto& dep : stage.depends_on) {
-      const std::string key = "stage." + stage.name + ".depends_on";
+      const std::string key = source.prefix + ".depends_on";
       if (dep == stage.name) {
-        Error(dep_node(stage.name, dep), key, "stage \"" + dep + "\" depends on itself");
+        Error(dep_node(i, dep), key, "stage \"" + dep + "\" depends on itself");
         edges_ok = false;
       } else if (!index.count(dep)) {
         std::string hint = common::DidYouMean(dep, names);
-        Error(dep_node(stage.name, dep), key,
-              "no stage named \"" + dep + "\"" + (hint.empty() ? "; stages: " + common::QuotedList(names) : hint));
+        Error(dep_node(i, dep), key,
+              "no stage named \"" + dep + "\"" +
+                  (!hint.empty() ? hint : names.empty() ? "; no stage has a valid name" : "; stages: " + common::QuotedList(names)));
         edges_ok = false;
       } else if (!seen.insert(dep).second) {
-        Error(dep_node(stage.name, dep), key, "\"" + dep + "\" is listed twice");
+        Error(dep_node(i, dep), key, "\"" + dep + "\" is listed twice");
       }
     }
-    for (const auto& [over, node] : stage_sources_[stage.name].over) {
+    if (!source.depends_on_valid) continue;  // already reported; `over` cannot be checked
+    for (const auto& [over, node] : source.over) {
       if (std::find(stage.depends_on.begin(), stage.depends_on.end(), over) == stage.depends_on.end()) {
-        Error(node, "stage." + stage.name + ".sweep.over",
+        Error(node, source.prefix + ".sweep.over",
               "\"" + over + "\" is not in depends_on; a stage can only fan out over stages it depends on");
       }
     }
@@ -788,7 +812,7 @@ void Loader::CheckDag(std::vector<Stage>& stages) {
         auto start = std::find(stack.begin(), stack.end(), d);
         for (auto it = start; it != stack.end(); ++it) cycle += stages[*it].name + " -> ";
         cycle += stages[d].name;
-        Error(dep_node(stages[s].name, dep), "stage." + stages[s].name + ".depends_on",
+        Error(dep_node(s, dep), stage_sources_[s].prefix + ".depends_on",
               "dependency cycle: " + cycle);
       } else if (color[d] == 0) {
         visit(d);
@@ -827,7 +851,9 @@ LoadResult Loader::Load(const std::string& path, const std::optional<std::string
   if (ec) identity = path;
   auto merged = LoadFile(path, text, {identity}, nullptr);
   LoadResult result;
-  if (!merged) {
+  // Without all of its bases the merged document is incomplete: checking it
+  // would only add misleading "missing key" errors.
+  if (!merged || base_failed_) {
     result.errors = std::move(errors_);
     return result;
   }

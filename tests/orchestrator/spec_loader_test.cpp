@@ -218,6 +218,12 @@ TEST_F(SpecLoaderTest, ExtendsErrorsPointIntoTheFileThatWroteTheValue) {
   EXPECT_EQ(r.errors[1].where.line, 6);
 }
 
+TEST_F(SpecLoaderTest, EmptyExtendsListIsANoOp) {
+  auto r = Load(std::string("extends = []\n") + kMinimal);
+  ASSERT_TRUE(r.ok()) << ::testing::PrintToString(Lines(r));
+  EXPECT_EQ(r.spec->canonical_text, Load(kMinimal).spec->canonical_text);
+}
+
 TEST_F(SpecLoaderTest, MissingFileIsAnError) {
   auto r = LoadExperiment("/nonexistent/exp.toml", kinds_);
   ASSERT_EQ(r.errors.size(), 1u);
