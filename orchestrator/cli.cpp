@@ -2,7 +2,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "analysis/export.hpp"
 #include "common/build_info.hpp"
+#include "storage/result_store.hpp"
 #include "orchestrator/plan.hpp"
 #include "orchestrator/spec_loader.hpp"
 
@@ -50,6 +56,47 @@ int Explain(const std::string& kind_name, const workers::KindRegistry& kinds, st
   return kExitOk;
 }
 
+// `shammie export`: DIR is a run directory (holding results.h5) or the file.
+int Export(const std::string& target, const std::string& format, const std::string& output, std::ostream& out,
+           std::ostream& err) {
+  namespace fs = std::filesystem;
+  std::string path = target;
+  std::error_code ec;
+  if (fs::is_directory(target, ec)) path = (fs::path(target) / "results.h5").string();
+  auto store = storage::ResultStore::Open(path, storage::ResultStore::Mode::kReadOnly);
+  if (!store.ok()) {
+    err << "shammie export: " << store.status().ToString() << "\n";
+    return common::ExitCodeFor(store.status().code());
+  }
+  // Export into memory first: a failure half-way writes nothing.
+  std::ostringstream text;
+  common::Status s = format == "csv" ? analysis::ExportMetricsCsv(**store, text) : analysis::ExportJson(**store, text);
+  if (!s.ok()) {
+    err << "shammie export: " << path << ": " << s.ToString() << "\n";
+    return common::ExitCodeFor(s.code());
+  }
+  if (output.empty() || output == "-") {
+    out << text.str();
+    return kExitOk;
+  }
+  const std::string tmp = output + ".tmp";
+  {
+    std::ofstream file(tmp, std::ios::binary | std::ios::trunc);
+    file << text.str();
+    if (!file.flush()) {
+      err << "shammie export: cannot write " << tmp << "\n";
+      fs::remove(tmp, ec);
+      return 3;
+    }
+  }
+  fs::rename(tmp, output, ec);
+  if (ec) {
+    err << "shammie export: cannot rename " << tmp << " to " << output << ": " << ec.message() << "\n";
+    return 3;
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& kinds, std::ostream& out,
@@ -76,6 +123,14 @@ int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& ki
       "plan", "Expand sweeps and print the job DAG: job ids, kinds, dependencies, resources, resolved configs.");
   plan->add_option("file", plan_file, "Experiment TOML file")->required()->check(CLI::ExistingFile);
   plan->add_flag("--json", plan_json, "Print the plan as JSON (full ids and configs)");
+
+  std::string export_target, export_format = "csv", export_output;
+  CLI::App* export_cmd = app.add_subcommand(
+      "export", "Flat export of a run's results for other tools: metrics as CSV rows, or runs, configs and metrics as JSON.");
+  export_cmd->add_option("dir", export_target, "Run directory (holding results.h5) or a results.h5 file")->required();
+  export_cmd->add_option("--format", export_format, "csv (one row per metric point) or json")
+      ->check(CLI::IsMember({"csv", "json"}));
+  export_cmd->add_option("-o,--output", export_output, "Write to this file (atomically) instead of stdout");
 
   std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);  // CLI11 wants them reversed, minus argv[0]
   try {
@@ -126,6 +181,7 @@ int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& ki
     }
     return kExitOk;
   }
+  if (export_cmd->parsed()) return Export(export_target, export_format, export_output, out, err);
   return kExitBadInput;
 }
 

@@ -4,7 +4,11 @@
 
 #include <sstream>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
+
+#include "storage/result_store.hpp"
 
 #include "tests/test_util.hpp"
 
@@ -86,6 +90,69 @@ TEST(CliTest, ExplainListsKindsAndKeys) {
   EXPECT_NE(one.out.find("probability (float), default 1.0, >= 0 and <= 1"), std::string::npos) << one.out;
   EXPECT_EQ(one.out.find("toy.quadratic"), std::string::npos);
   EXPECT_EQ(RunShammie({"validate", "--explain", "toy.nope"}).code, 2);
+}
+
+}  // namespace
+}  // namespace shammie::orchestrator
+
+namespace shammie::orchestrator {
+namespace {
+
+// Writes a small results.h5 and returns the run directory.
+std::string WriteRun(const testing::ScratchDir& dir) {
+  storage::ExperimentInfo info;
+  info.experiment = "exp";
+  info.spec_hash = "abc";
+  auto store = storage::ResultStore::Create(dir.File("results.h5"), info);
+  EXPECT_TRUE(store.ok());
+  EXPECT_TRUE((*store)->BeginRun({"r1", "train", "toy.quadratic", R"({"learning_rate":0.1})", 5, {}}).ok());
+  EXPECT_TRUE((*store)->BeginRun({"r2", "eval,x", "bench.noop", "{}", 6, {"r1"}}).ok());
+  std::vector<storage::MetricPoint> loss = {{0, 1.0}, {10, 0.1}};
+  std::vector<storage::MetricPoint> acc = {{10, 1.0 / 3}};
+  EXPECT_TRUE((*store)->AppendMetrics("r1", "loss", loss).ok());
+  EXPECT_TRUE((*store)->AppendMetrics("r2", "acc", acc).ok());
+  EXPECT_TRUE((*store)->Close().ok());
+  return dir.path().string();
+}
+
+TEST(CliExportTest, CsvAndJson) {
+  testing::ScratchDir dir("cli-export");
+  const std::string run = WriteRun(dir);
+  auto csv = RunShammie({"export", run});
+  ASSERT_EQ(csv.code, 0) << csv.err;
+  EXPECT_EQ(csv.out,
+            "job_id,stage,kind,seed,metric,step,value\n"
+            "r1,train,toy.quadratic,5,loss,0,1\n"
+            "r1,train,toy.quadratic,5,loss,10,0.10000000000000001\n"
+            "r2,\"eval,x\",bench.noop,6,acc,10,0.33333333333333331\n");
+  auto js = RunShammie({"export", dir.File("results.h5"), "--format", "json"});
+  ASSERT_EQ(js.code, 0) << js.err;
+  auto doc = nlohmann::json::parse(js.out);
+  EXPECT_EQ(doc["experiment"], "exp");
+  ASSERT_EQ(doc["runs"].size(), 2u);
+  EXPECT_EQ(doc["runs"][0]["config"]["learning_rate"], 0.1);
+  EXPECT_EQ(doc["runs"][0]["metrics"]["loss"][1][1], 0.1);
+  EXPECT_EQ(doc["runs"][1]["inputs"][0], "r1");
+
+  auto to_file = RunShammie({"export", run, "-o", dir.File("out.csv")});
+  ASSERT_EQ(to_file.code, 0) << to_file.err;
+  EXPECT_EQ(testing::ReadFileText(dir.File("out.csv")), csv.out);
+}
+
+TEST(CliExportTest, BadFilesExitTwoOrThree) {
+  testing::ScratchDir dir("cli-export-bad");
+  EXPECT_EQ(RunShammie({"export", dir.File("nothing-here")}).code, 2) << "missing";
+  testing::WriteFile(dir.File("junk.h5"), "not hdf5");
+  auto junk = RunShammie({"export", dir.File("junk.h5")});
+  EXPECT_EQ(junk.code, 2);
+  EXPECT_NE(junk.err.find("not an HDF5 file"), std::string::npos) << junk.err;
+  const std::string run = WriteRun(dir);
+  std::filesystem::copy_file(dir.File("results.h5"), dir.File("cut.h5"));
+  std::filesystem::resize_file(dir.File("cut.h5"), 200);
+  auto cut = RunShammie({"export", dir.File("cut.h5")});
+  EXPECT_EQ(cut.code, 3) << cut.err;
+  EXPECT_NE(cut.err.find("data_loss"), std::string::npos) << cut.err;
+  EXPECT_EQ(RunShammie({"export", run, "--format", "xml"}).code, 2);
 }
 
 }  // namespace
