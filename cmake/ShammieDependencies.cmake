@@ -10,6 +10,7 @@ endmacro()
 shammie_require_package(tomlplusplus libtomlplusplus-dev CONFIG)
 shammie_require_package(nlohmann_json nlohmann-json3-dev CONFIG)
 shammie_require_package(CLI11 libcli11-dev CONFIG)
+shammie_require_package(Boost libboost-math-dev 1.74)
 shammie_require_package(HDF5 "libhdf5-dev hdf5-tools" COMPONENTS C)
 
 find_path(XXHASH_INCLUDE_DIR xxhash.h)

@@ -1,0 +1,110 @@
+#include "analysis/ltt.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include <boost/math/distributions/binomial.hpp>
+
+namespace shammie::analysis {
+
+namespace {
+
+// h1(a, b) with 0 log 0 = 0 (PAPERS.md §0.2.2: the reference code returns NaN at a = 0).
+double H1(double a, double b) {
+  double out = 0;
+  if (a > 0) out += a * std::log(a / b);
+  if (a < 1) out += (1 - a) * std::log((1 - a) / (1 - b));
+  return out;
+}
+
+double BinomCdf(double k, size_t n, double p) {
+  if (k < 0) return 0;
+  if (k >= static_cast<double>(n)) return 1;
+  return boost::math::cdf(boost::math::binomial_distribution<double>(static_cast<double>(n), p), k);
+}
+
+}  // namespace
+
+double HoeffdingPValue(double risk, size_t n, double alpha) {
+  return std::exp(-static_cast<double>(n) * H1(std::min(risk, alpha), alpha));
+}
+
+double BentkusPValue(double risk, size_t n, double alpha) {
+  // ceil(n R) with a guard: ceil(0.07 * 100) is 8 in floating point (PAPERS.md §0.2.1).
+  const double k = std::ceil(static_cast<double>(n) * risk - 1e-9);
+  return std::min(1.0, std::exp(1.0) * BinomCdf(k, n, alpha));
+}
+
+double HoeffdingBentkusPValue(double risk, size_t n, double alpha) {
+  return std::min(HoeffdingPValue(risk, n, alpha), BentkusPValue(risk, n, alpha));
+}
+
+double BinomialPValue(size_t failures, size_t n, double alpha) {
+  return BinomCdf(static_cast<double>(failures), n, alpha);
+}
+
+common::Result<LttResult> LearnThenTest(const std::vector<std::vector<double>>& losses, double alpha, double delta,
+                                        PValueBound bound, FwerProcedure procedure, std::span<const size_t> order) {
+  if (!(alpha > 0 && alpha < 1)) return common::InvalidArgument("alpha (risk level) must be in (0, 1)");
+  if (!(delta > 0 && delta < 1)) return common::InvalidArgument("delta must be in (0, 1)");
+  if (losses.empty()) return common::InvalidArgument("no configurations to test");
+  const size_t n = losses.front().size();
+  if (n == 0) return common::InvalidArgument("no calibration examples");
+  LttResult out;
+  for (size_t c = 0; c < losses.size(); ++c) {
+    if (losses[c].size() != n) {
+      return common::InvalidArgument("configuration " + std::to_string(c) + " has " + std::to_string(losses[c].size()) +
+                                     " losses, configuration 0 has " + std::to_string(n));
+    }
+    size_t failures = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const double l = losses[c][i];
+      if (!(l >= 0 && l <= 1)) {
+        return common::InvalidArgument("loss of configuration " + std::to_string(c) + " on example " + std::to_string(i) +
+                                       " is " + std::to_string(l) + "; losses must be in [0, 1]");
+      }
+      if (bound == PValueBound::kBinomial && l != 0 && l != 1) {
+        return common::InvalidArgument("the binomial p-value needs binary (0/1) losses; use hoeffding-bentkus");
+      }
+      failures += l == 1 ? 1 : 0;
+    }
+    const double risk = std::accumulate(losses[c].begin(), losses[c].end(), 0.0) / static_cast<double>(n);
+    double p = 1;
+    switch (bound) {
+      case PValueBound::kHoeffding: p = HoeffdingPValue(risk, n, alpha); break;
+      case PValueBound::kBentkus: p = BentkusPValue(risk, n, alpha); break;
+      case PValueBound::kHoeffdingBentkus: p = HoeffdingBentkusPValue(risk, n, alpha); break;
+      case PValueBound::kBinomial: p = BinomialPValue(failures, n, alpha); break;
+    }
+    out.risks.push_back(risk);
+    out.p_values.push_back(p);
+  }
+  if (procedure == FwerProcedure::kBonferroni) {
+    const double threshold = delta / static_cast<double>(losses.size());
+    for (size_t c = 0; c < losses.size(); ++c) {
+      if (out.p_values[c] <= threshold) out.valid.push_back(c);
+    }
+    return out;
+  }
+  std::vector<size_t> sequence(order.begin(), order.end());
+  if (sequence.empty()) {
+    sequence.resize(losses.size());
+    std::iota(sequence.begin(), sequence.end(), 0);
+  }
+  std::vector<bool> seen(losses.size(), false);
+  for (size_t c : sequence) {
+    if (c >= losses.size() || seen[c]) {
+      return common::InvalidArgument("the testing order must list distinct configuration indices below " +
+                                     std::to_string(losses.size()));
+    }
+    seen[c] = true;
+  }
+  for (size_t c : sequence) {
+    if (out.p_values[c] > delta) break;
+    out.valid.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace shammie::analysis

@@ -1,0 +1,265 @@
+#include "analysis/ppi.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include <boost/math/distributions/normal.hpp>
+
+namespace shammie::analysis {
+
+namespace {
+
+double Mean(std::span<const double> x) { return std::accumulate(x.begin(), x.end(), 0.0) / static_cast<double>(x.size()); }
+
+// Unbiased (ddof = 1) covariance; requires x.size() == y.size() >= 2.
+double Cov(std::span<const double> x, std::span<const double> y) {
+  const double mx = Mean(x), my = Mean(y);
+  double s = 0;
+  for (size_t i = 0; i < x.size(); ++i) s += (x[i] - mx) * (y[i] - my);
+  return s / static_cast<double>(x.size() - 1);
+}
+
+double Var(std::span<const double> x) { return Cov(x, x); }
+
+double PooledVar(std::span<const double> a, std::span<const double> b) {
+  std::vector<double> all(a.begin(), a.end());
+  all.insert(all.end(), b.begin(), b.end());
+  return Var(all);
+}
+
+common::Status CheckAlpha(double alpha) {
+  if (!(alpha > 0 && alpha < 1)) return common::InvalidArgument("alpha must be in (0, 1), got " + std::to_string(alpha));
+  return common::Status::Ok();
+}
+
+common::Status CheckUnit(std::span<const double> x, const std::string& what) {
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (x[i] < 0 || x[i] > 1) {
+      return common::InvalidArgument("the Hoeffding interval needs " + what + " in [0, 1]; item " + std::to_string(i) +
+                                     " is " + std::to_string(x[i]));
+    }
+  }
+  return common::Status::Ok();
+}
+
+double HoeffdingHalfWidth(double range, size_t n, double alpha) {
+  return range * std::sqrt(std::log(2.0 / alpha) / (2.0 * static_cast<double>(n)));
+}
+
+}  // namespace
+
+double NormalQuantile(double p) { return boost::math::quantile(boost::math::normal_distribution<double>(), p); }
+
+common::Status CheckFinite(std::span<const double> values, const std::string& what) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      return common::InvalidArgument(what + " has a non-finite value (" + std::to_string(values[i]) + ") at item " +
+                                     std::to_string(i));
+    }
+  }
+  return common::Status::Ok();
+}
+
+common::Result<MeanEstimate> ClassicalMean(std::span<const double> y, double alpha, IntervalKind interval) {
+  SHAMMIE_RETURN_IF_ERROR(CheckAlpha(alpha));
+  SHAMMIE_RETURN_IF_ERROR(CheckFinite(y, "labels"));
+  if (y.size() < 2) return common::InvalidArgument("classical inference needs at least 2 labeled points, got " + std::to_string(y.size()));
+  MeanEstimate e;
+  e.method = "classical";
+  e.alpha = alpha;
+  e.estimate = Mean(y);
+  const double var = Var(y);
+  e.std_error = std::sqrt(var / static_cast<double>(y.size()));
+  e.effective_n = static_cast<double>(y.size());
+  if (interval == IntervalKind::kHoeffding) {
+    SHAMMIE_RETURN_IF_ERROR(CheckUnit(y, "labels"));
+    const double h = HoeffdingHalfWidth(1.0, y.size(), alpha);
+    e.lower = std::max(0.0, e.estimate - h);
+    e.upper = std::min(1.0, e.estimate + h);
+    return e;
+  }
+  if (var == 0) e.notes.push_back("all labels are equal: the normal interval has width 0; consider the Hoeffding interval");
+  const double z = NormalQuantile(1 - alpha / 2);
+  e.lower = e.estimate - z * e.std_error;
+  e.upper = e.estimate + z * e.std_error;
+  return e;
+}
+
+double TunedLambda(std::span<const double> y, std::span<const double> f, std::span<const double> f_unlabeled,
+                   bool clip) {
+  const double var_f = PooledVar(f, f_unlabeled);
+  if (!(var_f > 0)) return 0.0;
+  const double n = static_cast<double>(y.size()), big_n = static_cast<double>(f_unlabeled.size());
+  double lambda = Cov(y, f) / ((1 + n / big_n) * var_f);
+  if (clip) lambda = std::clamp(lambda, 0.0, 1.0);
+  return lambda;
+}
+
+common::Result<MeanEstimate> PpiMean(std::span<const double> y, std::span<const double> f,
+                                     std::span<const double> f_unlabeled, double alpha, const PpiOptions& options) {
+  SHAMMIE_RETURN_IF_ERROR(CheckAlpha(alpha));
+  SHAMMIE_RETURN_IF_ERROR(CheckFinite(y, "labels"));
+  SHAMMIE_RETURN_IF_ERROR(CheckFinite(f, "predictions on labeled items"));
+  SHAMMIE_RETURN_IF_ERROR(CheckFinite(f_unlabeled, "predictions on unlabeled items"));
+  if (y.size() != f.size()) {
+    return common::InvalidArgument("labels and their predictions differ in length: " + std::to_string(y.size()) +
+                                   " vs " + std::to_string(f.size()));
+  }
+  if (y.size() < 2) return common::InvalidArgument("PPI needs at least 2 labeled points, got " + std::to_string(y.size()));
+  if (f_unlabeled.size() < 2) {
+    return common::InvalidArgument("PPI needs at least 2 unlabeled predictions, got " + std::to_string(f_unlabeled.size()));
+  }
+  MeanEstimate e;
+  e.alpha = alpha;
+  switch (options.lambda_mode) {
+    case LambdaMode::kFixed:
+      if (!std::isfinite(options.lambda)) return common::InvalidArgument("lambda must be finite");
+      e.lambda = options.lambda;
+      e.method = "ppi";
+      break;
+    case LambdaMode::kTunedClip:
+    case LambdaMode::kTunedFree:
+      e.lambda = TunedLambda(y, f, f_unlabeled, options.lambda_mode == LambdaMode::kTunedClip);
+      e.method = "ppi++";
+      if (!(PooledVar(f, f_unlabeled) > 0)) e.notes.push_back("the autorater is constant: lambda = 0 (classical)");
+      break;
+  }
+  const double n = static_cast<double>(y.size()), big_n = static_cast<double>(f_unlabeled.size());
+  std::vector<double> rectifier(y.size());
+  for (size_t i = 0; i < y.size(); ++i) rectifier[i] = y[i] - e.lambda * f[i];
+  e.estimate = e.lambda * Mean(f_unlabeled) + Mean(rectifier);
+  const double variance = e.lambda * e.lambda * Var(f_unlabeled) / big_n + Var(rectifier) / n;
+  e.std_error = std::sqrt(variance);
+  const double var_y = Var(y);
+  e.effective_n = variance > 0 ? var_y / variance : std::numeric_limits<double>::infinity();
+  if (!std::isfinite(e.effective_n)) {
+    e.effective_n = 0;
+    e.notes.push_back("zero estimated variance: effective sample size undefined (reported as 0)");
+  }
+  if (options.interval == IntervalKind::kHoeffding) {
+    if (options.lambda_mode != LambdaMode::kFixed || e.lambda < 0 || e.lambda > 1) {
+      return common::InvalidArgument(
+          "the Hoeffding (CLT-free) PPI interval needs a fixed lambda in [0, 1] chosen before seeing the data");
+    }
+    SHAMMIE_RETURN_IF_ERROR(CheckUnit(y, "labels"));
+    SHAMMIE_RETURN_IF_ERROR(CheckUnit(f, "predictions"));
+    SHAMMIE_RETURN_IF_ERROR(CheckUnit(f_unlabeled, "predictions"));
+    // Two means, alpha/2 each: lambda*mean(f~) has range lambda; mean(y - lambda f) range 1 + lambda.
+    const double h = HoeffdingHalfWidth(e.lambda, f_unlabeled.size(), alpha / 2) +
+                     HoeffdingHalfWidth(1 + e.lambda, y.size(), alpha / 2);
+    e.lower = e.estimate - h;
+    e.upper = e.estimate + h;
+    return e;
+  }
+  if (variance == 0) e.notes.push_back("zero estimated variance: the normal interval has width 0");
+  const double z = NormalQuantile(1 - alpha / 2);
+  e.lower = e.estimate - z * e.std_error;
+  e.upper = e.estimate + z * e.std_error;
+  return e;
+}
+
+common::Result<StratifiedEstimate> StratifiedPpiMean(const std::vector<Stratum>& strata, double alpha,
+                                                     const PpiOptions& options) {
+  SHAMMIE_RETURN_IF_ERROR(CheckAlpha(alpha));
+  if (strata.empty()) return common::InvalidArgument("stratified PPI needs at least one stratum");
+  if (options.interval != IntervalKind::kNormal) {
+    return common::InvalidArgument("stratified PPI supports the normal interval only");
+  }
+  double total_weight = 0;
+  for (const auto& s : strata) {
+    if (!(s.weight > 0) || !std::isfinite(s.weight)) {
+      return common::InvalidArgument("stratum " + s.name + " has weight " + std::to_string(s.weight) + "; weights must be > 0");
+    }
+    total_weight += s.weight;
+  }
+  if (std::abs(total_weight - 1) > 1e-9) {
+    return common::InvalidArgument("stratum weights sum to " + std::to_string(total_weight) + ", not 1");
+  }
+  StratifiedEstimate out;
+  MeanEstimate& c = out.combined;
+  c.method = "stratppi";
+  c.alpha = alpha;
+  double variance = 0, classical_variance = 0;
+  for (const auto& s : strata) {
+    auto e = PpiMean(s.y, s.f, s.f_unlabeled, alpha, options);
+    if (!e.ok()) return e.status().WithContext("stratum " + s.name);
+    StratumResult r;
+    r.name = s.name;
+    r.weight = s.weight;
+    r.estimate = e->estimate;
+    r.variance = e->std_error * e->std_error;
+    r.lambda = e->lambda;
+    r.n = s.y.size();
+    r.n_unlabeled = s.f_unlabeled.size();
+    for (const auto& note : e->notes) c.notes.push_back("stratum " + s.name + ": " + note);
+    c.estimate += s.weight * r.estimate;
+    variance += s.weight * s.weight * r.variance;
+    classical_variance += s.weight * s.weight * Var(s.y) / static_cast<double>(s.y.size());
+    out.strata.push_back(r);
+  }
+  c.std_error = std::sqrt(variance);
+  c.lambda = 0;  // one per stratum: see strata[k].lambda
+  size_t n = 0;
+  for (const auto& s : strata) n += s.y.size();
+  c.effective_n = variance > 0 ? static_cast<double>(n) * classical_variance / variance : 0;
+  const double z = NormalQuantile(1 - alpha / 2);
+  c.lower = c.estimate - z * c.std_error;
+  c.upper = c.estimate + z * c.std_error;
+  return out;
+}
+
+common::Result<std::vector<size_t>> AllocateLabels(const std::vector<Stratum>& strata, size_t budget,
+                                                   Allocation allocation, size_t min_per_stratum) {
+  if (strata.empty()) return common::InvalidArgument("no strata to allocate labels to");
+  if (budget < strata.size() * min_per_stratum) {
+    return common::InvalidArgument("a budget of " + std::to_string(budget) + " labels cannot give " +
+                                   std::to_string(min_per_stratum) + " to each of " + std::to_string(strata.size()) +
+                                   " strata");
+  }
+  std::vector<double> share(strata.size());
+  for (size_t k = 0; k < strata.size(); ++k) {
+    const Stratum& s = strata[k];
+    if (!(s.weight > 0)) return common::InvalidArgument("stratum " + s.name + " has a non-positive weight");
+    share[k] = s.weight;
+    if (allocation == Allocation::kOptimal) {
+      if (s.y.size() < 2 || s.y.size() != s.f.size() || s.f_unlabeled.size() < 2) {
+        return common::InvalidArgument("stratum " + s.name + ": optimal allocation needs pilot data (>= 2 labeled pairs and >= 2 unlabeled predictions)");
+      }
+      SHAMMIE_RETURN_IF_ERROR(CheckFinite(s.y, "stratum " + s.name + " labels"));
+      SHAMMIE_RETURN_IF_ERROR(CheckFinite(s.f, "stratum " + s.name + " predictions"));
+      const double lambda = TunedLambda(s.y, s.f, s.f_unlabeled, /*clip=*/true);
+      std::vector<double> r(s.y.size());
+      for (size_t i = 0; i < r.size(); ++i) r[i] = s.y[i] - lambda * s.f[i];
+      share[k] = s.weight * std::sqrt(Var(r));
+    }
+  }
+  double total = std::accumulate(share.begin(), share.end(), 0.0);
+  if (!(total > 0)) {  // every pilot residual is constant: nothing to optimize
+    for (size_t k = 0; k < strata.size(); ++k) share[k] = strata[k].weight;
+    total = std::accumulate(share.begin(), share.end(), 0.0);
+  }
+  // Minimum first, then the rest by largest remainder of the ideal split.
+  const size_t rest = budget - strata.size() * min_per_stratum;
+  std::vector<size_t> out(strata.size(), min_per_stratum);
+  std::vector<std::pair<double, size_t>> remainders;
+  size_t given = 0;
+  for (size_t k = 0; k < strata.size(); ++k) {
+    const double ideal = static_cast<double>(rest) * share[k] / total;
+    const size_t whole = static_cast<size_t>(std::floor(ideal));
+    out[k] += whole;
+    given += whole;
+    remainders.emplace_back(ideal - static_cast<double>(whole), k);
+  }
+  std::stable_sort(remainders.begin(), remainders.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t i = 0; given < rest; ++i, ++given) out[remainders[i % remainders.size()].second] += 1;
+  return out;
+}
+
+size_t LabelsForWidth(double variance, double width, double alpha) {
+  const double z = NormalQuantile(1 - alpha / 2);
+  return static_cast<size_t>(std::ceil(std::pow(2 * z * std::sqrt(variance) / width, 2)));
+}
+
+}  // namespace shammie::analysis

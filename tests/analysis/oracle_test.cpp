@@ -1,0 +1,184 @@
+// Published and hand-computed values (PAPERS.md §3(f), §6(f), ppi_py's tests).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "analysis/bayes_ppi.hpp"
+#include "analysis/bootstrap.hpp"
+#include "analysis/ltt.hpp"
+#include "analysis/ppi.hpp"
+#include "common/random.hpp"
+
+namespace shammie::analysis {
+namespace {
+
+TEST(OracleTest, GlideStratifiedExample) {
+  // y_true = [1,2,.,.,4,5,.,.], y_proxy = [1.1,2.2,1.5,1.8,3.9,5.1,4.5,4.8], groups = [0,0,0,0,1,1,1,1];
+  // ddof = 1, pooled Var(f), no clipping; weights = sample shares.
+  std::vector<Stratum> strata = {{"0", 0.5, {1, 2}, {1.1, 2.2}, {1.5, 1.8}}, {"1", 0.5, {4, 5}, {3.9, 5.1}, {4.5, 4.8}}};
+  PpiOptions free;
+  free.lambda_mode = LambdaMode::kTunedFree;
+  auto e = StratifiedPpiMean(strata, 0.05, free);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_NEAR(e->strata[0].lambda, 1.2692308, 1e-7);
+  EXPECT_NEAR(e->strata[1].lambda, 1.1428571, 1e-7);
+  EXPECT_NEAR(e->combined.estimate, 3.0857143, 1e-7);
+  EXPECT_NEAR(e->combined.lower, 2.71988, 1e-5);
+  EXPECT_NEAR(e->combined.upper, 3.45155, 1e-5);
+}
+
+TEST(OracleTest, PpiPyClippingMakesTheEstimateExact) {
+  // ppi_py tests/test_mean.py: Yhat = Y + 2 on labeled data, Yhat_unlabeled = 2.
+  common::SplitMix64 rng(1);
+  std::vector<double> y, f, fu(10000, 2.0);
+  for (int i = 0; i < 100; ++i) {
+    double v = rng.NextDouble() * 2 - 1;
+    y.push_back(v);
+    f.push_back(v + 2);
+  }
+  auto e = PpiMean(y, f, fu, 0.1);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->lambda, 1.0);
+  EXPECT_NEAR(e->estimate, 0.0, 1e-12);
+}
+
+TEST(OracleTest, GaussianDesignAnalyticWidths) {
+  // With N -> infinity and the optimal lambda, Var(y - lambda f) = s^2 / (1 + s^2)
+  // for f = y + mu + s e, y ~ N(0, 1). Classical 90% width at n = 100: 2 * 1.645 / 10.
+  EXPECT_NEAR(2 * NormalQuantile(0.95) / 10, 0.3290, 1e-4);
+  // Optimal allocation for sigma = (0.25, 4) at n = 100 puts 20 / 80 labels:
+  // n_k ~ w_k * s_k / sqrt(1 + s_k^2).
+  const double s0 = 0.25 / std::sqrt(1 + 0.0625), s1 = 4 / std::sqrt(17.0);
+  EXPECT_NEAR(100 * s0 / (s0 + s1), 19.5, 0.5);
+  const double var = 0.25 * (s0 * s0 / 20 + s1 * s1 / 80);
+  EXPECT_NEAR(2 * NormalQuantile(0.95) * std::sqrt(var), 0.1995, 2e-4);
+}
+
+TEST(OracleTest, BayesChainRuleToyCounts) {
+  // Labeled (A,H): (1,1)=45, (1,0)=15, (0,1)=4, (0,0)=36; unlabeled A: 600 ones, 400 zeros.
+  std::vector<int64_t> a, au;
+  std::vector<double> h;
+  auto add = [&](int64_t judge, double label, int count) {
+    for (int i = 0; i < count; ++i) {
+      a.push_back(judge);
+      h.push_back(label);
+    }
+  };
+  add(1, 1, 45);
+  add(1, 0, 15);
+  add(0, 1, 4);
+  add(0, 0, 36);
+  au.insert(au.end(), 600, 1);
+  au.insert(au.end(), 400, 0);
+  BayesOptions o;
+  o.draws = 400000;
+  o.seed = 3;
+  auto e = ChainRuleMean(a, h, au, 0.05, o);
+  ASSERT_TRUE(e.ok());
+  EXPECT_NEAR(e->posterior_mean, 0.492667, 1e-6);
+  EXPECT_NEAR(e->lower, 0.4134, 0.003);
+  EXPECT_NEAR(e->upper, 0.5689, 0.003);
+  EXPECT_NEAR(e->posterior_sd, 0.0396, 0.001);
+
+  std::vector<double> labels(h.begin(), h.end());
+  auto beta = BetaBinomialMean(labels, 0.05, o);
+  ASSERT_TRUE(beta.ok());
+  EXPECT_NEAR(beta->posterior_mean, 50.0 / 102, 1e-9);
+  EXPECT_NEAR(beta->lower, 0.39404, 0.003);
+  EXPECT_NEAR(beta->upper, 0.58672, 0.003);
+
+  // PPI with lambda = 1 on the same data: 0.49, 95% [0.40193, 0.57807].
+  std::vector<double> f(a.begin(), a.end()), fu(au.begin(), au.end());
+  PpiOptions fixed;
+  fixed.lambda_mode = LambdaMode::kFixed;
+  auto p = PpiMean(h, f, fu, 0.05, fixed);
+  ASSERT_TRUE(p.ok());
+  EXPECT_NEAR(p->estimate, 0.49, 1e-12);
+  EXPECT_NEAR(p->lower, 0.40193, 2e-3);
+  EXPECT_NEAR(p->upper, 0.57807, 2e-3);
+}
+
+TEST(OracleTest, BentkusCeilPitfall) {
+  // ceil(0.07 * 100) is 8 in floating point; the p-value must use 7.
+  EXPECT_NEAR(BentkusPValue(0.07, 100, 0.1), std::min(1.0, std::exp(1.0) * BinomialPValue(7, 100, 0.1)), 1e-15);
+  // h1(0, alpha) is finite: p = (1 - alpha)^n.
+  EXPECT_NEAR(HoeffdingPValue(0.0, 100, 0.1), std::pow(0.9, 100), 1e-15);
+}
+
+TEST(OracleTest, FixedSequenceStopsAtFirstFailure) {
+  // Configurations 0..3 with risks 0, 0.02, 0.5, 0 on 200 examples.
+  std::vector<std::vector<double>> losses(4, std::vector<double>(200, 0));
+  for (int i = 0; i < 4; ++i) losses[1][i] = 1;
+  for (int i = 0; i < 100; ++i) losses[2][i] = 1;
+  auto fst = LearnThenTest(losses, 0.1, 0.1, PValueBound::kBinomial, FwerProcedure::kFixedSequence);
+  ASSERT_TRUE(fst.ok());
+  EXPECT_EQ(fst->valid, (std::vector<size_t>{0, 1})) << "stops at configuration 2";
+  auto bonf = LearnThenTest(losses, 0.1, 0.1, PValueBound::kBinomial, FwerProcedure::kBonferroni);
+  ASSERT_TRUE(bonf.ok());
+  EXPECT_EQ(bonf->valid, (std::vector<size_t>{0, 1, 3}));
+  std::vector<size_t> order = {3, 0, 2, 1};
+  auto ordered = LearnThenTest(losses, 0.1, 0.1, PValueBound::kBinomial, FwerProcedure::kFixedSequence, order);
+  ASSERT_TRUE(ordered.ok());
+  EXPECT_EQ(ordered->valid, (std::vector<size_t>{3, 0}));
+}
+
+TEST(OracleTest, DegenerateInputsGiveErrorsNotNaN) {
+  std::vector<double> one = {1.0}, two = {1.0, 1.0}, nan = {1.0, std::nan("")};
+  EXPECT_EQ(ClassicalMean(one, 0.1).status().code(), common::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ClassicalMean(nan, 0.1).status().code(), common::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ClassicalMean(two, 1.5).status().code(), common::StatusCode::kInvalidArgument);
+  auto equal = ClassicalMean(two, 0.1);
+  ASSERT_TRUE(equal.ok());
+  EXPECT_EQ(equal->width(), 0);
+  EXPECT_FALSE(equal->notes.empty()) << "a zero-width interval is explained";
+  std::vector<double> f3 = {1, 2, 3};
+  EXPECT_EQ(PpiMean(two, f3, f3, 0.1).status().code(), common::StatusCode::kInvalidArgument) << "mismatched lengths";
+  std::vector<double> constant = {0.5, 0.5};
+  std::vector<double> y = {0.0, 1.0};
+  auto c = PpiMean(y, constant, constant, 0.1);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->lambda, 0.0) << "constant autorater falls back to classical";
+  EXPECT_FALSE(c->notes.empty());
+  EXPECT_FALSE(std::isnan(c->estimate));
+  std::vector<Stratum> empty_stratum = {{"a", 0.5, {1, 2}, {1, 2}, {1, 2}}, {"b", 0.5, {}, {}, {1, 2}}};
+  auto s = StratifiedPpiMean(empty_stratum, 0.1);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("stratum b"), std::string::npos) << s.status().message();
+  std::vector<Stratum> bad_weights = {{"a", 0.5, {1, 2}, {1, 2}, {1, 2}}, {"b", 0.4, {1, 2}, {1, 2}, {1, 2}}};
+  EXPECT_EQ(StratifiedPpiMean(bad_weights, 0.1).status().code(), common::StatusCode::kInvalidArgument);
+  std::vector<double> many(100);
+  for (int i = 0; i < 100; ++i) many[static_cast<size_t>(i)] = i * 0.37;
+  std::vector<int64_t> judge(100, 0);
+  EXPECT_EQ(ChainRuleMean(judge, many, {}, 0.1).status().code(), common::StatusCode::kInvalidArgument)
+      << "continuous labels are not discrete";
+  EXPECT_EQ(SummarizeSeeds({}, 0.1).status().code(), common::StatusCode::kInvalidArgument);
+  std::vector<double> single = {0.4};
+  EXPECT_EQ(SummarizeSeeds(single, 0.1)->lower, 0.4);
+}
+
+TEST(OracleTest, BootstrapOfAKnownMean) {
+  common::SplitMix64 rng(5);
+  std::vector<double> x(400);
+  for (double& v : x) v = -std::log(1 - rng.NextDouble());  // Exp(1): skewed
+  BootstrapOptions o;
+  o.resamples = 4000;
+  auto bca = BootstrapInterval(x, 0.1, o);
+  o.method = BootstrapMethod::kPercentile;
+  auto pct = BootstrapInterval(x, 0.1, o);
+  ASSERT_TRUE(bca.ok() && pct.ok());
+  // The normal-theory interval for comparison: mean -/+ 1.645 * sd / sqrt(n).
+  auto classical = ClassicalMean(x, 0.1);
+  EXPECT_NEAR(bca->lower, classical->lower, 0.03);
+  EXPECT_NEAR(bca->upper, classical->upper, 0.03);
+  EXPECT_GT(bca->upper - bca->estimate, bca->estimate - bca->lower) << "BCa leans right for a right-skewed mean";
+  EXPECT_NEAR(pct->estimate, bca->estimate, 1e-12);
+  std::vector<double> a = x, b = x;
+  for (double& v : b) v -= 0.1;
+  auto cmp = ComparePaired(a, b, 0.1, o);
+  ASSERT_TRUE(cmp.ok());
+  EXPECT_NEAR(cmp->difference.estimate, 0.1, 1e-12);
+  EXPECT_EQ(cmp->p_not_greater, 0.0);
+}
+
+}  // namespace
+}  // namespace shammie::analysis
