@@ -10,6 +10,8 @@
 #include <cstdio>
 
 #include "analysis/bayes_ppi.hpp"
+#include "analysis/conformal.hpp"
+#include "analysis/risk_control.hpp"
 #include "analysis/ltt.hpp"
 #include "analysis/ppi.hpp"
 #include "common/random.hpp"
@@ -234,6 +236,151 @@ TEST(CoverageTest, LearnThenTestHoldsOverRepeatedSplits) {
   EXPECT_LE(violations_bonf / static_cast<double>(trials), delta + 3 * se);
   EXPECT_GT(violations_naive / static_cast<double>(trials), delta) << "the naive rule does violate";
   EXPECT_GT(accepted, trials * 5) << "LTT still certifies the clearly safe configurations";
+}
+
+// PAPERS.md §10(e): a simulated LM. Each prompt has a categorical distribution
+// over 50 answers, 1-3 of them admissible with prompt-dependent mass; quality
+// is a noisy version of the admissibility probability; similarity is 1 for
+// identical answers.
+std::vector<ClmPrompt> SimulateLm(common::SplitMix64& rng, size_t prompts, size_t kmax) {
+  std::vector<ClmPrompt> out;
+  for (size_t p = 0; p < prompts; ++p) {
+    const int good = static_cast<int>(rng.NextInt(1, 3));
+    const double good_mass = 0.02 + 0.9 * std::pow(rng.NextDouble(), 2);  // many hard prompts
+    std::vector<double> mass(50);
+    for (int a = 0; a < 50; ++a) mass[a] = a < good ? good_mass / good : (1 - good_mass) / 47;
+    ClmPrompt prompt;
+    std::vector<int> answers;
+    for (size_t k = 0; k < kmax; ++k) {
+      double u = rng.NextDouble(), acc = 0;
+      int a = 49;
+      for (int i = 0; i < 50; ++i) {
+        acc += mass[i];
+        if (u < acc) {
+          a = i;
+          break;
+        }
+      }
+      answers.push_back(a);
+      prompt.admissible.push_back(a < good);
+      prompt.quality.push_back((a < good ? 0.6 : 0.4) + 0.25 * Normal(rng));
+    }
+    prompt.similarity.assign(kmax, std::vector<double>(kmax));
+    for (size_t i = 0; i < kmax; ++i) {
+      for (size_t j = 0; j < kmax; ++j) prompt.similarity[i][j] = answers[i] == answers[j];
+    }
+    out.push_back(std::move(prompt));
+  }
+  return out;
+}
+
+TEST(CoverageTest, ConformalLanguageModelingHoldsOverSplits) {
+  const double epsilon = 0.2, delta = 0.05;
+  const int trials = 100;
+  common::SplitMix64 rng(61);
+  std::vector<ClmPrompt> all = SimulateLm(rng, 2000, 20);
+  for (SetScore score : {SetScore::kFirstK, SetScore::kMax, SetScore::kSum}) {
+    int violations = 0, found = 0;
+    double samples = 0;
+    for (int t = 0; t < trials; ++t) {
+      // 30% calibration, the rest test (a fresh shuffle each trial).
+      std::vector<ClmPrompt> shuffled = all;
+      for (size_t i = shuffled.size(); i > 1; --i) std::swap(shuffled[i - 1], shuffled[static_cast<size_t>(rng.NextInt(0, static_cast<int64_t>(i) - 1))]);
+      std::vector<ClmPrompt> cal(shuffled.begin(), shuffled.begin() + 600), test(shuffled.begin() + 600, shuffled.end());
+      ClmOptions o;
+      o.epsilon = epsilon;
+      o.delta = delta;
+      o.score = score;
+      o.reject = false;
+      o.grid_points = 25;
+      o.seed = static_cast<uint64_t>(t);
+      auto c = CalibrateClm(cal, o);
+      ASSERT_TRUE(c.ok()) << c.status().ToString();
+      if (!c->found) continue;
+      ++found;
+      ClmMetrics m = EvaluateClmSet(test, c->config, score);
+      violations += m.loss > epsilon;
+      samples += m.samples;
+    }
+    std::printf("  CLM %-8s certified in %d/%d splits, test risk > %.2f in %d, mean samples %.2f of 20\n",
+                SetScoreName(score).c_str(), found, trials, epsilon, violations, samples / std::max(found, 1));
+    EXPECT_GE(found, trials * 9 / 10) << "epsilon = 0.2 is reachable with 20 samples";
+    // Binomial(100, 0.05) exceeds 11 with probability < 0.5%.
+    EXPECT_LE(violations, 11) << SetScoreName(score);
+    EXPECT_LT(samples / std::max(found, 1), 20.0) << "stops early on easy prompts";
+  }
+}
+
+TEST(CoverageTest, RejectionShrinksConformalSets) {
+  common::SplitMix64 rng(71);
+  std::vector<ClmPrompt> all = SimulateLm(rng, 1500, 20);
+  std::vector<ClmPrompt> cal(all.begin(), all.begin() + 600), test(all.begin() + 600, all.end());
+  ClmOptions o;
+  o.epsilon = 0.25;
+  o.delta = 0.05;
+  o.score = SetScore::kMax;
+  o.grid_points = 8;
+  o.reject = false;
+  auto plain = CalibrateClm(cal, o);
+  o.reject = true;
+  auto rejecting = CalibrateClm(cal, o);
+  ASSERT_TRUE(plain.ok() && rejecting.ok());
+  ASSERT_TRUE(plain->found && rejecting->found);
+  ClmMetrics a = EvaluateClmSet(test, plain->config, SetScore::kMax);
+  ClmMetrics b = EvaluateClmSet(test, rejecting->config, SetScore::kMax);
+  std::printf("  CLM max: set size %.2f without rejection, %.2f with (test risk %.3f / %.3f)\n", a.set_size, b.set_size,
+              a.loss, b.loss);
+  EXPECT_LT(b.set_size, a.set_size) << "duplicates and low-quality samples are dropped";
+  EXPECT_LE(b.loss, 0.25 + 0.05);
+}
+
+TEST(CoverageTest, RiskControlledSelectionHoldsOverSplits) {
+  // 40 configurations: risk_k rises and cost falls with k. Each trial draws
+  // fresh validation and calibration losses; the chosen configuration's true
+  // risk may exceed alpha in at most delta of trials.
+  const double alpha = 0.1, delta = 0.1;
+  const int trials = 300;
+  const size_t configs = 40, n = 800;
+  std::vector<double> risk(configs);
+  for (size_t k = 0; k < configs; ++k) risk[k] = 0.02 + 0.2 * static_cast<double>(k) / (configs - 1);
+  common::SplitMix64 rng(81);
+  auto draw = [&]() {
+    SplitLosses s;
+    s.constraint.resize(1);
+    for (size_t k = 0; k < configs; ++k) {
+      std::vector<double> l(n), cost(n);
+      for (size_t i = 0; i < n; ++i) {
+        l[i] = rng.NextDouble() < risk[k];
+        cost[i] = static_cast<double>(configs - k) + rng.NextDouble();
+      }
+      s.constraint[0].push_back(std::move(l));
+      s.free_objective.push_back(std::move(cost));
+    }
+    return s;
+  };
+  int violations = 0, naive_violations = 0, chosen = 0;
+  for (int t = 0; t < trials; ++t) {
+    SplitLosses val = draw(), cal = draw();
+    auto r = SelectRiskControlled(val, cal, RiskControlOptions{{alpha}, delta, true, 0.01});
+    ASSERT_TRUE(r.ok());
+    if (r->chosen) {
+      ++chosen;
+      violations += risk[*r->chosen] > alpha;
+    }
+    // Naive: the cheapest configuration whose calibration risk is <= alpha.
+    for (size_t k = configs; k-- > 0;) {
+      double m = 0;
+      for (double l : cal.constraint[0][k]) m += l;
+      if (m / n <= alpha) {
+        naive_violations += risk[k] > alpha;
+        break;
+      }
+    }
+  }
+  std::printf("  risk control: chose in %d/%d trials, violations %d (naive %d)\n", chosen, trials, violations, naive_violations);
+  EXPECT_GE(chosen, trials * 9 / 10);
+  EXPECT_LE(violations / static_cast<double>(trials), delta + 3 * std::sqrt(delta * (1 - delta) / trials));
+  EXPECT_GT(naive_violations / static_cast<double>(trials), delta) << "naive selection does violate";
 }
 
 }  // namespace
