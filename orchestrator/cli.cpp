@@ -2,11 +2,16 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <sstream>
 
+#include "analysis/csv.hpp"
 #include "analysis/export.hpp"
+#include "analysis/mean_analysis.hpp"
 #include "common/build_info.hpp"
 #include "storage/result_store.hpp"
 #include "orchestrator/plan.hpp"
@@ -97,6 +102,89 @@ int Export(const std::string& target, const std::string& format, const std::stri
   return kExitOk;
 }
 
+struct AnalyzeArgs {
+  std::string dir, csv, label, pred, strata, report;
+  std::vector<std::string> methods;
+  double alpha = 0.1, lambda = 1.0, target_width = 0;
+  bool clt_free = false, json = false;
+  size_t bins = 10;
+  uint64_t seed = 0;
+};
+
+std::optional<double> ParseNumber(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size() || !std::isfinite(v)) return std::nullopt;
+  return v;
+}
+
+// `shammie analyze --csv FILE ...`: a mean from human labels and autorater predictions.
+int AnalyzeCsv(const AnalyzeArgs& a, std::ostream& out, std::ostream& err) {
+  auto bad = [&](const std::string& message) {
+    err << "shammie analyze: " << message << "\n";
+    return kExitBadInput;
+  };
+  if (a.label.empty() || a.pred.empty()) return bad("--csv needs --label COL and --pred COL");
+  auto table = analysis::ReadCsvFile(a.csv);
+  if (!table.ok()) return bad(table.status().message());
+  auto label_col = table->Column(a.label);
+  if (!label_col.ok()) return bad("--label: " + label_col.status().message());
+  auto pred_col = table->Column(a.pred);
+  if (!pred_col.ok()) return bad("--pred: " + pred_col.status().message());
+  std::optional<size_t> strata_col;
+  if (!a.strata.empty()) {
+    auto c = table->Column(a.strata);
+    if (!c.ok()) return bad("--strata: " + c.status().message());
+    strata_col = *c;
+  }
+  analysis::MeanInputs inputs;
+  for (size_t r = 0; r < table->rows.size(); ++r) {
+    const auto& row = table->rows[r];
+    const std::string where = a.csv + ": data row " + std::to_string(r + 1) + ": ";
+    auto pred = ParseNumber(row[*pred_col]);
+    if (!pred) return bad(where + "prediction \"" + row[*pred_col] + "\" is not a number");
+    inputs.prediction.push_back(*pred);
+    if (row[*label_col].empty()) {
+      inputs.label.push_back(std::nullopt);
+    } else {
+      auto label = ParseNumber(row[*label_col]);
+      if (!label) return bad(where + "label \"" + row[*label_col] + "\" is not a number (leave it empty for unlabeled)");
+      inputs.label.push_back(*label);
+    }
+    if (strata_col) inputs.stratum.push_back(row[*strata_col]);
+  }
+  std::vector<analysis::MeanMethod> methods;
+  for (const auto& list : a.methods) {
+    std::stringstream ss(list);
+    std::string name;
+    while (std::getline(ss, name, ',')) {
+      auto m = analysis::MeanMethodFromName(name);
+      if (!m.ok()) return bad(m.status().message());
+      methods.push_back(*m);
+    }
+  }
+  if (methods.empty()) methods = {analysis::MeanMethod::kClassical, analysis::MeanMethod::kPpiPlusPlus};
+  analysis::MeanAnalysisOptions o;
+  o.alpha = a.alpha;
+  o.lambda = a.lambda;
+  o.clt_free = a.clt_free;
+  o.bins = a.bins;
+  o.seed = a.seed;
+  if (a.target_width > 0) o.target_width = a.target_width;
+  auto result = analysis::AnalyzeMean(inputs, methods, o);
+  if (!result.ok()) {
+    err << "shammie analyze: " << a.csv << ": " << result.status().message() << "\n";
+    return common::ExitCodeFor(result.status().code());
+  }
+  if (a.json) {
+    out << result->ToJson().dump(2) << "\n";
+  } else {
+    out << result->ToText();
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& kinds, std::ostream& out,
@@ -131,6 +219,26 @@ int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& ki
   export_cmd->add_option("--format", export_format, "csv (one row per metric point) or json")
       ->check(CLI::IsMember({"csv", "json"}));
   export_cmd->add_option("-o,--output", export_output, "Write to this file (atomically) instead of stdout");
+
+  AnalyzeArgs analyze_args;
+  CLI::App* analyze = app.add_subcommand(
+      "analyze", "Statistics on results: estimate a mean from few human labels and many autorater predictions "
+                 "(classical, PPI, PPI++, stratified PPI, Bayesian PPI) from a CSV file.");
+  analyze->add_option("--csv", analyze_args.csv, "CSV file with a header row")->required()->check(CLI::ExistingFile);
+  analyze->add_option("--label", analyze_args.label, "Column of human labels (empty cell = unlabeled)");
+  analyze->add_option("--pred", analyze_args.pred, "Column of autorater predictions (every row)");
+  analyze->add_option("--strata", analyze_args.strata, "Column of strata; weights are the strata's shares of all rows");
+  analyze->add_option("--method", analyze_args.methods,
+                      "classical, ppi, ppi++, stratppi, bayes-ppi (repeat or comma-separate; default classical,ppi++)");
+  analyze->add_option("--alpha", analyze_args.alpha, "Miscoverage: intervals have level 1 - alpha")
+      ->check(CLI::Range(1e-6, 0.999999));
+  analyze->add_option("--lambda", analyze_args.lambda, "Weight of the autorater for `ppi` (1 = plain PPI)");
+  analyze->add_flag("--clt-free", analyze_args.clt_free,
+                    "Hoeffding intervals (labels and predictions in [0, 1]; classical and ppi only)");
+  analyze->add_option("--bins", analyze_args.bins, "Bins of a continuous prediction for bayes-ppi")->check(CLI::Range(1, 1000));
+  analyze->add_option("--target-width", analyze_args.target_width, "Also print the labels each method needs for this width");
+  analyze->add_option("--seed", analyze_args.seed, "Seed of Monte-Carlo draws (bayes-ppi)");
+  analyze->add_flag("--json", analyze_args.json, "Print JSON instead of a table");
 
   std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);  // CLI11 wants them reversed, minus argv[0]
   try {
@@ -182,6 +290,7 @@ int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& ki
     return kExitOk;
   }
   if (export_cmd->parsed()) return Export(export_target, export_format, export_output, out, err);
+  if (analyze->parsed()) return AnalyzeCsv(analyze_args, out, err);
   return kExitBadInput;
 }
 

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "analysis/ppi.hpp"
 #include "storage/result_store.hpp"
 
 #include "tests/test_util.hpp"
@@ -153,6 +154,86 @@ TEST(CliExportTest, BadFilesExitTwoOrThree) {
   EXPECT_EQ(cut.code, 3) << cut.err;
   EXPECT_NE(cut.err.find("data_loss"), std::string::npos) << cut.err;
   EXPECT_EQ(RunShammie({"export", run, "--format", "xml"}).code, 2);
+}
+
+}  // namespace
+}  // namespace shammie::orchestrator
+
+namespace shammie::orchestrator {
+namespace {
+
+std::string WriteEvalCsv(const testing::ScratchDir& dir) {
+  // 12 labeled rows, 24 unlabeled, two strata; predictions are judge votes.
+  std::string text = "id,human,judge,domain\n";
+  for (int i = 0; i < 36; ++i) {
+    const std::string domain = i % 2 ? "math" : "chat";
+    const int judge = (i * 7) % 3 == 0 ? 0 : 1;
+    const int human = (i % 5 == 0) ? 1 - judge : judge;
+    text += std::to_string(i) + "," + (i < 12 ? std::to_string(human) : "") + "," + std::to_string(judge) + "," +
+            domain + "\n";
+  }
+  testing::WriteFile(dir.File("eval.csv"), text);
+  return dir.File("eval.csv");
+}
+
+TEST(CliAnalyzeTest, CsvSideBySideMatchesTheLibrary) {
+  testing::ScratchDir dir("cli-analyze");
+  const std::string csv = WriteEvalCsv(dir);
+  auto r = RunShammie({"analyze", "--csv", csv, "--label", "human", "--pred", "judge", "--strata", "domain", "--method",
+                       "classical,ppi,ppi++", "--method", "stratppi", "--method", "bayes-ppi", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = nlohmann::json::parse(r.out);
+  EXPECT_EQ(doc["labeled"], 12);
+  EXPECT_EQ(doc["unlabeled"], 24);
+  EXPECT_EQ(doc["strata"], 2);
+  ASSERT_EQ(doc["methods"].size(), 5u);
+  // The same numbers straight from the library.
+  std::vector<double> y, f, fu;
+  for (int i = 0; i < 36; ++i) {
+    const int judge = (i * 7) % 3 == 0 ? 0 : 1;
+    const int human = (i % 5 == 0) ? 1 - judge : judge;
+    if (i < 12) {
+      y.push_back(human);
+      f.push_back(judge);
+    } else {
+      fu.push_back(judge);
+    }
+  }
+  auto pp = analysis::PpiMean(y, f, fu, 0.1);
+  ASSERT_TRUE(pp.ok());
+  EXPECT_EQ(doc["methods"][2]["method"], "ppi++");
+  EXPECT_DOUBLE_EQ(doc["methods"][2]["estimate"].get<double>(), pp->estimate);
+  EXPECT_DOUBLE_EQ(doc["methods"][2]["lower"].get<double>(), pp->lower);
+  EXPECT_EQ(doc["methods"][4]["method"], "bayes-chain-rule");
+
+  auto text = RunShammie({"analyze", "--csv", csv, "--label", "human", "--pred", "judge", "--target-width", "0.1"});
+  ASSERT_EQ(text.code, 0) << text.err;
+  char expected[64];
+  std::snprintf(expected, sizeof(expected), "%.4f", pp->estimate);
+  EXPECT_NE(text.out.find(expected), std::string::npos) << "4 decimals: " << text.out;
+  EXPECT_NE(text.out.find("labels_for_target"), std::string::npos);
+}
+
+TEST(CliAnalyzeTest, BadInputExitsTwoWithAClearMessage) {
+  testing::ScratchDir dir("cli-analyze-bad");
+  const std::string csv = WriteEvalCsv(dir);
+  auto col = RunShammie({"analyze", "--csv", csv, "--label", "humna", "--pred", "judge"});
+  EXPECT_EQ(col.code, 2);
+  EXPECT_NE(col.err.find("did you mean `human`?"), std::string::npos) << col.err;
+  auto method = RunShammie({"analyze", "--csv", csv, "--label", "human", "--pred", "judge", "--method", "ppi+"});
+  EXPECT_EQ(method.code, 2);
+  EXPECT_NE(method.err.find("unknown method"), std::string::npos);
+  auto strata = RunShammie({"analyze", "--csv", csv, "--label", "human", "--pred", "judge", "--method", "stratppi"});
+  EXPECT_EQ(strata.code, 2);
+  EXPECT_NE(strata.err.find("needs strata"), std::string::npos) << strata.err;
+  testing::WriteFile(dir.File("text.csv"), "human,judge\n1,0.5\nyes,0.2\n");
+  auto word = RunShammie({"analyze", "--csv", dir.File("text.csv"), "--label", "human", "--pred", "judge"});
+  EXPECT_EQ(word.code, 2);
+  EXPECT_NE(word.err.find("data row 2: label \"yes\" is not a number"), std::string::npos) << word.err;
+  testing::WriteFile(dir.File("ragged.csv"), "a,b\n1,2\n3\n");
+  auto ragged = RunShammie({"analyze", "--csv", dir.File("ragged.csv"), "--label", "a", "--pred", "b"});
+  EXPECT_EQ(ragged.code, 2);
+  EXPECT_NE(ragged.err.find("ragged.csv:3: 1 fields, the header has 2"), std::string::npos) << ragged.err;
 }
 
 }  // namespace
