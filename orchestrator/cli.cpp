@@ -12,6 +12,8 @@
 #include "analysis/csv.hpp"
 #include "analysis/export.hpp"
 #include "analysis/mean_analysis.hpp"
+#include "analysis/report.hpp"
+#include "common/text.hpp"
 #include "common/build_info.hpp"
 #include "storage/result_store.hpp"
 #include "orchestrator/plan.hpp"
@@ -185,6 +187,162 @@ int AnalyzeCsv(const AnalyzeArgs& a, std::ostream& out, std::ostream& err) {
   return kExitOk;
 }
 
+// Reads one column of a run's table as doubles (float or int columns).
+common::Result<std::vector<double>> NumericColumn(const storage::Table& t, const std::string& name,
+                                                  const std::string& where) {
+  for (const auto& c : t.columns) {
+    if (c.name != name) continue;
+    if (const auto* d = std::get_if<std::vector<double>>(&c.values)) return *d;
+    if (const auto* i = std::get_if<std::vector<int64_t>>(&c.values)) return std::vector<double>(i->begin(), i->end());
+    return common::InvalidArgument(where + ": column " + name + " holds strings, not numbers");
+  }
+  std::vector<std::string> names;
+  for (const auto& c : t.columns) names.push_back(c.name);
+  return common::InvalidArgument(where + ": no column " + name + "; columns: " + common::QuotedList(names));
+}
+
+common::Result<std::vector<std::string>> TextColumn(const storage::Table& t, const std::string& name,
+                                                    const std::string& where) {
+  for (const auto& c : t.columns) {
+    if (c.name != name) continue;
+    if (const auto* s = std::get_if<std::vector<std::string>>(&c.values)) return *s;
+    std::vector<std::string> out;
+    if (const auto* i = std::get_if<std::vector<int64_t>>(&c.values)) {
+      for (int64_t v : *i) out.push_back(std::to_string(v));
+      return out;
+    }
+    return common::InvalidArgument(where + ": column " + name + " holds floats; strata need strings or integers");
+  }
+  return common::InvalidArgument(where + ": no column " + name);
+}
+
+// Gathers the rows an [[analysis]] reads: tables/<table> of every run of its stage.
+common::Result<analysis::MeanInputs> GatherInputs(storage::ResultStore& store, const AnalysisSpec& a) {
+  SHAMMIE_ASSIGN_OR_RETURN(auto runs, store.ListRuns());
+  analysis::MeanInputs in;
+  size_t used = 0;
+  for (const auto& run : runs) {
+    if (run.stage != a.stage) continue;
+    auto table = store.ReadTable(run.job_id, a.table);
+    if (!table.ok()) {
+      if (table.status().code() == common::StatusCode::kNotFound) continue;
+      return table.status();
+    }
+    const std::string where = "run " + run.job_id + " table " + a.table;
+    SHAMMIE_ASSIGN_OR_RETURN(auto label, NumericColumn(*table, a.label, where));
+    SHAMMIE_ASSIGN_OR_RETURN(auto pred, NumericColumn(*table, a.prediction, where));
+    for (size_t i = 0; i < label.size(); ++i) {
+      in.label.push_back(std::isnan(label[i]) ? std::nullopt : std::optional<double>(label[i]));
+      in.prediction.push_back(pred[i]);
+    }
+    if (!a.strata.empty()) {
+      SHAMMIE_ASSIGN_OR_RETURN(auto strata, TextColumn(*table, a.strata, where));
+      in.stratum.insert(in.stratum.end(), strata.begin(), strata.end());
+    }
+    ++used;
+  }
+  if (used == 0) {
+    return common::FailedPrecondition("no run of stage " + a.stage + " has a table " + a.table +
+                                      " (have its jobs run? see `shammie status`)");
+  }
+  return in;
+}
+
+// `shammie analyze DIR`: the [[analysis]] tables of the experiment stored in DIR/results.h5.
+int AnalyzeRun(const AnalyzeArgs& args, const workers::KindRegistry& kinds, std::ostream& out, std::ostream& err) {
+  namespace fs = std::filesystem;
+  std::string path = args.dir;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) path = (fs::path(path) / "results.h5").string();
+  auto store = storage::ResultStore::Open(path, storage::ResultStore::Mode::kReadWrite);
+  if (!store.ok()) {
+    err << "shammie analyze: " << store.status().ToString() << "\n";
+    return common::ExitCodeFor(store.status().code());
+  }
+  LoadResult loaded = LoadExperimentFromString((*store)->info().spec_text, path + ":spec", kinds);
+  for (const auto& d : loaded.errors) err << d.ToString() << "\n";
+  if (!loaded.ok()) {
+    err << "shammie analyze: the experiment stored in " << path << " does not validate with this build\n";
+    return kExitBadInput;
+  }
+  const ExperimentSpec& spec = *loaded.spec;
+  if (spec.analyses.empty()) {
+    out << "experiment " << spec.name << " declares no [[analysis]] tables; nothing to do\n";
+    return kExitOk;
+  }
+  nlohmann::json summary = {{"experiment", spec.name}, {"spec_hash", spec.spec_hash}, {"analyses", nlohmann::json::object()}};
+  for (const AnalysisSpec& a : spec.analyses) {
+    auto inputs = GatherInputs(**store, a);
+    if (!inputs.ok()) {
+      err << "shammie analyze: " << a.name << ": " << inputs.status().message() << "\n";
+      return common::ExitCodeFor(inputs.status().code());
+    }
+    std::vector<analysis::MeanMethod> methods;
+    for (const auto& m : a.methods) methods.push_back(*analysis::MeanMethodFromName(m));
+    analysis::MeanAnalysisOptions o;
+    o.alpha = a.alpha;
+    o.lambda = a.lambda;
+    o.clt_free = a.clt_free;
+    o.bins = static_cast<size_t>(a.bins);
+    o.seed = static_cast<uint64_t>(a.seed);
+    o.target_width = a.target_width;
+    auto result = analysis::AnalyzeMean(*inputs, methods, o);
+    if (!result.ok()) {
+      err << "shammie analyze: " << a.name << ": " << result.status().message() << "\n";
+      return common::ExitCodeFor(result.status().code());
+    }
+    out << "analysis " << a.name << " (stage " << a.stage << ", table " << a.table << ", " << a.label << " vs "
+        << a.prediction << ", " << 100 * (1 - a.alpha) << "% intervals)\n"
+        << result->ToText() << "\n";
+    storage::Table table;
+    std::vector<std::string> method;
+    std::vector<double> estimate, lower, upper, width, effective_n;
+    std::vector<int64_t> labels;
+    for (const auto& r : result->rows) {
+      method.push_back(r.method);
+      estimate.push_back(r.estimate);
+      lower.push_back(r.lower);
+      upper.push_back(r.upper);
+      width.push_back(r.width());
+      effective_n.push_back(r.effective_n);
+      labels.push_back(r.labels_for_target ? static_cast<int64_t>(*r.labels_for_target) : -1);
+    }
+    table.columns = {{"method", method}, {"estimate", estimate}, {"lower", lower}, {"upper", upper},
+                     {"width", width},   {"effective_n", effective_n}, {"labels_for_target", labels}};
+    common::Status written = (*store)->WriteAnalysis(a.name, a.parameters.dump(), table);
+    if (!written.ok()) {
+      err << "shammie analyze: " << written.ToString() << "\n";
+      return common::ExitCodeFor(written.code());
+    }
+    summary["analyses"][a.name] = {{"parameters", a.parameters}, {"result", result->ToJson()}};
+    if (!args.report.empty()) {
+      common::Status plotted = analysis::PlotMeanAnalysis(*result, a.name, spec.name + ": " + a.name, args.report);
+      if (!plotted.ok()) {
+        err << "shammie analyze: " << plotted.ToString() << "\n";
+        return common::ExitCodeFor(plotted.code());
+      }
+    }
+  }
+  common::Status closed = (*store)->Close();
+  if (!closed.ok()) {
+    err << "shammie analyze: " << closed.ToString() << "\n";
+    return common::ExitCodeFor(closed.code());
+  }
+  if (!args.report.empty()) {
+    const std::string json_path = (fs::path(args.report) / "summary.json").string();
+    std::ofstream file(json_path + ".tmp");
+    file << summary.dump(2) << "\n";
+    file.close();
+    fs::rename(json_path + ".tmp", json_path, ec);
+    if (!file || ec) {
+      err << "shammie analyze: cannot write " << json_path << "\n";
+      return 3;
+    }
+    out << "report: " << args.report << " (summary.json and one PNG per analysis)\n";
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& kinds, std::ostream& out,
@@ -224,7 +382,11 @@ int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& ki
   CLI::App* analyze = app.add_subcommand(
       "analyze", "Statistics on results: estimate a mean from few human labels and many autorater predictions "
                  "(classical, PPI, PPI++, stratified PPI, Bayesian PPI) from a CSV file.");
-  analyze->add_option("--csv", analyze_args.csv, "CSV file with a header row")->required()->check(CLI::ExistingFile);
+  analyze->add_option("dir", analyze_args.dir,
+                      "Run directory (or results.h5): run the experiment's [[analysis]] tables, store the results "
+                      "under /analysis/<name>/, print tables");
+  analyze->add_option("--report", analyze_args.report, "With DIR: also write PNG plots and summary.json here");
+  analyze->add_option("--csv", analyze_args.csv, "Standalone: a CSV file with a header row")->check(CLI::ExistingFile);
   analyze->add_option("--label", analyze_args.label, "Column of human labels (empty cell = unlabeled)");
   analyze->add_option("--pred", analyze_args.pred, "Column of autorater predictions (every row)");
   analyze->add_option("--strata", analyze_args.strata, "Column of strata; weights are the strata's shares of all rows");
@@ -290,7 +452,19 @@ int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& ki
     return kExitOk;
   }
   if (export_cmd->parsed()) return Export(export_target, export_format, export_output, out, err);
-  if (analyze->parsed()) return AnalyzeCsv(analyze_args, out, err);
+  if (analyze->parsed()) {
+    if (analyze_args.dir.empty() == analyze_args.csv.empty()) {
+      err << "shammie analyze: give a run directory, or --csv FILE with --label and --pred\n";
+      return kExitBadInput;
+    }
+    if (!analyze_args.csv.empty()) return AnalyzeCsv(analyze_args, out, err);
+    if (!analyze_args.label.empty() || !analyze_args.pred.empty() || !analyze_args.methods.empty()) {
+      err << "shammie analyze: --label, --pred and --method go with --csv; a run directory's analyses are declared in "
+             "its experiment's [[analysis]] tables\n";
+      return kExitBadInput;
+    }
+    return AnalyzeRun(analyze_args, kinds, out, err);
+  }
   return kExitBadInput;
 }
 

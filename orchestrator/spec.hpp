@@ -80,12 +80,32 @@ struct Stage {
   Location location;  // where the stage's [[stage]] table starts
 };
 
+// One [[analysis]] table: statistics over per-example tables of a stage's runs.
+struct AnalysisSpec {
+  std::string name;
+  std::vector<std::string> methods;  // classical, ppi, ppi++, stratppi, bayes-ppi
+  std::string stage;                 // whose runs to read
+  std::string table;                 // tables/<table> of each run
+  std::string label;                 // column of human labels; NaN = unlabeled
+  std::string prediction;            // column of autorater predictions
+  std::string strata;                // optional column of strata
+  double alpha = 0.1;
+  double lambda = 1.0;
+  bool clt_free = false;
+  int64_t bins = 10;
+  std::optional<double> target_width;
+  int64_t seed = 0;
+  nlohmann::json parameters;         // the table as resolved (for provenance)
+  Location location;
+};
+
 struct ExperimentSpec {
   std::string name;
   std::string description;
   int64_t seed = 0;
   std::string output;  // run directory; default "runs/<name>"
   std::vector<Stage> stages;  // dependencies before dependents
+  std::vector<AnalysisSpec> analyses;
   std::string path;            // the file given on the command line
   std::vector<std::string> files;  // it and every file it extends
   std::string canonical_text;  // canonical TOML of the merged spec

@@ -232,6 +232,7 @@ class Loader {
   std::optional<RandomAxis> CheckRandomAxis(const std::string& key, const MValue& value, const KeySpec& spec,
                                             const std::string& dotted);
   void CheckDag(std::vector<Stage>& stages);
+  void CheckAnalyses(const MValue& analyses, ExperimentSpec& spec);
 
   const workers::KindRegistry& kinds_;
   std::string root_path_;
@@ -725,7 +726,17 @@ void Loader::CheckStage(const MValue& item, size_t index, Stage& stage) {
 
   const MValue* config = item.Get("config");
   if (config && !RequireTable(config, prefix + ".config")) config = nullptr;
-  if (kind) stage.config = CheckTable(config, kind->config, prefix + ".config", {}, item.node);
+  if (kind) {
+    const size_t errors_before = errors_.size();
+    stage.config = CheckTable(config, kind->config, prefix + ".config", {}, item.node);
+    // Cross-key checks only make sense once every key is valid.
+    if (kind->check && errors_.size() == errors_before) {
+      for (const auto& problem : kind->check(stage.config)) {
+        const MValue* at = config ? config->Get(problem.key) : nullptr;
+        Error(at ? at->node : (config ? config->node : item.node), prefix + ".config." + problem.key, problem.message);
+      }
+    }
+  }
 
   const MValue* resources = item.Get("resources");
   if (resources && !RequireTable(resources, prefix + ".resources")) resources = nullptr;
@@ -844,6 +855,65 @@ void Loader::CheckDag(std::vector<Stage>& stages) {
   stages = std::move(ordered);
 }
 
+void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
+  if (analyses.type != MValue::Type::kTableArray) {
+    Error(analyses.node, "analysis", "expected [[analysis]] tables (an array of tables)");
+    return;
+  }
+  const std::vector<std::string> kMethods = {"classical", "ppi", "ppi++", "stratppi", "bayes-ppi"};
+  std::vector<std::string> stage_names;
+  for (const auto& s : spec.stages) stage_names.push_back(s.name);
+  std::set<std::string> names;
+  for (size_t i = 0; i < analyses.items.size(); ++i) {
+    const MValue& item = analyses.items[i];
+    std::string prefix = "analysis[" + std::to_string(i) + "]";
+    if (auto name = StageNameOf(item); name && common::IsSafeName(*name)) prefix = "analysis." + *name;
+    json fields = CheckTable(&item, AnalysisSchema(), prefix, {}, item.node);
+    AnalysisSpec a;
+    a.location = Loc(item.node);
+    a.parameters = fields;
+    auto str = [&](const char* key) { return fields.contains(key) ? fields[key].get<std::string>() : std::string(); };
+    a.name = str("name");
+    a.stage = str("stage");
+    a.table = str("table");
+    a.label = str("label");
+    a.prediction = str("prediction");
+    a.strata = str("strata");
+    if (fields.contains("alpha")) a.alpha = fields["alpha"].get<double>();
+    if (fields.contains("lambda")) a.lambda = fields["lambda"].get<double>();
+    if (fields.contains("clt_free")) a.clt_free = fields["clt_free"].get<bool>();
+    if (fields.contains("bins")) a.bins = fields["bins"].get<int64_t>();
+    if (fields.contains("target_width")) a.target_width = fields["target_width"].get<double>();
+    if (fields.contains("seed")) a.seed = fields["seed"].get<int64_t>();
+    if (!a.name.empty() && !names.insert(a.name).second) {
+      Error(item.Get("name")->node, prefix + ".name", "duplicate analysis name \"" + a.name + "\"");
+    }
+    if (fields.contains("methods")) {
+      const toml::array* arr = item.Get("methods")->node->as_array();
+      for (size_t m = 0; m < arr->size(); ++m) {
+        const std::string method = arr->get(m)->value<std::string>().value_or("");
+        if (std::find(kMethods.begin(), kMethods.end(), method) == kMethods.end()) {
+          std::string hint = common::DidYouMean(method, kMethods);
+          Error(arr->get(m), prefix + ".methods",
+                "unknown method \"" + method + "\"" + (hint.empty() ? "; expected some of " + common::QuotedList(kMethods) : hint));
+        } else {
+          a.methods.push_back(method);
+        }
+      }
+      if (std::find(a.methods.begin(), a.methods.end(), "stratppi") != a.methods.end() && a.strata.empty() &&
+          !item.Get("strata")) {
+        Error(item.Get("methods")->node, prefix + ".methods", "stratppi needs a `strata` column");
+      }
+    }
+    if (!a.stage.empty() && !spec.FindStage(a.stage)) {
+      std::string hint = common::DidYouMean(a.stage, stage_names);
+      Error(item.Get("stage")->node, prefix + ".stage",
+            "no stage named \"" + a.stage + "\"" + (hint.empty() ? "; stages: " + common::QuotedList(stage_names) : hint));
+    }
+    spec.analyses.push_back(std::move(a));
+  }
+}
+
 LoadResult Loader::Load(const std::string& path, const std::optional<std::string>& text) {
   root_path_ = path;
   std::error_code ec;
@@ -863,8 +933,8 @@ LoadResult Loader::Load(const std::string& path, const std::optional<std::string
   spec.path = path;
   spec.files = files_;
   for (const auto& [key, value] : root.entries) {
-    if (key == "experiment" || key == "stage") continue;
-    ErrorAt(KeyLoc(value), key, UnknownKeyMessage(key, {"experiment", "stage", "extends"}));
+    if (key == "experiment" || key == "stage" || key == "analysis") continue;
+    ErrorAt(KeyLoc(value), key, UnknownKeyMessage(key, {"experiment", "stage", "analysis", "extends"}));
   }
 
   const MValue* experiment = root.Get("experiment");
@@ -898,6 +968,7 @@ LoadResult Loader::Load(const std::string& path, const std::optional<std::string
     }
     CheckDag(spec.stages);
   }
+  if (const MValue* analyses = root.Get("analysis")) CheckAnalyses(*analyses, spec);
 
   // Errors in file order, each once.
   std::stable_sort(errors_.begin(), errors_.end(), [](const Diagnostic& a, const Diagnostic& b) {
@@ -930,14 +1001,15 @@ LoadResult LoadExperimentFromString(const std::string& text, const std::string& 
 
 std::string ExplainSpec() {
   std::string out;
-  out += "Top level: `extends` (a file or list of files to merge this one over), [experiment], [[stage]].\n\n";
+  out += "Top level: `extends` (a file or list of files to merge this one over), [experiment], [[stage]], [[analysis]].\n\n";
   out += ExperimentSchema().Explain("experiment") + "\n";
   out += StageSchema().Explain("[stage]") + "\n";
   out += "[stage.config]  the kind's own keys: `shammie validate --explain KIND`\n\n";
   out += ResourcesSchema().Explain("stage.resources") + "\n";
   out += RetrySchema().Explain("stage.retry") + "\n";
   out += SweepSchema().Explain("stage.sweep") + "\n";
-  out += RandomSweepSchema().Explain("stage.sweep.random");
+  out += RandomSweepSchema().Explain("stage.sweep.random") + "\n";
+  out += AnalysisSchema().Explain("[analysis]");
   return out;
 }
 

@@ -81,4 +81,27 @@ const Schema& RandomSweepSchema() {
   return schema;
 }
 
+const Schema& AnalysisSchema() {
+  static const Schema schema = [] {
+    Schema s("analysis", "Statistics that `shammie analyze DIR` runs on the results: a mean estimated from few human "
+                         "labels and many autorater predictions, by several methods side by side.");
+    s.Add("name", ValueType::kName).Required().Doc("Unique; results go to /analysis/<name>/ in results.h5.");
+    s.Add("methods", ValueType::kStringList).Required().MinItems(1)
+        .Doc("Any of classical, ppi, ppi++, stratppi, bayes-ppi.");
+    s.Add("stage", ValueType::kName).Required().Doc("The stage whose runs hold the data.");
+    s.Add("table", ValueType::kName).Required().Doc("Per-example table (tables/<table>) in each run; rows are concatenated.");
+    s.Add("label", ValueType::kName).Required().Doc("Column of human labels; NaN marks an unlabeled row.");
+    s.Add("prediction", ValueType::kName).Required().Doc("Column of autorater predictions.");
+    s.Add("strata", ValueType::kName).Doc("Column of strata (for stratppi); weights are the strata's shares of all rows.");
+    s.Float("alpha").Default(0.1).Min(0, true).Max(1, true).Doc("Intervals have level 1 - alpha.");
+    s.Float("lambda").Default(1.0).Doc("Autorater weight of `ppi` (1 = plain PPI).");
+    s.Bool("clt_free").Default(false).Doc("Hoeffding intervals for classical and ppi (values in [0, 1]).");
+    s.Int("bins").Default(10).Range(1, 1000).Doc("Bins of a continuous prediction for bayes-ppi.");
+    s.Float("target_width").Min(0, true).Doc("Also report the labels each method needs for this interval width.");
+    s.Int("seed").Default(0).Min(0).Doc("Seed of Monte-Carlo draws (bayes-ppi).");
+    return s;
+  }();
+  return schema;
+}
+
 }  // namespace shammie::orchestrator

@@ -9,7 +9,7 @@ packages=(
   # libraries
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libxxhash-dev libhdf5-dev libboost-math-dev
   # tests: GoogleTest, and the tools results.h5 is checked against
-  libgtest-dev libgmock-dev hdf5-tools python3 python3-h5py python3-numpy python3-scipy
+  libgtest-dev libgmock-dev hdf5-tools python3 python3-h5py python3-numpy python3-scipy gnuplot-nox
 )
 
 missing=()

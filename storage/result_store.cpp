@@ -516,7 +516,11 @@ Status ResultStore::AppendTable(std::string_view job_id, std::string_view name, 
     return common::FailedPrecondition("table for job " + std::string(job_id) + " before BeginRun()");
   }
   const std::string path = RunPath(job_id) + "/tables/" + std::string(name);
-  const std::string context = "writing table " + std::string(name) + " of job " + std::string(job_id) + " to " + path_;
+  return WriteTableAt(path, table,
+                      "writing table " + std::string(name) + " of job " + std::string(job_id) + " to " + path_);
+}
+
+Status ResultStore::WriteTableAt(const std::string& path, const Table& table, const std::string& context) {
   std::vector<std::pair<std::string, ColumnKind>> layout;
   for (const auto& c : table.columns) layout.emplace_back(c.name, KindOf(c));
   SHAMMIE_H5_HANDLE(type, NewTableType(layout, impl_->str_type.get()), context);
@@ -566,10 +570,13 @@ Result<std::vector<std::string>> ResultStore::ListTables(std::string_view job_id
 Result<Table> ResultStore::ReadTable(std::string_view job_id, std::string_view name) {
   if (!impl_->file.valid()) return common::FailedPrecondition("results store is closed");
   const std::string path = RunPath(job_id) + "/tables/" + std::string(name);
-  const std::string context = "reading table " + std::string(name) + " of job " + std::string(job_id);
   if (!common::IsSafeName(job_id) || !common::IsSafeName(name) || !h5::LinkExists(impl_->file.get(), path)) {
     return common::NotFound(path_ + " has no table " + std::string(name) + " for job " + std::string(job_id));
   }
+  return ReadTableAt(path, "reading table " + std::string(name) + " of job " + std::string(job_id));
+}
+
+Result<Table> ResultStore::ReadTableAt(const std::string& path, const std::string& context) {
   SHAMMIE_H5_HANDLE(dataset, H5Dopen2(impl_->file.get(), path.c_str(), H5P_DEFAULT), context);
   SHAMMIE_ASSIGN_OR_RETURN(auto layout, StoredColumns(dataset.get(), context));
   SHAMMIE_ASSIGN_OR_RETURN(hsize_t rows, DatasetLength(dataset.get(), context));
@@ -607,6 +614,45 @@ Result<Table> ResultStore::ReadTable(std::string_view job_id, std::string_view n
   SHAMMIE_H5_HANDLE(space, H5Dget_space(dataset.get()), context);
   H5Dvlen_reclaim(type.get(), space.get(), H5P_DEFAULT, buffer.data());
   return table;
+}
+
+Status ResultStore::WriteAnalysis(std::string_view name, const std::string& parameters_json, const Table& results) {
+  if (!impl_->file.valid()) return common::FailedPrecondition("results store is closed");
+  if (mode_ != Mode::kReadWrite) return common::FailedPrecondition(path_ + " is open read-only");
+  SHAMMIE_RETURN_IF_ERROR(CheckName("analysis", name));
+  SHAMMIE_RETURN_IF_ERROR(results.Validate().WithContext("analysis " + std::string(name)));
+  const std::string context = "writing analysis " + std::string(name) + " to " + path_;
+  hid_t file = impl_->file.get();
+  if (!h5::LinkExists(file, "analysis")) {
+    SHAMMIE_H5_HANDLE(group, H5Gcreate2(file, "/analysis", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), context);
+  }
+  const std::string path = "/analysis/" + std::string(name);
+  if (h5::LinkExists(file, path.substr(1))) SHAMMIE_H5_CHECK(H5Ldelete(file, path.c_str(), H5P_DEFAULT), context);
+  {
+    SHAMMIE_H5_HANDLE(group, H5Gcreate2(file, path.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), context);
+    SHAMMIE_RETURN_IF_ERROR(h5::WriteStringAttribute(group.get(), "parameters", parameters_json));
+  }
+  return WriteTableAt(path + "/results", results, context);
+}
+
+Result<std::vector<std::string>> ResultStore::ListAnalyses() {
+  if (!impl_->file.valid()) return common::FailedPrecondition("results store is closed");
+  if (!h5::LinkExists(impl_->file.get(), "analysis")) return std::vector<std::string>{};
+  SHAMMIE_H5_HANDLE(group, H5Gopen2(impl_->file.get(), "/analysis", H5P_DEFAULT), "listing analyses of " + path_);
+  return h5::ListLinks(group.get());
+}
+
+Result<std::pair<std::string, Table>> ResultStore::ReadAnalysis(std::string_view name) {
+  if (!impl_->file.valid()) return common::FailedPrecondition("results store is closed");
+  const std::string path = "analysis/" + std::string(name);
+  if (!common::IsSafeName(name) || !h5::LinkExists(impl_->file.get(), path + "/results")) {
+    return common::NotFound(path_ + " has no analysis " + std::string(name));
+  }
+  const std::string context = "reading analysis " + std::string(name) + " of " + path_;
+  SHAMMIE_H5_HANDLE(group, H5Gopen2(impl_->file.get(), ("/" + path).c_str(), H5P_DEFAULT), context);
+  SHAMMIE_ASSIGN_OR_RETURN(std::string parameters, h5::ReadStringAttribute(group.get(), "parameters"));
+  SHAMMIE_ASSIGN_OR_RETURN(Table table, ReadTableAt("/" + path + "/results", context));
+  return std::make_pair(std::move(parameters), std::move(table));
 }
 
 Status ResultStore::SetEndTime(const std::string& iso_time) {

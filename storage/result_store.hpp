@@ -129,6 +129,9 @@ class ResultStore {
   Status AppendMetrics(std::string_view job_id, std::string_view name, std::span<const MetricPoint> points);
   // Creates or extends /runs/<job_id>/tables/<name>; columns must match on append.
   Status AppendTable(std::string_view job_id, std::string_view name, const Table& table);
+  // Creates or replaces /analysis/<name>: attribute `parameters` (JSON) and
+  // table `results`.
+  Status WriteAnalysis(std::string_view name, const std::string& parameters_json, const Table& results);
   // Sets the root end_time attribute.
   Status SetEndTime(const std::string& iso_time);
   // Writes buffered metrics and flushes HDF5's caches to the file.
@@ -144,11 +147,16 @@ class ResultStore {
   Result<std::vector<MetricPoint>> ReadMetric(std::string_view job_id, std::string_view name);
   Result<std::vector<std::string>> ListTables(std::string_view job_id);
   Result<Table> ReadTable(std::string_view job_id, std::string_view name);
+  Result<std::vector<std::string>> ListAnalyses();
+  // The parameters (JSON text) and results table of /analysis/<name>.
+  Result<std::pair<std::string, Table>> ReadAnalysis(std::string_view name);
 
   struct Impl;  // HDF5 handles; defined in result_store.cpp
 
  private:
   explicit ResultStore(std::unique_ptr<Impl> impl);
+  Status WriteTableAt(const std::string& path, const Table& table, const std::string& context);
+  Result<Table> ReadTableAt(const std::string& path, const std::string& context);
   Status WriteMetricBuffer(const std::string& job_id, const std::string& name, std::vector<MetricPoint>& points);
 
   std::unique_ptr<Impl> impl_;

@@ -35,18 +35,18 @@ void MustRegister(KindRegistry& registry, JobKind kind) {
 
 void RegisterBenchKinds(KindRegistry& registry) {
   {
-    JobKind k{"bench.noop", "Does nothing and succeeds: measures dispatch overhead.", {}};
+    JobKind k{"bench.noop", "Does nothing and succeeds: measures dispatch overhead.", {}, {}};
     k.config = common::Schema("bench.noop", k.doc);
     MustRegister(registry, std::move(k));
   }
   {
-    JobKind k{"bench.sleep", "Sleeps, checking for cancellation: measures scheduling of long jobs.", {}};
+    JobKind k{"bench.sleep", "Sleeps, checking for cancellation: measures scheduling of long jobs.", {}, {}};
     k.config = common::Schema("bench.sleep", k.doc);
     k.config.Float("seconds").Default(1.0).Range(0, 86400).Doc("How long to sleep, in seconds.");
     MustRegister(registry, std::move(k));
   }
   {
-    JobKind k{"bench.fail", "Fails on purpose: exercises retries, error reporting and resume.", {}};
+    JobKind k{"bench.fail", "Fails on purpose: exercises retries, error reporting and resume.", {}, {}};
     k.config = common::Schema("bench.fail", k.doc);
     k.config.Float("probability").Default(1.0).Range(0, 1)
         .Doc("Chance that an attempt fails, drawn from the job's seed and attempt number.");
@@ -61,6 +61,7 @@ void RegisterToyKinds(KindRegistry& registry) {
   JobKind k{"toy.quadratic",
             "Gradient descent on f(x) = curvature/2 * (x - target)^2 with optional gradient noise; "
             "reports loss per step. The default experiment's job.",
+            {},
             {}};
   k.config = common::Schema("toy.quadratic", k.doc);
   k.config.Float("learning_rate").Default(0.1).Min(0, /*exclusive=*/true).Max(10).Doc("Step size.");
@@ -76,6 +77,7 @@ void RegisterToyKinds(KindRegistry& registry) {
 void RegisterBuiltinKinds(KindRegistry& registry) {
   RegisterBenchKinds(registry);
   RegisterToyKinds(registry);
+  RegisterSimKinds(registry);
 }
 
 }  // namespace shammie::workers

@@ -7,6 +7,7 @@
 // The engine (a later layer) attaches the code that runs each kind.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -17,10 +18,20 @@
 
 namespace shammie::workers {
 
+// A problem found by a kind's cross-key check: which key, and what is wrong.
+struct ConfigProblem {
+  std::string key;
+  std::string message;
+};
+
 struct JobKind {
   std::string name;    // "family.name", e.g. "toy.quadratic"
   std::string doc;
   common::Schema config;  // keys of [stage.config]
+  // Optional: constraints between keys that per-key declarations cannot say
+  // (e.g. two lists of equal length). Gets the normalized config with
+  // defaults filled in; called by the spec loader for every stage of this kind.
+  std::function<std::vector<ConfigProblem>(const nlohmann::json& config)> check;
 };
 
 class KindRegistry {
@@ -38,6 +49,8 @@ class KindRegistry {
 void RegisterBenchKinds(KindRegistry& registry);
 // toy.quadratic: gradient descent on a 1-D quadratic, the default experiment.
 void RegisterToyKinds(KindRegistry& registry);
+// sim.llm_eval: simulated LLM-evaluation data (workers/sim_llm_eval.hpp).
+void RegisterSimKinds(KindRegistry& registry);
 // Every kind this build has.
 void RegisterBuiltinKinds(KindRegistry& registry);
 

@@ -1,0 +1,82 @@
+#include "analysis/report.hpp"
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+namespace shammie::analysis {
+
+namespace {
+
+std::string Quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += "''";
+    else out += c;
+  }
+  return out + "'";
+}
+
+}  // namespace
+
+common::Status PlotMeanAnalysis(const MeanAnalysis& analysis, const std::string& name, const std::string& title,
+                                const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) return common::Unavailable("cannot create " + out_dir + ": " + ec.message());
+  const std::string data = (fs::path(out_dir) / (name + ".dat")).string();
+  {
+    std::ofstream out(data);
+    for (const auto& r : analysis.rows) {
+      out << '"' << r.method << "\" " << r.estimate << ' ' << r.lower << ' ' << r.upper << ' '
+          << (r.labels_for_target ? static_cast<double>(*r.labels_for_target) : 0.0) << '\n';
+    }
+    if (!out) return common::Unavailable("cannot write " + data);
+  }
+  const std::string png = (fs::path(out_dir) / (name + ".png")).string();
+  std::string script = "set terminal png size 900,520\n"
+                       "set output " + Quote(png) + "\n"
+                       "set title " + Quote(title) + "\n"
+                       "set ylabel 'estimate and interval'\n"
+                       "set xrange [-0.5:" + std::to_string(analysis.rows.size()) + "-0.5]\n"
+                       "set grid ytics\n"
+                       "plot " + Quote(data) + " using 0:2:3:4:xtic(1) with yerrorbars pointtype 7 title 'estimate, interval'\n";
+  const bool budget = !analysis.rows.empty() && analysis.rows.front().labels_for_target.has_value();
+  if (budget) {
+    const std::string labels_png = (fs::path(out_dir) / (name + "-labels.png")).string();
+    script += "set output " + Quote(labels_png) + "\n"
+              "set title " + Quote(title + ": human labels needed for the target width") + "\n"
+              "set ylabel 'labels'\n"
+              "set yrange [0:*]\n"
+              "set style fill solid 0.6\n"
+              "set boxwidth 0.6\n"
+              "plot " + Quote(data) + " using 0:5:xtic(1) with boxes title 'labels needed'\n";
+  }
+  const std::string script_path = (fs::path(out_dir) / (name + ".gp")).string();
+  {
+    std::ofstream out(script_path);
+    out << script;
+    if (!out) return common::Unavailable("cannot write " + script_path);
+  }
+  const std::string command = "gnuplot " + Quote(script_path) + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return common::Unavailable("cannot run gnuplot");
+  std::string output;
+  char buf[512];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) output.append(buf, n);
+  const int status = ::pclose(pipe);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+      return common::Unavailable("gnuplot is not installed: apt-get install gnuplot-nox (scripts/setup.sh does)");
+    }
+    return common::Internal("gnuplot failed on " + script_path + ": " + output);
+  }
+  return common::Status::Ok();
+}
+
+}  // namespace shammie::analysis

@@ -1,0 +1,19 @@
+// Reports of analyses: PNG plots drawn by gnuplot (Debian's gnuplot-nox) and
+// a JSON summary, under a report directory.
+#pragma once
+
+#include <string>
+
+#include "analysis/mean_analysis.hpp"
+#include "common/status.hpp"
+
+namespace shammie::analysis {
+
+// Writes OUT_DIR/<name>.png: each method's estimate with its interval; and,
+// when labels_for_target is set, OUT_DIR/<name>-labels.png: the labels each
+// method needs for the target width. Runs `gnuplot`; Unavailable if it is
+// not installed.
+common::Status PlotMeanAnalysis(const MeanAnalysis& analysis, const std::string& name, const std::string& title,
+                                const std::string& out_dir);
+
+}  // namespace shammie::analysis
