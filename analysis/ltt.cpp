@@ -97,14 +97,10 @@ common::Result<LttResult> LearnThenTest(const std::vector<std::vector<double>>& 
   if (!(alpha > 0 && alpha < 1)) return common::InvalidArgument("alpha (risk level) must be in (0, 1)");
   if (!(delta > 0 && delta < 1)) return common::InvalidArgument("delta must be in (0, 1)");
   if (losses.empty()) return common::InvalidArgument("no configurations to test");
-  const size_t n = losses.front().size();
-  if (n == 0) return common::InvalidArgument("no calibration examples");
   LttResult out;
   for (size_t c = 0; c < losses.size(); ++c) {
-    if (losses[c].size() != n) {
-      return common::InvalidArgument("configuration " + std::to_string(c) + " has " + std::to_string(losses[c].size()) +
-                                     " losses, configuration 0 has " + std::to_string(n));
-    }
+    const size_t n = losses[c].size();  // configurations may have different numbers of examples
+    if (n == 0) return common::InvalidArgument("configuration " + std::to_string(c) + " has no calibration losses");
     const std::vector<double>& l = losses[c];
     const LossStats st = StatsOf(l);
     const double total = st.sum, min_loss = st.min, max_loss = st.max;

@@ -38,6 +38,7 @@ struct LttResult {
 };
 
 // losses[c][i]: loss of configuration c on calibration example i, in [0, 1]
+// (configurations may have different numbers of examples)
 // (for kBinomial, in {0, 1}). `order` (fixed sequence only) lists
 // configuration indices in testing order; empty means 0, 1, 2, ...
 common::Result<LttResult> LearnThenTest(const std::vector<std::vector<double>>& losses, double alpha, double delta,

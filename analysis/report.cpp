@@ -22,6 +22,16 @@ std::string Quote(const std::string& s) {
 
 }  // namespace
 
+// Runs gnuplot on a script file; Unavailable if gnuplot is missing.
+common::Status RunGnuplot(const std::string& script_path);
+
+common::Status WriteText(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  if (!out) return common::Unavailable("cannot write " + path);
+  return common::Status::Ok();
+}
+
 common::Status PlotMeanAnalysis(const MeanAnalysis& analysis, const std::string& name, const std::string& title,
                                 const std::string& out_dir) {
   namespace fs = std::filesystem;
@@ -62,6 +72,40 @@ common::Status PlotMeanAnalysis(const MeanAnalysis& analysis, const std::string&
     out << script;
     if (!out) return common::Unavailable("cannot write " + script_path);
   }
+  return RunGnuplot(script_path);
+}
+
+common::Status PlotLtt(const std::vector<std::string>& configs, const std::vector<double>& risks,
+                       const std::vector<bool>& valid, double alpha, const std::string& name, const std::string& title,
+                       const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) return common::Unavailable("cannot create " + out_dir + ": " + ec.message());
+  const std::string data = (fs::path(out_dir) / (name + ".dat")).string();
+  std::string rows;
+  for (size_t i = 0; i < configs.size(); ++i) {
+    rows += "\"" + configs[i] + "\" " + std::to_string(risks[i]) + " " + (valid[i] ? "1" : "0") + "\n";
+  }
+  SHAMMIE_RETURN_IF_ERROR(WriteText(data, rows));
+  const std::string png = (fs::path(out_dir) / (name + ".png")).string();
+  const std::string every = configs.size() > 20 ? std::to_string(configs.size() / 20) : "1";
+  const std::string script = "set terminal png size 900,520\n"
+                             "set output " + Quote(png) + "\n"
+                             "set title " + Quote(title) + "\n"
+                             "set ylabel 'empirical risk'\n"
+                             "set xlabel 'configuration (testing order)'\n"
+                             "set grid ytics\n"
+                             "plot " + Quote(data) + " using 0:($3 == 1 ? $2 : 1/0):xtic(int($0) % " + every +
+                             " == 0 ? stringcolumn(1) : '') with points pointtype 7 title 'certified', " +
+                             Quote(data) + " using 0:($3 == 0 ? $2 : 1/0) with points pointtype 6 title 'not certified', " +
+                             std::to_string(alpha) + " with lines dashtype 2 title 'alpha'\n";
+  const std::string script_path = (fs::path(out_dir) / (name + ".gp")).string();
+  SHAMMIE_RETURN_IF_ERROR(WriteText(script_path, script));
+  return RunGnuplot(script_path);
+}
+
+common::Status RunGnuplot(const std::string& script_path) {
   const std::string command = "gnuplot " + Quote(script_path) + " 2>&1";
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) return common::Unavailable("cannot run gnuplot");

@@ -16,4 +16,10 @@ namespace shammie::analysis {
 common::Status PlotMeanAnalysis(const MeanAnalysis& analysis, const std::string& name, const std::string& title,
                                 const std::string& out_dir);
 
+// Writes OUT_DIR/<name>.png: empirical risk per configuration (in testing
+// order), the level alpha, and which configurations were certified.
+common::Status PlotLtt(const std::vector<std::string>& configs, const std::vector<double>& risks,
+                       const std::vector<bool>& valid, double alpha, const std::string& name, const std::string& title,
+                       const std::string& out_dir);
+
 }  // namespace shammie::analysis

@@ -5,12 +5,14 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <fstream>
 #include <sstream>
 
 #include "analysis/csv.hpp"
 #include "analysis/export.hpp"
+#include "analysis/ltt.hpp"
 #include "analysis/mean_analysis.hpp"
 #include "analysis/report.hpp"
 #include "common/text.hpp"
@@ -248,6 +250,89 @@ common::Result<analysis::MeanInputs> GatherInputs(storage::ResultStore& store, c
   return in;
 }
 
+// Learn-then-Test over the (config, loss) rows of a stage's tables. Returns
+// the summary JSON of the analysis, or an exit code through `code`.
+struct LttOutcome {
+  storage::Table table;
+  nlohmann::json json;
+  std::vector<std::string> configs;
+  std::vector<double> risks;
+  std::vector<bool> valid;
+};
+
+common::Result<LttOutcome> RunLtt(storage::ResultStore& store, const AnalysisSpec& a, std::ostream& out) {
+  SHAMMIE_ASSIGN_OR_RETURN(auto runs, store.ListRuns());
+  std::map<std::string, std::vector<double>> by_config;
+  size_t used = 0;
+  for (const auto& run : runs) {
+    if (run.stage != a.stage) continue;
+    auto table = store.ReadTable(run.job_id, a.table);
+    if (!table.ok()) {
+      if (table.status().code() == common::StatusCode::kNotFound) continue;
+      return table.status();
+    }
+    const std::string where = "run " + run.job_id + " table " + a.table;
+    std::vector<std::string> configs;
+    if (auto text = TextColumn(*table, a.config, where); text.ok()) {
+      configs = *text;
+    } else {
+      SHAMMIE_ASSIGN_OR_RETURN(auto numbers, NumericColumn(*table, a.config, where));
+      for (double v : numbers) {
+        char buf[32];
+        std::snprintf(buf, sizeof(buf), "%.17g", v);
+        configs.push_back(buf);
+      }
+    }
+    SHAMMIE_ASSIGN_OR_RETURN(auto loss, NumericColumn(*table, a.loss, where));
+    for (size_t i = 0; i < loss.size(); ++i) by_config[configs[i]].push_back(loss[i]);
+    ++used;
+  }
+  if (used == 0) {
+    return common::FailedPrecondition("no run of stage " + a.stage + " has a table " + a.table +
+                                      " (have its jobs run? see `shammie status`)");
+  }
+  // Testing order: ascending config, numerically when every name is a number.
+  LttOutcome o;
+  for (const auto& [config, losses] : by_config) o.configs.push_back(config);
+  const bool numeric = std::all_of(o.configs.begin(), o.configs.end(),
+                                   [](const std::string& c) { return ParseNumber(c).has_value(); });
+  if (numeric) {
+    std::stable_sort(o.configs.begin(), o.configs.end(),
+                     [](const std::string& x, const std::string& y) { return *ParseNumber(x) < *ParseNumber(y); });
+  }
+  std::vector<std::vector<double>> losses;
+  for (const auto& c : o.configs) losses.push_back(by_config[c]);
+  const analysis::PValueBound bound = a.bound == "hoeffding"  ? analysis::PValueBound::kHoeffding
+                                      : a.bound == "bentkus"  ? analysis::PValueBound::kBentkus
+                                      : a.bound == "binomial" ? analysis::PValueBound::kBinomial
+                                                              : analysis::PValueBound::kHoeffdingBentkus;
+  const analysis::FwerProcedure procedure =
+      a.procedure == "bonferroni" ? analysis::FwerProcedure::kBonferroni : analysis::FwerProcedure::kFixedSequence;
+  SHAMMIE_ASSIGN_OR_RETURN(analysis::LttResult r, analysis::LearnThenTest(losses, a.alpha, a.delta, bound, procedure));
+  o.valid.assign(o.configs.size(), false);
+  for (size_t v : r.valid) o.valid[v] = true;
+  o.risks = r.risks;
+  std::vector<int64_t> n, valid;
+  char line[256];
+  std::snprintf(line, sizeof(line), "%-24s %8s %10s %12s %6s\n", "config", "n", "risk", "p_value", "valid");
+  out << line;
+  nlohmann::json rows = nlohmann::json::array();
+  for (size_t c = 0; c < o.configs.size(); ++c) {
+    n.push_back(static_cast<int64_t>(losses[c].size()));
+    valid.push_back(o.valid[c] ? 1 : 0);
+    std::snprintf(line, sizeof(line), "%-24s %8zu %10.4f %12.4g %6s\n", o.configs[c].c_str(), losses[c].size(),
+                  r.risks[c], r.p_values[c], o.valid[c] ? "yes" : "no");
+    out << line;
+    rows.push_back({{"config", o.configs[c]}, {"n", losses[c].size()}, {"risk", r.risks[c]},
+                    {"p_value", r.p_values[c]}, {"valid", o.valid[c]}});
+  }
+  out << r.valid.size() << " of " << o.configs.size() << " configurations certified: risk <= " << a.alpha
+      << " with probability >= " << 1 - a.delta << " (" << a.bound << ", " << a.procedure << ")\n";
+  o.table.columns = {{"config", o.configs}, {"n", n}, {"risk", r.risks}, {"p_value", r.p_values}, {"valid", valid}};
+  o.json = {{"configurations", rows}, {"certified", r.valid.size()}};
+  return o;
+}
+
 // `shammie analyze DIR`: the [[analysis]] tables of the experiment stored in DIR/results.h5.
 int AnalyzeRun(const AnalyzeArgs& args, const workers::KindRegistry& kinds, std::ostream& out, std::ostream& err) {
   namespace fs = std::filesystem;
@@ -272,6 +357,31 @@ int AnalyzeRun(const AnalyzeArgs& args, const workers::KindRegistry& kinds, std:
   }
   nlohmann::json summary = {{"experiment", spec.name}, {"spec_hash", spec.spec_hash}, {"analyses", nlohmann::json::object()}};
   for (const AnalysisSpec& a : spec.analyses) {
+    if (a.methods == std::vector<std::string>{"ltt"}) {
+      out << "analysis " << a.name << " (Learn-then-Test on stage " << a.stage << ", table " << a.table << ", "
+          << a.loss << " by " << a.config << ")\n";
+      auto ltt = RunLtt(**store, a, out);
+      if (!ltt.ok()) {
+        err << "shammie analyze: " << a.name << ": " << ltt.status().message() << "\n";
+        return common::ExitCodeFor(ltt.status().code());
+      }
+      out << "\n";
+      common::Status written = (*store)->WriteAnalysis(a.name, a.parameters.dump(), ltt->table);
+      if (!written.ok()) {
+        err << "shammie analyze: " << written.ToString() << "\n";
+        return common::ExitCodeFor(written.code());
+      }
+      summary["analyses"][a.name] = {{"parameters", a.parameters}, {"result", ltt->json}};
+      if (!args.report.empty()) {
+        common::Status plotted = analysis::PlotLtt(ltt->configs, ltt->risks, ltt->valid, a.alpha, a.name,
+                                                   spec.name + ": " + a.name, args.report);
+        if (!plotted.ok()) {
+          err << "shammie analyze: " << plotted.ToString() << "\n";
+          return common::ExitCodeFor(plotted.code());
+        }
+      }
+      continue;
+    }
     auto inputs = GatherInputs(**store, a);
     if (!inputs.ok()) {
       err << "shammie analyze: " << a.name << ": " << inputs.status().message() << "\n";

@@ -83,12 +83,17 @@ struct Stage {
 // One [[analysis]] table: statistics over per-example tables of a stage's runs.
 struct AnalysisSpec {
   std::string name;
-  std::vector<std::string> methods;  // classical, ppi, ppi++, stratppi, bayes-ppi
+  std::vector<std::string> methods;  // classical, ppi, ppi++, stratppi, bayes-ppi; or ltt alone
   std::string stage;                 // whose runs to read
   std::string table;                 // tables/<table> of each run
   std::string label;                 // column of human labels; NaN = unlabeled
   std::string prediction;            // column of autorater predictions
   std::string strata;                // optional column of strata
+  std::string config;                // ltt: column naming the configuration
+  std::string loss;                  // ltt: column of losses in [0, 1]
+  double delta = 0.1;                // ltt
+  std::string bound = "hoeffding-bentkus";
+  std::string procedure = "fixed-sequence";
   double alpha = 0.1;
   double lambda = 1.0;
   bool clt_free = false;

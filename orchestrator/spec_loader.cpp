@@ -860,7 +860,7 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
     Error(analyses.node, "analysis", "expected [[analysis]] tables (an array of tables)");
     return;
   }
-  const std::vector<std::string> kMethods = {"classical", "ppi", "ppi++", "stratppi", "bayes-ppi"};
+  const std::vector<std::string> kMethods = {"classical", "ppi", "ppi++", "stratppi", "bayes-ppi", "ltt"};
   std::vector<std::string> stage_names;
   for (const auto& s : spec.stages) stage_names.push_back(s.name);
   std::set<std::string> names;
@@ -879,6 +879,11 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
     a.label = str("label");
     a.prediction = str("prediction");
     a.strata = str("strata");
+    a.config = str("config");
+    a.loss = str("loss");
+    if (fields.contains("delta")) a.delta = fields["delta"].get<double>();
+    if (fields.contains("bound")) a.bound = fields["bound"].get<std::string>();
+    if (fields.contains("procedure")) a.procedure = fields["procedure"].get<std::string>();
     if (fields.contains("alpha")) a.alpha = fields["alpha"].get<double>();
     if (fields.contains("lambda")) a.lambda = fields["lambda"].get<double>();
     if (fields.contains("clt_free")) a.clt_free = fields["clt_free"].get<bool>();
@@ -903,6 +908,27 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
       if (std::find(a.methods.begin(), a.methods.end(), "stratppi") != a.methods.end() && a.strata.empty() &&
           !item.Get("strata")) {
         Error(item.Get("methods")->node, prefix + ".methods", "stratppi needs a `strata` column");
+      }
+      // Which keys each family needs, and which it does not take.
+      const bool ltt = std::find(a.methods.begin(), a.methods.end(), "ltt") != a.methods.end();
+      if (ltt && a.methods.size() > 1) {
+        Error(item.Get("methods")->node, prefix + ".methods", "ltt runs alone: put mean estimators in another [[analysis]]");
+      } else if (a.methods.size() == arr->size()) {
+        const std::vector<std::string> needed = ltt ? std::vector<std::string>{"config", "loss"}
+                                                    : std::vector<std::string>{"label", "prediction"};
+        const std::vector<std::string> foreign =
+            ltt ? std::vector<std::string>{"label", "prediction", "strata", "lambda", "clt_free", "bins", "target_width"}
+                : std::vector<std::string>{"config", "loss", "delta", "bound", "procedure"};
+        for (const auto& key : needed) {
+          if (!item.Get(key)) Error(item.node, prefix + "." + key, "missing required key");
+        }
+        for (const auto& key : foreign) {
+          if (const MValue* v = item.Get(key)) {
+            ErrorAt(KeyLoc(*v), prefix + "." + key,
+                    "does not apply to " + std::string(ltt ? "ltt" : "mean estimators") + " (methods = " +
+                        common::QuotedList(a.methods) + ")");
+          }
+        }
       }
     }
     if (!a.stage.empty() && !spec.FindStage(a.stage)) {

@@ -84,14 +84,24 @@ const Schema& RandomSweepSchema() {
 const Schema& AnalysisSchema() {
   static const Schema schema = [] {
     Schema s("analysis", "Statistics that `shammie analyze DIR` runs on the results: a mean estimated from few human "
-                         "labels and many autorater predictions, by several methods side by side.");
+                         "labels and many autorater predictions, by several methods side by side; or Learn-then-Test "
+                         "over per-example losses of configurations.");
     s.Add("name", ValueType::kName).Required().Doc("Unique; results go to /analysis/<name>/ in results.h5.");
     s.Add("methods", ValueType::kStringList).Required().MinItems(1)
-        .Doc("Any of classical, ppi, ppi++, stratppi, bayes-ppi.");
+        .Doc("Mean estimators side by side (classical, ppi, ppi++, stratppi, bayes-ppi), or [\"ltt\"]: "
+             "Learn-then-Test, which configurations have risk <= alpha with probability >= 1 - delta.");
     s.Add("stage", ValueType::kName).Required().Doc("The stage whose runs hold the data.");
     s.Add("table", ValueType::kName).Required().Doc("Per-example table (tables/<table>) in each run; rows are concatenated.");
-    s.Add("label", ValueType::kName).Required().Doc("Column of human labels; NaN marks an unlabeled row.");
-    s.Add("prediction", ValueType::kName).Required().Doc("Column of autorater predictions.");
+    s.Add("label", ValueType::kName).Doc("Mean methods (required): column of human labels; NaN marks an unlabeled row.");
+    s.Add("prediction", ValueType::kName).Doc("Mean methods (required): column of autorater predictions.");
+    s.Add("config", ValueType::kName)
+        .Doc("ltt (required): column naming each row's configuration; configurations are tested in ascending order of "
+             "this column (numeric when every value is a number).");
+    s.Add("loss", ValueType::kName).Doc("ltt (required): column of per-example losses in [0, 1].");
+    s.Float("delta").Default(0.1).Min(0, true).Max(1, true).Doc("ltt: family-wise error level.");
+    s.Enum("bound", {"hoeffding-bentkus", "hoeffding", "bentkus", "binomial"}).Default("hoeffding-bentkus")
+        .Doc("ltt: p-value of the null `risk > alpha` (binomial: exact, for 0/1 losses).");
+    s.Enum("procedure", {"fixed-sequence", "bonferroni"}).Default("fixed-sequence").Doc("ltt: family-wise error control.");
     s.Add("strata", ValueType::kName).Doc("Column of strata (for stratppi); weights are the strata's shares of all rows.");
     s.Float("alpha").Default(0.1).Min(0, true).Max(1, true).Doc("Intervals have level 1 - alpha.");
     s.Float("lambda").Default(1.0).Doc("Autorater weight of `ppi` (1 = plain PPI).");

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "analysis/ltt.hpp"
 #include "orchestrator/cli.hpp"
 #include "orchestrator/plan.hpp"
 #include "orchestrator/spec_loader.hpp"
@@ -110,6 +111,103 @@ TEST(AnalyzeRunTest, MissingDataAndBadUsage) {
   EXPECT_EQ(Shammie({"analyze"}, kinds).code, 2);
   EXPECT_EQ(Shammie({"analyze", dir.path().string(), "--label", "x"}, kinds).code, 2);
   EXPECT_EQ(Shammie({"analyze", dir.File("nope")}, kinds).code, 2);
+}
+
+TEST(AnalyzeRunTest, LearnThenTestOverConfigurations) {
+  workers::KindRegistry kinds;
+  workers::RegisterBuiltinKinds(kinds);
+  testing::ScratchDir dir("analyze-ltt");
+  const std::string spec_text = R"([experiment]
+name = "thresholds"
+[[stage]]
+name = "calibrate"
+kind = "bench.noop"
+[[analysis]]
+name = "safe-thresholds"
+methods = ["ltt"]
+stage = "calibrate"
+table = "calibration"
+config = "threshold"
+loss = "error"
+alpha = 0.1
+delta = 0.1
+bound = "binomial"
+)";
+  auto loaded = LoadExperimentFromString(spec_text, "thresholds.toml", kinds);
+  ASSERT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors[0].ToString());
+  storage::ExperimentInfo info;
+  info.experiment = "thresholds";
+  info.spec_text = loaded.spec->canonical_text;
+  auto store = storage::ResultStore::Create(dir.File("results.h5"), info);
+  ASSERT_TRUE(store.ok());
+  // Two runs (e.g. two calibration shards); threshold t has error rate t / 2.
+  std::vector<std::vector<double>> expected_losses(10);
+  for (int run = 0; run < 2; ++run) {
+    const std::string id = "run" + std::to_string(run);
+    ASSERT_TRUE((*store)->BeginRun({id, "calibrate", "bench.noop", "{}", run, {}}).ok());
+    std::vector<double> threshold, error;
+    for (int t = 0; t < 10; ++t) {
+      for (int i = 0; i < 500; ++i) {
+        const double rate = 0.02 * t;  // 0, 0.02, ..., 0.18
+        const double e = (i % 100) < rate * 100 ? 1 : 0;
+        threshold.push_back(0.1 * t);
+        error.push_back(e);
+        expected_losses[static_cast<size_t>(t)].push_back(e);
+      }
+    }
+    storage::Table table;
+    table.columns = {{"threshold", threshold}, {"error", error}};
+    ASSERT_TRUE((*store)->AppendTable(id, "calibration", table).ok());
+  }
+  ASSERT_TRUE((*store)->Close().ok());
+  auto r = Shammie({"analyze", dir.path().string(), "--report", dir.File("report")}, kinds);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto direct = analysis::LearnThenTest(expected_losses, 0.1, 0.1, analysis::PValueBound::kBinomial,
+                                        analysis::FwerProcedure::kFixedSequence);
+  ASSERT_TRUE(direct.ok());
+  EXPECT_NE(r.out.find(std::to_string(direct->valid.size()) + " of 10 configurations certified"), std::string::npos)
+      << r.out;
+  EXPECT_GE(direct->valid.size(), 3u);
+  EXPECT_LE(direct->valid.size(), 5u) << "error rates 0.10 and above cannot be certified at alpha = 0.1";
+  auto reread = storage::ResultStore::Open(dir.File("results.h5"), storage::ResultStore::Mode::kReadOnly);
+  ASSERT_TRUE(reread.ok());
+  auto stored = (*reread)->ReadAnalysis("safe-thresholds");
+  ASSERT_TRUE(stored.ok());
+  const auto& configs = std::get<std::vector<std::string>>(stored->second.columns[0].values);
+  EXPECT_EQ(configs[2], "0.20000000000000001") << "numeric testing order";
+  const auto& p = std::get<std::vector<double>>(stored->second.columns[3].values);
+  for (size_t c = 0; c < 10; ++c) EXPECT_DOUBLE_EQ(p[c], direct->p_values[c]);
+  EXPECT_GT(testing::ReadFileText(dir.File("report/safe-thresholds.png")).size(), 1000u);
+}
+
+TEST(AnalyzeRunTest, AnalysisFamiliesDoNotMix) {
+  workers::KindRegistry kinds;
+  workers::RegisterBuiltinKinds(kinds);
+  auto r = LoadExperimentFromString(R"([experiment]
+name = "x"
+[[stage]]
+name = "s"
+kind = "bench.noop"
+[[analysis]]
+name = "a"
+methods = ["ltt", "ppi++"]
+stage = "s"
+table = "t"
+[[analysis]]
+name = "b"
+methods = ["ltt"]
+stage = "s"
+table = "t"
+config = "c"
+label = "h"
+)", "x.toml", kinds);
+  std::vector<std::string> lines;
+  for (const auto& d : r.errors) lines.push_back(d.ToString());
+  EXPECT_EQ(lines, (std::vector<std::string>{
+                       "x.toml:8:11: analysis.a.methods: ltt runs alone: put mean estimators in another [[analysis]]",
+                       "x.toml:11:1: analysis.b.loss: missing required key",
+                       "x.toml:17:1: analysis.b.label: does not apply to ltt (methods = `ltt`)",
+                   }));
 }
 
 }  // namespace
