@@ -14,14 +14,6 @@ namespace {
 
 constexpr size_t kMaxLabelValues = 32;
 
-// Standard normal by Box-Muller on a portable generator.
-double StandardNormal(common::SplitMix64& rng) {
-  double u1 = rng.NextDouble();
-  while (u1 <= 0) u1 = rng.NextDouble();
-  const double u2 = rng.NextDouble();
-  return std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2);
-}
-
 // Gamma(shape, 1) by Marsaglia and Tsang (2000); shape < 1 via the boost
 // Gamma(a) = Gamma(a + 1) * U^(1/a).
 double Gamma(double shape, common::SplitMix64& rng) {
@@ -34,7 +26,7 @@ double Gamma(double shape, common::SplitMix64& rng) {
   while (true) {
     double x, v;
     do {
-      x = StandardNormal(rng);
+      x = rng.NextNormal();
       v = 1 + c * x;
     } while (v <= 0);
     v = v * v * v;

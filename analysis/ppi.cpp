@@ -79,6 +79,8 @@ common::Status CheckUnit(std::span<const double> x, const std::string& what) {
   return common::Status::Ok();
 }
 
+void SetNormalInterval(MeanEstimate& e);
+
 double HoeffdingHalfWidth(double range, size_t n, double alpha) {
   return range * std::sqrt(std::log(2.0 / alpha) / (2.0 * static_cast<double>(n)));
 }
@@ -86,6 +88,14 @@ double HoeffdingHalfWidth(double range, size_t n, double alpha) {
 }  // namespace
 
 double NormalQuantile(double p) { return boost::math::quantile(boost::math::normal_distribution<double>(), p); }
+
+namespace {
+void SetNormalInterval(MeanEstimate& e) {
+  const double z = NormalQuantile(1 - e.alpha / 2);
+  e.lower = e.estimate - z * e.std_error;
+  e.upper = e.estimate + z * e.std_error;
+}
+}  // namespace
 
 common::Status CheckFinite(std::span<const double> values, const std::string& what) {
   // Fast path: a finite sum of x * 0 means every value is finite (inf * 0 and nan * 0 are nan).
@@ -118,9 +128,7 @@ common::Result<MeanEstimate> ClassicalMean(std::span<const double> y, double alp
     return e;
   }
   if (var == 0) e.notes.push_back("all labels are equal: the normal interval has width 0; consider the Hoeffding interval");
-  const double z = NormalQuantile(1 - alpha / 2);
-  e.lower = e.estimate - z * e.std_error;
-  e.upper = e.estimate + z * e.std_error;
+  SetNormalInterval(e);
   return e;
 }
 
@@ -206,9 +214,7 @@ common::Result<MeanEstimate> PpiMean(std::span<const double> y, std::span<const 
     return e;
   }
   if (variance == 0) e.notes.push_back("zero estimated variance: the normal interval has width 0");
-  const double z = NormalQuantile(1 - alpha / 2);
-  e.lower = e.estimate - z * e.std_error;
-  e.upper = e.estimate + z * e.std_error;
+  SetNormalInterval(e);
   return e;
 }
 
@@ -256,9 +262,7 @@ common::Result<StratifiedEstimate> StratifiedPpiMean(const std::vector<Stratum>&
   size_t n = 0;
   for (const auto& s : strata) n += s.y.size();
   c.effective_n = variance > 0 ? static_cast<double>(n) * classical_variance / variance : 0;
-  const double z = NormalQuantile(1 - alpha / 2);
-  c.lower = c.estimate - z * c.std_error;
-  c.upper = c.estimate + z * c.std_error;
+  SetNormalInterval(c);
   return out;
 }
 

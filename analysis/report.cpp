@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 namespace shammie::analysis {
 
@@ -25,6 +26,13 @@ std::string Quote(const std::string& s) {
 // Runs gnuplot on a script file; Unavailable if gnuplot is missing.
 common::Status RunGnuplot(const std::string& script_path);
 
+common::Status EnsureDirectory(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return common::Unavailable("cannot create " + dir + ": " + ec.message());
+  return common::Status::Ok();
+}
+
 common::Status WriteText(const std::string& path, const std::string& text) {
   std::ofstream out(path);
   out << text;
@@ -35,18 +43,15 @@ common::Status WriteText(const std::string& path, const std::string& text) {
 common::Status PlotMeanAnalysis(const MeanAnalysis& analysis, const std::string& name, const std::string& title,
                                 const std::string& out_dir) {
   namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  if (ec) return common::Unavailable("cannot create " + out_dir + ": " + ec.message());
+  SHAMMIE_RETURN_IF_ERROR(EnsureDirectory(out_dir));
   const std::string data = (fs::path(out_dir) / (name + ".dat")).string();
-  {
-    std::ofstream out(data);
-    for (const auto& r : analysis.rows) {
-      out << '"' << r.method << "\" " << r.estimate << ' ' << r.lower << ' ' << r.upper << ' '
-          << (r.labels_for_target ? static_cast<double>(*r.labels_for_target) : 0.0) << '\n';
-    }
-    if (!out) return common::Unavailable("cannot write " + data);
+  std::ostringstream rows;
+  rows.precision(17);
+  for (const auto& r : analysis.rows) {
+    rows << '"' << r.method << "\" " << r.estimate << ' ' << r.lower << ' ' << r.upper << ' '
+         << (r.labels_for_target ? static_cast<double>(*r.labels_for_target) : 0.0) << '\n';
   }
+  SHAMMIE_RETURN_IF_ERROR(WriteText(data, rows.str()));
   const std::string png = (fs::path(out_dir) / (name + ".png")).string();
   std::string script = "set terminal png size 900,520\n"
                        "set output " + Quote(png) + "\n"
@@ -67,11 +72,7 @@ common::Status PlotMeanAnalysis(const MeanAnalysis& analysis, const std::string&
               "plot " + Quote(data) + " using 0:5:xtic(1) with boxes title 'labels needed'\n";
   }
   const std::string script_path = (fs::path(out_dir) / (name + ".gp")).string();
-  {
-    std::ofstream out(script_path);
-    out << script;
-    if (!out) return common::Unavailable("cannot write " + script_path);
-  }
+  SHAMMIE_RETURN_IF_ERROR(WriteText(script_path, script));
   return RunGnuplot(script_path);
 }
 
@@ -79,9 +80,7 @@ common::Status PlotLtt(const std::vector<std::string>& configs, const std::vecto
                        const std::vector<bool>& valid, double alpha, const std::string& name, const std::string& title,
                        const std::string& out_dir) {
   namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  if (ec) return common::Unavailable("cannot create " + out_dir + ": " + ec.message());
+  SHAMMIE_RETURN_IF_ERROR(EnsureDirectory(out_dir));
   const std::string data = (fs::path(out_dir) / (name + ".dat")).string();
   std::string rows;
   for (size_t i = 0; i < configs.size(); ++i) {

@@ -17,11 +17,6 @@
 using namespace shammie;
 
 namespace {
-double Normal(common::SplitMix64& rng) {
-  double u1 = rng.NextDouble();
-  while (u1 <= 0) u1 = rng.NextDouble();
-  return std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * rng.NextDouble());
-}
 void Dump(const std::string& path, const std::vector<double>& v) {
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(double)));
@@ -46,8 +41,8 @@ int main(int argc, char** argv) {
   std::vector<double> y(n), f(n), fu(big_n), stratum_lab(n), stratum_unl(big_n);
   for (size_t i = 0; i < n + big_n; ++i) {
     const size_t s = i % k_strata;
-    const double yv = 0.5 + Normal(rng);
-    const double fv = yv + 0.1 * static_cast<double>(s) + (0.2 + 0.5 * static_cast<double>(s)) * Normal(rng);
+    const double yv = 0.5 + rng.NextNormal();
+    const double fv = yv + 0.1 * static_cast<double>(s) + (0.2 + 0.5 * static_cast<double>(s)) * rng.NextNormal();
     if (i < n) {
       y[i] = yv;
       f[i] = fv;

@@ -1,5 +1,7 @@
 #include "common/random.hpp"
 
+#include <cmath>
+
 #include "common/hash.hpp"
 
 namespace shammie::common {
@@ -20,6 +22,13 @@ int64_t SplitMix64::NextInt(int64_t lo, int64_t hi) {
   uint64_t x = Next();
   while (x >= limit) x = Next();
   return static_cast<int64_t>(static_cast<uint64_t>(lo) + x % span);
+}
+
+double SplitMix64::NextNormal() {
+  double u1 = NextDouble();
+  while (u1 <= 0) u1 = NextDouble();
+  const double u2 = NextDouble();
+  return std::sqrt(-2 * std::log(u1)) * std::cos(2 * 3.14159265358979323846 * u2);
 }
 
 uint64_t DeriveSeed(uint64_t parent, std::string_view label, uint64_t index) {

@@ -17,6 +17,8 @@ class SplitMix64 {
   double NextDouble();
   // Uniform integer in [lo, hi] (inclusive), without modulo bias.
   int64_t NextInt(int64_t lo, int64_t hi);
+  // Standard normal (Box-Muller; one variate per call, portable).
+  double NextNormal();
 
  private:
   uint64_t state_;

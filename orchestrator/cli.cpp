@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <fstream>
@@ -218,10 +219,11 @@ common::Result<std::vector<std::string>> TextColumn(const storage::Table& t, con
   return common::InvalidArgument(where + ": no column " + name);
 }
 
-// Gathers the rows an [[analysis]] reads: tables/<table> of every run of its stage.
-common::Result<analysis::MeanInputs> GatherInputs(storage::ResultStore& store, const AnalysisSpec& a) {
+// Calls `visit(table, where)` for tables/<a.table> of every run of a.stage;
+// FailedPrecondition when no run has one yet.
+common::Status ForEachStageTable(storage::ResultStore& store, const AnalysisSpec& a,
+                                 const std::function<common::Status(const storage::Table&, const std::string&)>& visit) {
   SHAMMIE_ASSIGN_OR_RETURN(auto runs, store.ListRuns());
-  analysis::MeanInputs in;
   size_t used = 0;
   for (const auto& run : runs) {
     if (run.stage != a.stage) continue;
@@ -230,23 +232,32 @@ common::Result<analysis::MeanInputs> GatherInputs(storage::ResultStore& store, c
       if (table.status().code() == common::StatusCode::kNotFound) continue;
       return table.status();
     }
-    const std::string where = "run " + run.job_id + " table " + a.table;
-    SHAMMIE_ASSIGN_OR_RETURN(auto label, NumericColumn(*table, a.label, where));
-    SHAMMIE_ASSIGN_OR_RETURN(auto pred, NumericColumn(*table, a.prediction, where));
-    for (size_t i = 0; i < label.size(); ++i) {
-      in.label.push_back(std::isnan(label[i]) ? std::nullopt : std::optional<double>(label[i]));
-      in.prediction.push_back(pred[i]);
-    }
-    if (!a.strata.empty()) {
-      SHAMMIE_ASSIGN_OR_RETURN(auto strata, TextColumn(*table, a.strata, where));
-      in.stratum.insert(in.stratum.end(), strata.begin(), strata.end());
-    }
+    SHAMMIE_RETURN_IF_ERROR(visit(*table, "run " + run.job_id + " table " + a.table));
     ++used;
   }
   if (used == 0) {
     return common::FailedPrecondition("no run of stage " + a.stage + " has a table " + a.table +
                                       " (have its jobs run? see `shammie status`)");
   }
+  return common::Status::Ok();
+}
+
+// Gathers the rows an [[analysis]] of the mean family reads.
+common::Result<analysis::MeanInputs> GatherInputs(storage::ResultStore& store, const AnalysisSpec& a) {
+  analysis::MeanInputs in;
+  SHAMMIE_RETURN_IF_ERROR(ForEachStageTable(store, a, [&](const storage::Table& table, const std::string& where) {
+    SHAMMIE_ASSIGN_OR_RETURN(auto label, NumericColumn(table, a.label, where));
+    SHAMMIE_ASSIGN_OR_RETURN(auto pred, NumericColumn(table, a.prediction, where));
+    for (size_t i = 0; i < label.size(); ++i) {
+      in.label.push_back(std::isnan(label[i]) ? std::nullopt : std::optional<double>(label[i]));
+      in.prediction.push_back(pred[i]);
+    }
+    if (!a.strata.empty()) {
+      SHAMMIE_ASSIGN_OR_RETURN(auto strata, TextColumn(table, a.strata, where));
+      in.stratum.insert(in.stratum.end(), strata.begin(), strata.end());
+    }
+    return common::Status::Ok();
+  }));
   return in;
 }
 
@@ -261,36 +272,23 @@ struct LttOutcome {
 };
 
 common::Result<LttOutcome> RunLtt(storage::ResultStore& store, const AnalysisSpec& a, std::ostream& out) {
-  SHAMMIE_ASSIGN_OR_RETURN(auto runs, store.ListRuns());
   std::map<std::string, std::vector<double>> by_config;
-  size_t used = 0;
-  for (const auto& run : runs) {
-    if (run.stage != a.stage) continue;
-    auto table = store.ReadTable(run.job_id, a.table);
-    if (!table.ok()) {
-      if (table.status().code() == common::StatusCode::kNotFound) continue;
-      return table.status();
-    }
-    const std::string where = "run " + run.job_id + " table " + a.table;
+  SHAMMIE_RETURN_IF_ERROR(ForEachStageTable(store, a, [&](const storage::Table& table, const std::string& where) {
     std::vector<std::string> configs;
-    if (auto text = TextColumn(*table, a.config, where); text.ok()) {
+    if (auto text = TextColumn(table, a.config, where); text.ok()) {
       configs = *text;
     } else {
-      SHAMMIE_ASSIGN_OR_RETURN(auto numbers, NumericColumn(*table, a.config, where));
+      SHAMMIE_ASSIGN_OR_RETURN(auto numbers, NumericColumn(table, a.config, where));
       for (double v : numbers) {
         char buf[32];
         std::snprintf(buf, sizeof(buf), "%.17g", v);
         configs.push_back(buf);
       }
     }
-    SHAMMIE_ASSIGN_OR_RETURN(auto loss, NumericColumn(*table, a.loss, where));
+    SHAMMIE_ASSIGN_OR_RETURN(auto loss, NumericColumn(table, a.loss, where));
     for (size_t i = 0; i < loss.size(); ++i) by_config[configs[i]].push_back(loss[i]);
-    ++used;
-  }
-  if (used == 0) {
-    return common::FailedPrecondition("no run of stage " + a.stage + " has a table " + a.table +
-                                      " (have its jobs run? see `shammie status`)");
-  }
+    return common::Status::Ok();
+  }));
   // Testing order: ascending config, numerically when every name is a number.
   LttOutcome o;
   for (const auto& [config, losses] : by_config) o.configs.push_back(config);

@@ -11,12 +11,6 @@ namespace shammie::workers {
 
 namespace {
 
-double Normal(common::SplitMix64& rng) {
-  double u1 = rng.NextDouble();
-  while (u1 <= 0) u1 = rng.NextDouble();
-  return std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * rng.NextDouble());
-}
-
 std::vector<ConfigProblem> CheckSimConfig(const nlohmann::json& config) {
   std::vector<ConfigProblem> problems;
   const size_t domains = config["domains"].size();
@@ -60,7 +54,7 @@ common::Result<storage::Table> SimulateLlmEval(const nlohmann::json& config, uin
     const int h = rng.NextDouble() < prevalence[d] ? 1 : 0;
     const int vote = rng.NextDouble() < accuracy[d] ? h : 1 - h;
     // Confidence: higher when the judge is right more often in this domain.
-    const double logit = (2 * vote - 1) * (4 * (accuracy[d] - 0.5) + 0.5 * Normal(rng));
+    const double logit = (2 * vote - 1) * (4 * (accuracy[d] - 0.5) + 0.5 * rng.NextNormal());
     item[i] = static_cast<int64_t>(i);
     domain[i] = domains[d];
     human[i] = has_label[i] ? h : std::numeric_limits<double>::quiet_NaN();

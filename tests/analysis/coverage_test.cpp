@@ -19,12 +19,6 @@
 namespace shammie::analysis {
 namespace {
 
-double Normal(common::SplitMix64& rng) {
-  double u1 = rng.NextDouble();
-  while (u1 <= 0) u1 = rng.NextDouble();
-  return std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * rng.NextDouble());
-}
-
 // Coverage must be within 3.5 binomial standard errors of 1 - alpha (below) and
 // not wildly conservative (above) for CLT methods.
 void ExpectCoverage(int covered, int trials, double alpha, const std::string& what, bool conservative_ok = false) {
@@ -56,10 +50,10 @@ TEST(CoverageTest, PpiFamilyWithGoodAndBadAutoraters) {
     for (int t = 0; t < trials; ++t) {
       std::vector<double> y(n), f(n), fu(big_n);
       auto draw = [&](double* yy, double* ff) {
-        const double v = truth + Normal(rng);
+        const double v = truth + rng.NextNormal();
         *yy = v;
         // Good: biased but informative. Bad: independent of y and biased.
-        *ff = good ? v + 0.5 + 0.4 * Normal(rng) : -2 + Normal(rng);
+        *ff = good ? v + 0.5 + 0.4 * rng.NextNormal() : -2 + rng.NextNormal();
       };
       for (size_t i = 0; i < n; ++i) draw(&y[i], &f[i]);
       double ignored;
@@ -131,7 +125,7 @@ TEST(CoverageTest, StratifiedPpiWithHeterogeneousStrata) {
       strata[k].name = std::to_string(k);
       strata[k].weight = 0.5;
       for (int i = 0; i < 100 + 2000; ++i) {
-        const double yv = truth + Normal(rng), fv = yv + mu[k] + s[k] * Normal(rng);
+        const double yv = truth + rng.NextNormal(), fv = yv + mu[k] + s[k] * rng.NextNormal();
         if (i < 100) {
           strata[k].y.push_back(yv);
           strata[k].f.push_back(fv);
@@ -263,7 +257,7 @@ std::vector<ClmPrompt> SimulateLm(common::SplitMix64& rng, size_t prompts, size_
       }
       answers.push_back(a);
       prompt.admissible.push_back(a < good);
-      prompt.quality.push_back((a < good ? 0.6 : 0.4) + 0.25 * Normal(rng));
+      prompt.quality.push_back((a < good ? 0.6 : 0.4) + 0.25 * rng.NextNormal());
     }
     prompt.similarity.assign(kmax, std::vector<double>(kmax));
     for (size_t i = 0; i < kmax; ++i) {

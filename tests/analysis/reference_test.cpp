@@ -19,12 +19,6 @@ namespace {
 
 using nlohmann::json;
 
-double Normal(common::SplitMix64& rng) {
-  double u1 = rng.NextDouble();
-  while (u1 <= 0) u1 = rng.NextDouble();
-  return std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * rng.NextDouble());
-}
-
 struct Data {
   std::vector<double> y, f, fu;
 };
@@ -33,8 +27,8 @@ struct Data {
 Data MakeData(common::SplitMix64& rng, size_t n, size_t big_n, double bias, double noise, double y_mean = 0.3) {
   Data d;
   for (size_t i = 0; i < n + big_n; ++i) {
-    double y = y_mean + Normal(rng);
-    double f = y + bias + noise * Normal(rng);
+    double y = y_mean + rng.NextNormal();
+    double f = y + bias + noise * rng.NextNormal();
     if (i < n) {
       d.y.push_back(y);
       d.f.push_back(f);
