@@ -149,55 +149,82 @@ double TunedLambda(std::span<const double> y, std::span<const double> f, std::sp
   return TunedLambdaFromMoments(y, f, MomentsOf(f), MomentsOf(f_unlabeled), clip);
 }
 
-common::Result<MeanEstimate> PpiMean(std::span<const double> y, std::span<const double> f,
-                                     std::span<const double> f_unlabeled, double alpha, const PpiOptions& options) {
-  SHAMMIE_RETURN_IF_ERROR(CheckAlpha(alpha));
-  SHAMMIE_RETURN_IF_ERROR(CheckFinite(y, "labels"));
-  SHAMMIE_RETURN_IF_ERROR(CheckFinite(f, "predictions on labeled items"));
-  if (y.size() != f.size()) {
-    return common::InvalidArgument("labels and their predictions differ in length: " + std::to_string(y.size()) +
-                                   " vs " + std::to_string(f.size()));
-  }
-  if (y.size() < 2) return common::InvalidArgument("PPI needs at least 2 labeled points, got " + std::to_string(y.size()));
-  if (f_unlabeled.size() < 2) {
-    return common::InvalidArgument("PPI needs at least 2 unlabeled predictions, got " + std::to_string(f_unlabeled.size()));
-  }
-  // One pass over the (large) unlabeled predictions for their moments; a
-  // non-finite value shows as a non-finite mean or spread.
-  const Moments fu_moments = MomentsOf(f_unlabeled);
-  if (!std::isfinite(fu_moments.mean) || !std::isfinite(fu_moments.m2)) {
-    SHAMMIE_RETURN_IF_ERROR(CheckFinite(f_unlabeled, "predictions on unlabeled items"));
-    return common::InvalidArgument("predictions on unlabeled items are too large to average");
-  }
+namespace {
+
+// PPI / PPI++ with a normal interval, given the unlabeled predictions'
+// moments (so stratified callers can compute them for all strata in one
+// pass). Inputs are already checked: finite, equal lengths, n >= 2, N >= 2.
+MeanEstimate PpiCore(std::span<const double> y, std::span<const double> f, const Moments& fu_moments, double alpha,
+                     const PpiOptions& options) {
   const Moments f_moments = MomentsOf(f);
   MeanEstimate e;
   e.alpha = alpha;
-  switch (options.lambda_mode) {
-    case LambdaMode::kFixed:
-      if (!std::isfinite(options.lambda)) return common::InvalidArgument("lambda must be finite");
-      e.lambda = options.lambda;
-      e.method = "ppi";
-      break;
-    case LambdaMode::kTunedClip:
-    case LambdaMode::kTunedFree:
-      e.lambda = TunedLambdaFromMoments(y, f, f_moments, fu_moments, options.lambda_mode == LambdaMode::kTunedClip);
-      e.method = "ppi++";
-      if (!(Pool(f_moments, fu_moments).var() > 0)) e.notes.push_back("the autorater is constant: lambda = 0 (classical)");
-      break;
+  if (options.lambda_mode == LambdaMode::kFixed) {
+    e.lambda = options.lambda;
+    e.method = "ppi";
+  } else {
+    e.lambda = TunedLambdaFromMoments(y, f, f_moments, fu_moments, options.lambda_mode == LambdaMode::kTunedClip);
+    e.method = "ppi++";
+    if (!(Pool(f_moments, fu_moments).var() > 0)) e.notes.push_back("the autorater is constant: lambda = 0 (classical)");
   }
-  const double n = static_cast<double>(y.size()), big_n = static_cast<double>(f_unlabeled.size());
+  const double n = static_cast<double>(y.size());
   std::vector<double> rectifier(y.size());
   for (size_t i = 0; i < y.size(); ++i) rectifier[i] = y[i] - e.lambda * f[i];
   const Moments r_moments = MomentsOf(rectifier);
   e.estimate = e.lambda * fu_moments.mean + r_moments.mean;
-  const double variance = e.lambda * e.lambda * fu_moments.var() / big_n + r_moments.var() / n;
+  const double variance = e.lambda * e.lambda * fu_moments.var() / fu_moments.n + r_moments.var() / n;
   e.std_error = std::sqrt(variance);
-  const double var_y = Var(y);
-  e.effective_n = variance > 0 ? var_y / variance : std::numeric_limits<double>::infinity();
-  if (!std::isfinite(e.effective_n)) {
-    e.effective_n = 0;
-    e.notes.push_back("zero estimated variance: effective sample size undefined (reported as 0)");
+  if (variance > 0) {
+    e.effective_n = Var(y) / variance;
+  } else {
+    e.notes.push_back("zero estimated variance: the normal interval has width 0 and the effective sample size is "
+                      "undefined (reported as 0)");
   }
+  SetNormalInterval(e);
+  return e;
+}
+
+common::Status CheckLabeled(std::span<const double> y, std::span<const double> f, const std::string& where) {
+  SHAMMIE_RETURN_IF_ERROR(CheckFinite(y, where + "labels"));
+  SHAMMIE_RETURN_IF_ERROR(CheckFinite(f, where + "predictions on labeled items"));
+  if (y.size() != f.size()) {
+    return common::InvalidArgument(where + "labels and their predictions differ in length: " + std::to_string(y.size()) +
+                                   " vs " + std::to_string(f.size()));
+  }
+  if (y.size() < 2) return common::InvalidArgument(where + "PPI needs at least 2 labeled points, got " + std::to_string(y.size()));
+  return common::Status::Ok();
+}
+
+// Moments of unlabeled predictions; a non-finite value shows as a non-finite mean or spread.
+common::Status CheckUnlabeled(const Moments& m, std::span<const double> f_unlabeled, const std::string& where) {
+  if (m.n < 2) {
+    return common::InvalidArgument(where + "PPI needs at least 2 unlabeled predictions, got " +
+                                   std::to_string(static_cast<size_t>(m.n)));
+  }
+  if (!std::isfinite(m.mean) || !std::isfinite(m.m2)) {
+    SHAMMIE_RETURN_IF_ERROR(CheckFinite(f_unlabeled, where + "predictions on unlabeled items"));
+    return common::InvalidArgument(where + "predictions on unlabeled items are too large to average");
+  }
+  return common::Status::Ok();
+}
+
+common::Status CheckOptions(const PpiOptions& options) {
+  if (options.lambda_mode == LambdaMode::kFixed && !std::isfinite(options.lambda)) {
+    return common::InvalidArgument("lambda must be finite");
+  }
+  return common::Status::Ok();
+}
+
+}  // namespace
+
+common::Result<MeanEstimate> PpiMean(std::span<const double> y, std::span<const double> f,
+                                     std::span<const double> f_unlabeled, double alpha, const PpiOptions& options) {
+  SHAMMIE_RETURN_IF_ERROR(CheckAlpha(alpha));
+  SHAMMIE_RETURN_IF_ERROR(CheckOptions(options));
+  SHAMMIE_RETURN_IF_ERROR(CheckLabeled(y, f, ""));
+  const Moments fu_moments = MomentsOf(f_unlabeled);  // one pass over the large side
+  SHAMMIE_RETURN_IF_ERROR(CheckUnlabeled(fu_moments, f_unlabeled, ""));
+  MeanEstimate e = PpiCore(y, f, fu_moments, alpha, options);
   if (options.interval == IntervalKind::kHoeffding) {
     if (options.lambda_mode != LambdaMode::kFixed || e.lambda < 0 || e.lambda > 1) {
       return common::InvalidArgument(
@@ -211,16 +238,24 @@ common::Result<MeanEstimate> PpiMean(std::span<const double> y, std::span<const 
                      HoeffdingHalfWidth(1 + e.lambda, y.size(), alpha / 2);
     e.lower = e.estimate - h;
     e.upper = e.estimate + h;
-    return e;
   }
-  if (variance == 0) e.notes.push_back("zero estimated variance: the normal interval has width 0");
-  SetNormalInterval(e);
   return e;
 }
 
-common::Result<StratifiedEstimate> StratifiedPpiMean(const std::vector<Stratum>& strata, double alpha,
-                                                     const PpiOptions& options) {
+namespace {
+
+struct StratumInput {
+  std::string name;
+  double weight = 0;
+  std::span<const double> y, f;
+  Moments fu;
+  std::span<const double> fu_values;  // for locating a non-finite value
+};
+
+common::Result<StratifiedEstimate> CombineStrata(const std::vector<StratumInput>& strata, double alpha,
+                                                 const PpiOptions& options) {
   SHAMMIE_RETURN_IF_ERROR(CheckAlpha(alpha));
+  SHAMMIE_RETURN_IF_ERROR(CheckOptions(options));
   if (strata.empty()) return common::InvalidArgument("stratified PPI needs at least one stratum");
   if (options.interval != IntervalKind::kNormal) {
     return common::InvalidArgument("stratified PPI supports the normal interval only");
@@ -240,30 +275,85 @@ common::Result<StratifiedEstimate> StratifiedPpiMean(const std::vector<Stratum>&
   c.method = "stratppi";
   c.alpha = alpha;
   double variance = 0, classical_variance = 0;
+  size_t n = 0;
   for (const auto& s : strata) {
-    auto e = PpiMean(s.y, s.f, s.f_unlabeled, alpha, options);
-    if (!e.ok()) return e.status().WithContext("stratum " + s.name);
+    const std::string where = "stratum " + s.name + ": ";
+    SHAMMIE_RETURN_IF_ERROR(CheckLabeled(s.y, s.f, where));
+    SHAMMIE_RETURN_IF_ERROR(CheckUnlabeled(s.fu, s.fu_values, where));
+    const MeanEstimate e = PpiCore(s.y, s.f, s.fu, alpha, options);
     StratumResult r;
     r.name = s.name;
     r.weight = s.weight;
-    r.estimate = e->estimate;
-    r.variance = e->std_error * e->std_error;
-    r.lambda = e->lambda;
+    r.estimate = e.estimate;
+    r.variance = e.std_error * e.std_error;
+    r.lambda = e.lambda;
     r.n = s.y.size();
-    r.n_unlabeled = s.f_unlabeled.size();
-    for (const auto& note : e->notes) c.notes.push_back("stratum " + s.name + ": " + note);
+    r.n_unlabeled = static_cast<size_t>(s.fu.n);
+    for (const auto& note : e.notes) c.notes.push_back("stratum " + s.name + ": " + note);
     c.estimate += s.weight * r.estimate;
     variance += s.weight * s.weight * r.variance;
     classical_variance += s.weight * s.weight * Var(s.y) / static_cast<double>(s.y.size());
+    n += s.y.size();
     out.strata.push_back(r);
   }
   c.std_error = std::sqrt(variance);
   c.lambda = 0;  // one per stratum: see strata[k].lambda
-  size_t n = 0;
-  for (const auto& s : strata) n += s.y.size();
   c.effective_n = variance > 0 ? static_cast<double>(n) * classical_variance / variance : 0;
   SetNormalInterval(c);
   return out;
+}
+
+}  // namespace
+
+common::Result<StratifiedEstimate> StratifiedPpiMean(const std::vector<Stratum>& strata, double alpha,
+                                                     const PpiOptions& options) {
+  std::vector<StratumInput> inputs;
+  for (const auto& s : strata) {
+    inputs.push_back({s.name, s.weight, s.y, s.f, MomentsOf(s.f_unlabeled), s.f_unlabeled});
+  }
+  return CombineStrata(inputs, alpha, options);
+}
+
+common::Result<StratifiedEstimate> StratifiedPpiMean(std::span<const double> y, std::span<const double> f,
+                                                     std::span<const int32_t> stratum,
+                                                     std::span<const double> f_unlabeled,
+                                                     std::span<const int32_t> stratum_unlabeled,
+                                                     std::span<const double> weights,
+                                                     const std::vector<std::string>& names, double alpha,
+                                                     const PpiOptions& options) {
+  const size_t k = weights.size();
+  if (names.size() != k) return common::InvalidArgument("need one name per stratum weight");
+  if (y.size() != f.size() || stratum.size() != y.size()) {
+    return common::InvalidArgument("labels, predictions and strata of labeled items differ in length");
+  }
+  if (stratum_unlabeled.size() != f_unlabeled.size()) {
+    return common::InvalidArgument("predictions and strata of unlabeled items differ in length");
+  }
+  auto code_ok = [k](int32_t c) { return c >= 0 && static_cast<size_t>(c) < k; };
+  // Labeled items are few: gather them per stratum.
+  std::vector<std::vector<double>> ys(k), fs(k);
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (!code_ok(stratum[i])) return common::InvalidArgument("labeled item " + std::to_string(i) + " has stratum code " + std::to_string(stratum[i]));
+    ys[static_cast<size_t>(stratum[i])].push_back(y[i]);
+    fs[static_cast<size_t>(stratum[i])].push_back(f[i]);
+  }
+  // Unlabeled items are many: two passes for per-stratum moments, no copies.
+  std::vector<Moments> m(k);
+  for (size_t i = 0; i < f_unlabeled.size(); ++i) {
+    const int32_t c = stratum_unlabeled[i];
+    if (!code_ok(c)) return common::InvalidArgument("unlabeled item " + std::to_string(i) + " has stratum code " + std::to_string(c));
+    m[static_cast<size_t>(c)].n += 1;
+    m[static_cast<size_t>(c)].mean += f_unlabeled[i];
+  }
+  for (auto& mk : m) mk.mean = mk.n > 0 ? mk.mean / mk.n : 0;
+  for (size_t i = 0; i < f_unlabeled.size(); ++i) {
+    Moments& mk = m[static_cast<size_t>(stratum_unlabeled[i])];
+    const double d = f_unlabeled[i] - mk.mean;
+    mk.m2 += d * d;
+  }
+  std::vector<StratumInput> inputs;
+  for (size_t s = 0; s < k; ++s) inputs.push_back({names[s], weights[s], ys[s], fs[s], m[s], f_unlabeled});
+  return CombineStrata(inputs, alpha, options);
 }
 
 common::Result<std::vector<size_t>> AllocateLabels(const std::vector<Stratum>& strata, size_t budget,

@@ -17,6 +17,7 @@
 // unlabeled) points are InvalidArgument errors; no function returns NaN.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -97,6 +98,17 @@ struct StratifiedEstimate {
 // labeled and >= 2 unlabeled points; weights must be positive and sum to 1
 // (within 1e-9).
 common::Result<StratifiedEstimate> StratifiedPpiMean(const std::vector<Stratum>& strata, double alpha,
+                                                     const PpiOptions& options = {});
+
+// The same from flat arrays: stratum codes in [0, K) for every labeled and
+// unlabeled item, K weights and names. Reads the (large) unlabeled arrays
+// twice and copies nothing of them: the form for 10^6+ autorater outputs.
+common::Result<StratifiedEstimate> StratifiedPpiMean(std::span<const double> y, std::span<const double> f,
+                                                     std::span<const int32_t> stratum,
+                                                     std::span<const double> f_unlabeled,
+                                                     std::span<const int32_t> stratum_unlabeled,
+                                                     std::span<const double> weights,
+                                                     const std::vector<std::string>& names, double alpha,
                                                      const PpiOptions& options = {});
 
 enum class Allocation { kProportional, kOptimal };

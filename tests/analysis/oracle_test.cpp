@@ -27,6 +27,45 @@ TEST(OracleTest, GlideStratifiedExample) {
   EXPECT_NEAR(e->combined.upper, 3.45155, 1e-5);
 }
 
+TEST(OracleTest, FlatStratifiedFormMatchesTheGroupedForm) {
+  common::SplitMix64 rng(9);
+  std::vector<double> y, f, fu;
+  std::vector<int32_t> s_lab, s_unl;
+  std::vector<Stratum> grouped(3);
+  const std::vector<double> weights = {0.2, 0.5, 0.3};
+  const std::vector<std::string> names = {"a", "b", "c"};
+  for (int k = 0; k < 3; ++k) {
+    grouped[static_cast<size_t>(k)].name = names[static_cast<size_t>(k)];
+    grouped[static_cast<size_t>(k)].weight = weights[static_cast<size_t>(k)];
+  }
+  for (int i = 0; i < 3000; ++i) {
+    const int32_t k = static_cast<int32_t>(rng.NextInt(0, 2));
+    const double yv = rng.NextNormal(), fv = yv + 0.3 * k + (0.5 + k) * rng.NextNormal();
+    Stratum& g = grouped[static_cast<size_t>(k)];
+    if (i % 10 == 0) {
+      y.push_back(yv);
+      f.push_back(fv);
+      s_lab.push_back(k);
+      g.y.push_back(yv);
+      g.f.push_back(fv);
+    } else {
+      fu.push_back(fv);
+      s_unl.push_back(k);
+      g.f_unlabeled.push_back(fv);
+    }
+  }
+  auto a = StratifiedPpiMean(grouped, 0.1);
+  auto b = StratifiedPpiMean(y, f, s_lab, fu, s_unl, weights, names, 0.1);
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status().ToString();
+  EXPECT_NEAR(a->combined.estimate, b->combined.estimate, 1e-12);
+  EXPECT_NEAR(a->combined.lower, b->combined.lower, 1e-12);
+  EXPECT_NEAR(a->combined.upper, b->combined.upper, 1e-12);
+  std::vector<int32_t> bad = s_unl;
+  bad[5] = 3;
+  EXPECT_EQ(StratifiedPpiMean(y, f, s_lab, fu, bad, weights, names, 0.1).status().code(),
+            common::StatusCode::kInvalidArgument);
+}
+
 TEST(OracleTest, PpiPyClippingMakesTheEstimateExact) {
   // ppi_py tests/test_mean.py: Yhat = Y + 2 on labeled data, Yhat_unlabeled = 2.
   common::SplitMix64 rng(1);
