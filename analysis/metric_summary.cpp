@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+
+#include "analysis/bootstrap.hpp"
 
 namespace shammie::analysis {
 
@@ -35,6 +38,21 @@ common::Result<std::vector<MetricSummaryRow>> SummarizeMetric(storage::ResultSto
     rows.push_back(std::move(row));
   }
   return rows;
+}
+
+common::Result<std::vector<ConfigSummary>> SummarizeOverSeeds(const std::vector<MetricSummaryRow>& rows, double alpha) {
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<double>> values;
+  for (const auto& r : rows) {
+    if (!values.count(r.config_json)) order.push_back(r.config_json);
+    values[r.config_json].push_back(r.last_value);
+  }
+  std::vector<ConfigSummary> out;
+  for (const auto& config : order) {
+    SHAMMIE_ASSIGN_OR_RETURN(SeedSummary s, SummarizeSeeds(values[config], alpha));
+    out.push_back({config, s.count, s.mean, s.lower, s.upper, s.std_dev});
+  }
+  return out;
 }
 
 std::optional<MetricSummaryRow> BestByLastValue(const std::vector<MetricSummaryRow>& rows, bool minimize) {

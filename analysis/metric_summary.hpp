@@ -32,4 +32,16 @@ common::Result<std::vector<MetricSummaryRow>> SummarizeMetric(storage::ResultSto
 // The row with the smallest (or largest) last value; nullopt for no rows.
 std::optional<MetricSummaryRow> BestByLastValue(const std::vector<MetricSummaryRow>& rows, bool minimize);
 
+// One sweep point (a resolved config) summarized over its replicates (seeds):
+// mean of the runs' last values with a Student-t interval.
+struct ConfigSummary {
+  std::string config_json;
+  size_t seeds = 0;
+  double mean = 0, lower = 0, upper = 0, std_dev = 0;
+};
+
+// Groups `rows` by config (runs that differ only in seed) and summarizes
+// each group; groups in order of first appearance.
+common::Result<std::vector<ConfigSummary>> SummarizeOverSeeds(const std::vector<MetricSummaryRow>& rows, double alpha);
+
 }  // namespace shammie::analysis

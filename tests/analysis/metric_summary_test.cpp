@@ -46,6 +46,22 @@ TEST(MetricSummaryTest, LastMinMaxAndBest) {
   EXPECT_TRUE(SummarizeMetric(s, "accuracy")->empty());
   EXPECT_FALSE(BestByLastValue({}, true).has_value());
 
+  // Two seeds of the lr = 0.1 point and one of lr = 0.5.
+  ASSERT_TRUE(s.BeginRun({"d4", "train", "toy.quadratic", R"({"lr":0.1})", 2, {}}).ok());
+  std::vector<MetricPoint> d = {{0, 4.0}, {20, 3.0}};
+  ASSERT_TRUE(s.AppendMetrics("d4", "loss", d).ok());
+  auto train = SummarizeMetric(s, "loss", std::string("train"));
+  ASSERT_TRUE(train.ok());
+  auto by_config = SummarizeOverSeeds(*train, 0.05);
+  ASSERT_TRUE(by_config.ok());
+  ASSERT_EQ(by_config->size(), 2u);
+  EXPECT_EQ((*by_config)[0].config_json, R"({"lr":0.1})");
+  EXPECT_EQ((*by_config)[0].seeds, 2u);
+  EXPECT_DOUBLE_EQ((*by_config)[0].mean, 2.5);  // last values 2.0 and 3.0
+  // t_{0.975, 1} = 12.706: half-width 12.706 * sd / sqrt(2) with sd = 0.7071.
+  EXPECT_NEAR((*by_config)[0].upper - 2.5, 12.7062 * std::sqrt(0.5) / std::sqrt(2.0), 1e-3);
+  EXPECT_EQ((*by_config)[1].seeds, 1u);
+
   std::vector<MetricPoint> bad = {{30, std::nan("")}};
   ASSERT_TRUE(s.AppendMetrics("a1", "loss", bad).ok());
   auto with_nan = SummarizeMetric(s, "loss");
