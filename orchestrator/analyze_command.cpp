@@ -246,9 +246,8 @@ common::Result<LttOutcome> RunLtt(storage::ResultStore& store, const AnalysisSpe
 
 int AnalyzeRunCommand(const AnalyzeArgs& args, const workers::KindRegistry& kinds, std::ostream& out, std::ostream& err) {
   namespace fs = std::filesystem;
-  std::string path = args.dir;
   std::error_code ec;
-  if (fs::is_directory(path, ec)) path = (fs::path(path) / "results.h5").string();
+  const std::string path = ResultsFilePath(args.dir);
   auto store = storage::ResultStore::Open(path, storage::ResultStore::Mode::kReadWrite);
   if (!store.ok()) {
     err << "shammie analyze: " << store.status().ToString() << "\n";

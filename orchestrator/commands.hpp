@@ -15,6 +15,9 @@ namespace shammie::orchestrator {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitBadInput = 2;
 
+// `target` is a run directory (holding results.h5) or the file itself.
+std::string ResultsFilePath(const std::string& target);
+
 // `shammie export DIR --format csv|json [-o FILE]`.
 int ExportCommand(const std::string& target, const std::string& format, const std::string& output, std::ostream& out,
                   std::ostream& err);

@@ -9,12 +9,17 @@
 namespace shammie::orchestrator {
 
 // `shammie export`: DIR is a run directory (holding results.h5) or the file.
+std::string ResultsFilePath(const std::string& target) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(target, ec)) return (std::filesystem::path(target) / "results.h5").string();
+  return target;
+}
+
 int ExportCommand(const std::string& target, const std::string& format, const std::string& output, std::ostream& out,
                   std::ostream& err) {
   namespace fs = std::filesystem;
-  std::string path = target;
   std::error_code ec;
-  if (fs::is_directory(target, ec)) path = (fs::path(target) / "results.h5").string();
+  const std::string path = ResultsFilePath(target);
   auto store = storage::ResultStore::Open(path, storage::ResultStore::Mode::kReadOnly);
   if (!store.ok()) {
     err << "shammie export: " << store.status().ToString() << "\n";
