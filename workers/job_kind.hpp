@@ -15,6 +15,7 @@
 
 #include "common/schema.hpp"
 #include "common/status.hpp"
+#include "workers/job.hpp"
 
 namespace shammie::workers {
 
@@ -32,6 +33,9 @@ struct JobKind {
   // (e.g. two lists of equal length). Gets the normalized config with
   // defaults filled in; called by the spec loader for every stage of this kind.
   std::function<std::vector<ConfigProblem>(const nlohmann::json& config)> check;
+  // The job's code; empty for kinds whose code this build lacks (validation
+  // still works). The engine refuses to run a kind without it.
+  JobFunction run;
 };
 
 class KindRegistry {

@@ -71,11 +71,15 @@ common::Result<storage::Table> SimulateLlmEval(const nlohmann::json& config, uin
 }
 
 void RegisterSimKinds(KindRegistry& registry) {
-  JobKind k{"sim.llm_eval",
-            "Simulated LLM-evaluation data: human labels on a few items, an autorater on all, accuracy varying by "
-            "domain. Writes table `labels` (item, domain, human [NaN = unlabeled], judge, judge_score).",
-            {},
-            CheckSimConfig};
+  JobKind k;
+  k.name = "sim.llm_eval";
+  k.doc = "Simulated LLM-evaluation data: human labels on a few items, an autorater on all, accuracy varying by "
+          "domain. Writes table `labels` (item, domain, human [NaN = unlabeled], judge, judge_score).";
+  k.check = CheckSimConfig;
+  k.run = [](JobContext& ctx) -> common::Status {
+    SHAMMIE_ASSIGN_OR_RETURN(storage::Table table, SimulateLlmEval(ctx.config(), ctx.seed()));
+    return ctx.WriteTable("labels", table);
+  };
   k.config = common::Schema("sim.llm_eval", k.doc);
   k.config.Int("items").Default(20000).Range(10, 10000000).Doc("Items evaluated by the autorater.");
   k.config.Int("labeled").Default(400).Range(2, 10000000).Doc("Items that also get a human label.");

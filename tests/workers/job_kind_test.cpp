@@ -25,12 +25,18 @@ TEST(KindRegistryTest, BuiltinsAreRegisteredWithSchemas) {
   EXPECT_EQ(r.Find("toy.nope"), nullptr);
 }
 
+JobKind Named(const std::string& name) {
+  JobKind k;
+  k.name = name;
+  return k;
+}
+
 TEST(KindRegistryTest, RejectsDuplicatesAndBadNames) {
   KindRegistry r;
-  EXPECT_TRUE(r.Register({"my.kind", "", {}, {}}).ok());
-  EXPECT_EQ(r.Register({"my.kind", "", {}, {}}).code(), common::StatusCode::kAlreadyExists);
-  EXPECT_EQ(r.Register({"nodot", "", {}, {}}).code(), common::StatusCode::kInvalidArgument);
-  EXPECT_EQ(r.Register({"bad/name.x", "", {}, {}}).code(), common::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(r.Register(Named("my.kind")).ok());
+  EXPECT_EQ(r.Register(Named("my.kind")).code(), common::StatusCode::kAlreadyExists);
+  EXPECT_EQ(r.Register(Named("nodot")).code(), common::StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.Register(Named("bad/name.x")).code(), common::StatusCode::kInvalidArgument);
 }
 
 nlohmann::json DefaultConfig(const KindRegistry& r, const std::string& kind) {
