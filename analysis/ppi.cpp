@@ -79,7 +79,11 @@ common::Status CheckUnit(std::span<const double> x, const std::string& what) {
   return common::Status::Ok();
 }
 
-void SetNormalInterval(MeanEstimate& e);
+void SetNormalInterval(MeanEstimate& e) {
+  const double z = NormalQuantile(1 - e.alpha / 2);
+  e.lower = e.estimate - z * e.std_error;
+  e.upper = e.estimate + z * e.std_error;
+}
 
 double HoeffdingHalfWidth(double range, size_t n, double alpha) {
   return range * std::sqrt(std::log(2.0 / alpha) / (2.0 * static_cast<double>(n)));
@@ -88,14 +92,6 @@ double HoeffdingHalfWidth(double range, size_t n, double alpha) {
 }  // namespace
 
 double NormalQuantile(double p) { return boost::math::quantile(boost::math::normal_distribution<double>(), p); }
-
-namespace {
-void SetNormalInterval(MeanEstimate& e) {
-  const double z = NormalQuantile(1 - e.alpha / 2);
-  e.lower = e.estimate - z * e.std_error;
-  e.upper = e.estimate + z * e.std_error;
-}
-}  // namespace
 
 common::Status CheckFinite(std::span<const double> values, const std::string& what) {
   // Fast path: a finite sum of x * 0 means every value is finite (inf * 0 and nan * 0 are nan).

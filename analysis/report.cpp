@@ -21,10 +21,25 @@ std::string Quote(const std::string& s) {
   return out + "'";
 }
 
-}  // namespace
-
 // Runs gnuplot on a script file; Unavailable if gnuplot is missing.
-common::Status RunGnuplot(const std::string& script_path);
+common::Status RunGnuplot(const std::string& script_path) {
+  const std::string command = "gnuplot " + Quote(script_path) + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return common::Unavailable("cannot run gnuplot");
+  std::string output;
+  char buf[512];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) output.append(buf, n);
+  const int status = ::pclose(pipe);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+      return common::Unavailable("gnuplot is not installed: apt-get install gnuplot-nox (scripts/setup.sh does)");
+    }
+    return common::Internal("gnuplot failed on " + script_path + ": " + output);
+  }
+  return common::Status::Ok();
+}
+
 
 common::Status EnsureDirectory(const std::string& dir) {
   std::error_code ec;
@@ -39,6 +54,8 @@ common::Status WriteText(const std::string& path, const std::string& text) {
   if (!out) return common::Unavailable("cannot write " + path);
   return common::Status::Ok();
 }
+
+}  // namespace
 
 common::Status PlotMeanAnalysis(const MeanAnalysis& analysis, const std::string& name, const std::string& title,
                                 const std::string& out_dir) {
@@ -104,22 +121,5 @@ common::Status PlotLtt(const std::vector<std::string>& configs, const std::vecto
   return RunGnuplot(script_path);
 }
 
-common::Status RunGnuplot(const std::string& script_path) {
-  const std::string command = "gnuplot " + Quote(script_path) + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return common::Unavailable("cannot run gnuplot");
-  std::string output;
-  char buf[512];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) output.append(buf, n);
-  const int status = ::pclose(pipe);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
-      return common::Unavailable("gnuplot is not installed: apt-get install gnuplot-nox (scripts/setup.sh does)");
-    }
-    return common::Internal("gnuplot failed on " + script_path + ": " + output);
-  }
-  return common::Status::Ok();
-}
 
 }  // namespace shammie::analysis
