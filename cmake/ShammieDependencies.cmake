@@ -12,6 +12,8 @@ shammie_require_package(nlohmann_json nlohmann-json3-dev CONFIG)
 shammie_require_package(CLI11 libcli11-dev CONFIG)
 shammie_require_package(Boost libboost-math-dev 1.74)
 shammie_require_package(HDF5 "libhdf5-dev hdf5-tools" COMPONENTS C)
+set(MPI_CXX_SKIP_MPICXX ON)
+shammie_require_package(MPI "libopenmpi-dev openmpi-bin" COMPONENTS C)
 
 find_path(XXHASH_INCLUDE_DIR xxhash.h)
 find_library(XXHASH_LIBRARY xxhash)

@@ -109,6 +109,29 @@ int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& ki
   analyze->add_option("--seed", analyze_args.seed, "Seed of Monte-Carlo draws (bayes-ppi)");
   analyze->add_flag("--json", analyze_args.json, "Print JSON instead of a table");
 
+  RunArgs run_args;
+  run_args.argv = args;
+  CLI::App* run = app.add_subcommand(
+      "run", "Run an experiment's job DAG on MPI ranks (launching mpirun itself when not inside one); results in "
+             "DIR/results.h5. Re-running into the same DIR skips every job already done.");
+  run->add_option("file", run_args.spec, "Experiment TOML file")->required()->check(CLI::ExistingFile);
+  run->add_option("--out", run_args.out, "Run directory (default: the spec's experiment.output, runs/<name>)");
+  run->add_option("--ranks", run_args.ranks, "MPI ranks to launch: 1 controller + workers (default: cores + 1)")
+      ->check(CLI::Range(1, 100000));
+  run->add_flag("--resume", run_args.resume,
+                "Continue the run in DIR after a crash, kill or stop: done jobs are kept, the rest run");
+  run->add_option("--progress", run_args.progress, "auto (tty if stderr is a terminal), tty, plain or none")
+      ->check(CLI::IsMember({"auto", "tty", "plain", "none"}));
+  run->add_option("--stall-timeout", run_args.stall_timeout_s,
+                  "Seconds without a heartbeat before a busy worker is declared stalled")
+      ->check(CLI::Range(1.0, 1e6));
+
+  std::string status_dir;
+  bool status_json = false;
+  CLI::App* status = app.add_subcommand("status", "What finished, what failed (with the error and attempts), what is left.");
+  status->add_option("dir", status_dir, "Run directory")->required();
+  status->add_flag("--json", status_json, "Print JSON");
+
   std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);  // CLI11 wants them reversed, minus argv[0]
   try {
     app.parse(reversed);
@@ -158,6 +181,8 @@ int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& ki
     }
     return kExitOk;
   }
+  if (run->parsed()) return RunCommand(run_args, kinds, out, err);
+  if (status->parsed()) return StatusCommand(status_dir, status_json, out, err);
   if (export_cmd->parsed()) return ExportCommand(export_target, export_format, export_output, out, err);
   if (analyze->parsed()) {
     if (analyze_args.dir.empty() == analyze_args.csv.empty()) {

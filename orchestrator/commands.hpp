@@ -13,7 +13,9 @@
 namespace shammie::orchestrator {
 
 inline constexpr int kExitOk = 0;
+inline constexpr int kExitJobsFailed = 1;
 inline constexpr int kExitBadInput = 2;
+inline constexpr int kExitInternal = 3;
 
 // `target` is a run directory (holding results.h5) or the file itself.
 std::string ResultsFilePath(const std::string& target);
@@ -36,5 +38,22 @@ int AnalyzeCsvCommand(const AnalyzeArgs& args, std::ostream& out, std::ostream& 
 // `shammie analyze DIR`: the [[analysis]] tables of the experiment stored in DIR/results.h5.
 int AnalyzeRunCommand(const AnalyzeArgs& args, const workers::KindRegistry& kinds, std::ostream& out,
                       std::ostream& err);
+
+struct RunArgs {
+  std::string spec;
+  std::string out;          // run directory; default: the spec's experiment.output
+  int ranks = 0;            // 0: cores + 1 (when launching mpirun)
+  bool resume = false;      // DIR must hold an earlier run
+  std::string progress = "auto";  // auto, tty, plain, none
+  double stall_timeout_s = 60;
+  std::vector<std::string> argv;  // the whole command line (provenance)
+};
+
+// `shammie run`: outside an MPI job, relaunches itself under mpirun; inside
+// one, rank 0 is the controller and the other ranks are workers.
+int RunCommand(const RunArgs& args, const workers::KindRegistry& kinds, std::ostream& out, std::ostream& err);
+
+// `shammie status DIR`: what finished, what failed (with the error), what is left.
+int StatusCommand(const std::string& dir, bool json, std::ostream& out, std::ostream& err);
 
 }  // namespace shammie::orchestrator

@@ -184,6 +184,7 @@ json Plan::ToJson() const {
     json resources = {{"ranks", j.resources.ranks}, {"gpus", j.resources.gpus}};
     resources["time_limit_s"] = j.resources.time_limit_s ? json(*j.resources.time_limit_s) : json(nullptr);
     resources["memory_bytes"] = j.resources.memory_bytes ? json(*j.resources.memory_bytes) : json(nullptr);
+    resources["isolation"] = j.resources.isolation;
     jobs_json.push_back({{"id", j.id},
                          {"stage", j.stage},
                          {"kind", j.kind},
@@ -222,6 +223,7 @@ std::string Plan::ToText() const {
        << "  ranks=" << first.resources.ranks << " gpus=" << first.resources.gpus;
     if (first.resources.time_limit_s) os << " time_limit=" << *first.resources.time_limit_s << "s";
     if (first.resources.memory_bytes) os << " memory=" << *first.resources.memory_bytes << "B";
+    if (first.resources.isolation != "thread") os << " isolation=" << first.resources.isolation;
     os << " attempts=" << first.retry.attempts << "\n";
     for (const PlannedJob* j : list) {
       os << "  " << j->id.substr(0, 12) << "  " << j->Label() << "  seed=" << j->seed << "  priority=" << j->critical_path

@@ -34,6 +34,7 @@ struct Resources {
   int64_t gpus = 0;                     // GPUs per rank
   std::optional<int64_t> time_limit_s;  // wall-clock limit per attempt
   std::optional<int64_t> memory_bytes;  // per rank
+  std::string isolation = "thread";     // "thread" or "process"
 };
 
 struct RetryPolicy {

@@ -745,6 +745,13 @@ void Loader::CheckStage(const MValue& item, size_t index, Stage& stage) {
   if (r.contains("gpus")) stage.resources.gpus = r["gpus"].get<int64_t>();
   if (r.contains("time_limit")) stage.resources.time_limit_s = r["time_limit"].get<int64_t>();
   if (r.contains("memory")) stage.resources.memory_bytes = r["memory"].get<int64_t>();
+  if (r.contains("isolation")) stage.resources.isolation = r["isolation"].get<std::string>();
+  if (stage.resources.isolation == "process" && stage.resources.ranks > 1) {
+    const MValue* at = resources ? resources->Get("isolation") : nullptr;
+    Error(at ? at->node : item.node, prefix + ".resources.isolation",
+          "isolation = \"process\" is for single-rank jobs; this stage has ranks = " +
+              std::to_string(stage.resources.ranks) + " (a gang shares MPI communicators and cannot be forked)");
+  }
 
   const MValue* retry = item.Get("retry");
   if (retry && !RequireTable(retry, prefix + ".retry")) retry = nullptr;

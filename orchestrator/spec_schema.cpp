@@ -38,6 +38,10 @@ const Schema& ResourcesSchema() {
     s.Int("gpus").Default(0).Range(0, 64).Doc("GPUs per rank.");
     s.Add("time_limit", ValueType::kDuration).Min(1).Doc("Wall-clock limit per attempt, e.g. \"30m\" or \"02:00:00\".");
     s.Add("memory", ValueType::kSize).Min(1).Doc("Memory per rank, e.g. \"4G\".");
+    s.Enum("isolation", {"thread", "process"}).Default("thread")
+        .Doc("`thread`: the job runs inside the worker rank (fastest). `process`: in a forked child, so a "
+             "segfault, abort or hang in job code is a failed attempt instead of the end of the MPI job "
+             "(single-rank jobs only).");
     return s;
   }();
   return schema;

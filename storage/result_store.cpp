@@ -157,13 +157,14 @@ std::string_view JobStatusName(JobStatus status) {
     case JobStatus::kDone: return "done";
     case JobStatus::kFailed: return "failed";
     case JobStatus::kCancelled: return "cancelled";
+    case JobStatus::kSkipped: return "skipped";
   }
   return "?";
 }
 
 std::optional<JobStatus> JobStatusFromName(std::string_view name) {
   for (JobStatus s : {JobStatus::kPending, JobStatus::kRunning, JobStatus::kDone, JobStatus::kFailed,
-                      JobStatus::kCancelled}) {
+                      JobStatus::kCancelled, JobStatus::kSkipped}) {
     if (JobStatusName(s) == name) return s;
   }
   return std::nullopt;
@@ -305,6 +306,29 @@ Status ResultStore::UpsertJob(const JobRecord& job) {
   SHAMMIE_H5_HANDLE(mem_space, H5Screate_simple(1, count, nullptr), context);
   SHAMMIE_H5_CHECK(H5Dwrite(dataset.get(), impl_->job_type.get(), mem_space.get(), file_space.get(), H5P_DEFAULT, &row),
                    context);
+  return Status::Ok();
+}
+
+Status ResultStore::InsertJobs(std::span<const JobRecord> jobs) {
+  if (!impl_->file.valid()) return common::FailedPrecondition("results store is closed");
+  if (mode_ != Mode::kReadWrite) return common::FailedPrecondition(path_ + " is open read-only");
+  if (jobs.empty()) return Status::Ok();
+  const std::string context = "writing " + std::to_string(jobs.size()) + " jobs to " + path_;
+  std::vector<std::string> statuses;
+  statuses.reserve(jobs.size());
+  std::vector<JobRow> rows;
+  rows.reserve(jobs.size());
+  for (const JobRecord& job : jobs) {
+    SHAMMIE_RETURN_IF_ERROR(CheckName("job id", job.id));
+    if (job_rows_.count(job.id)) return common::AlreadyExists("job " + job.id + " is already in " + path_);
+    statuses.emplace_back(JobStatusName(job.status));
+    rows.push_back(JobRow{job.id.c_str(), job.stage.c_str(), job.kind.c_str(), statuses.back().c_str(), job.attempts,
+                          job.ranks.c_str(), job.host.c_str(), job.start_time, job.end_time, job.error.c_str()});
+  }
+  SHAMMIE_H5_HANDLE(dataset, H5Dopen2(impl_->file.get(), kJobsPath, H5P_DEFAULT), context);
+  SHAMMIE_ASSIGN_OR_RETURN(hsize_t n, DatasetLength(dataset.get(), context));
+  SHAMMIE_RETURN_IF_ERROR(AppendRows(dataset.get(), impl_->job_type.get(), rows.data(), rows.size(), context));
+  for (size_t i = 0; i < jobs.size(); ++i) job_rows_[jobs[i].id] = static_cast<int64_t>(n + i);
   return Status::Ok();
 }
 

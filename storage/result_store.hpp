@@ -49,7 +49,8 @@ struct ExperimentInfo {
   int64_t layout_version = kLayoutVersion;
 };
 
-enum class JobStatus { kPending, kRunning, kDone, kFailed, kCancelled };
+// kCancelled: stopped by a signal (reruns on resume); kSkipped: an input failed.
+enum class JobStatus { kPending, kRunning, kDone, kFailed, kCancelled, kSkipped };
 std::string_view JobStatusName(JobStatus status);
 std::optional<JobStatus> JobStatusFromName(std::string_view name);
 
@@ -122,6 +123,8 @@ class ResultStore {
   // --- writing (Mode::kReadWrite) ---
   // Inserts or replaces the /jobs row with this id.
   Status UpsertJob(const JobRecord& job);
+  // Appends rows for jobs not yet in /jobs, in one write (AlreadyExists otherwise).
+  Status InsertJobs(std::span<const JobRecord> jobs);
   // Creates /runs/<job_id> with its attributes. Calling it again with an
   // identical record is a no-op; with a different one, FailedPrecondition.
   Status BeginRun(const RunRecord& run);

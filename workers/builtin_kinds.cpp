@@ -6,6 +6,10 @@
 #include <limits>
 #include <cstdlib>
 #include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "common/random.hpp"
 #include "workers/job_kind.hpp"
@@ -32,7 +36,52 @@ common::Status SleepCancellable(JobContext& ctx, double seconds) {
   return common::Status::Ok();
 }
 
-common::Status RunSleep(JobContext& ctx) { return SleepCancellable(ctx, ctx.config()["seconds"].get<double>()); }
+// Appends "<job id> <attempt>" to the file named by config key `trace`, if
+// any: an independent count of executions for tests of memoization and resume.
+common::Status Trace(JobContext& ctx) {
+  const auto it = ctx.config().find("trace");
+  if (it == ctx.config().end() || it->get<std::string>().empty()) return common::Status::Ok();
+  const std::string line = ctx.job_id() + " " + std::to_string(ctx.attempt()) + "\n";
+  const int fd = ::open(it->get<std::string>().c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return common::Unavailable("cannot open trace file " + it->get<std::string>());
+  const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ::close(fd);
+  return ok ? common::Status::Ok() : common::Unavailable("cannot write trace file " + it->get<std::string>());
+}
+
+common::Status RunSleep(JobContext& ctx) {
+  SHAMMIE_RETURN_IF_ERROR(SleepCancellable(ctx, ctx.config()["seconds"].get<double>()));
+  return Trace(ctx);
+}
+
+// Every member fills a vector with (gang rank + 1) * (i % 7 + 1) and
+// allreduces it `iterations` times; the sum must be n(n+1)/2 * (i % 7 + 1).
+common::Status RunAllreduce(JobContext& ctx) {
+  cluster::Collectives& gang = ctx.collectives();
+  const auto elements = static_cast<size_t>(ctx.config()["elements"].get<int64_t>());
+  const int64_t iterations = ctx.config()["iterations"].get<int64_t>();
+  const double n = gang.size();
+  std::vector<double> v(elements);
+  double seconds = 0;
+  for (int64_t it = 0; it < iterations; ++it) {
+    if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "cancelled between allreduces");
+    for (size_t i = 0; i < elements; ++i) v[i] = (gang.rank() + 1) * static_cast<double>(i % 7 + 1);
+    const auto start = std::chrono::steady_clock::now();
+    SHAMMIE_RETURN_IF_ERROR(gang.AllreduceSum(std::span<double>(v)));
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (size_t i = 0; i < elements; ++i) {
+      const double expected = n * (n + 1) / 2 * static_cast<double>(i % 7 + 1);
+      if (v[i] != expected) {
+        return common::Internal("allreduce gave " + std::to_string(v[i]) + " at element " + std::to_string(i) +
+                                ", expected " + std::to_string(expected));
+      }
+    }
+  }
+  ctx.ReportMetric("gang_size", 0, n);
+  ctx.ReportMetric("checked_sum", 0, elements > 0 ? v[elements > 1 ? 1 : 0] : 0);
+  ctx.ReportMetric("allreduce_us", 0, iterations > 0 ? seconds * 1e6 / static_cast<double>(iterations) : 0);
+  return common::Status::Ok();
+}
 
 // Fails with probability p, drawn from (seed, attempt): the same attempt of
 // the same job always does the same thing, and a retry draws anew.
@@ -91,7 +140,8 @@ void RegisterBenchKinds(KindRegistry& registry) {
     k.name = "bench.noop";
     k.doc = "Does nothing and succeeds: measures dispatch overhead.";
     k.config = common::Schema(k.name, k.doc);
-    k.run = [](JobContext&) { return common::Status::Ok(); };
+    k.config.String("trace").Default("").Doc("If set, a file to which every execution appends \"<job id> <attempt>\" (counts executions).");
+    k.run = Trace;
     MustRegister(registry, std::move(k));
   }
   {
@@ -100,6 +150,7 @@ void RegisterBenchKinds(KindRegistry& registry) {
     k.doc = "Sleeps, checking for cancellation: measures scheduling of long jobs.";
     k.config = common::Schema(k.name, k.doc);
     k.config.Float("seconds").Default(1.0).Range(0, 86400).Doc("How long to sleep, in seconds.");
+    k.config.String("trace").Default("").Doc("If set, a file to which every execution appends \"<job id> <attempt>\" (counts executions).");
     k.run = RunSleep;
     MustRegister(registry, std::move(k));
   }
@@ -114,6 +165,16 @@ void RegisterBenchKinds(KindRegistry& registry) {
         .Doc("How it fails: `error` returns a retryable error (aborted), `invalid` a non-retryable one "
              "(invalid_argument), `crash` kills the worker process, `hang` never returns (tests deadlines).");
     k.run = RunFail;
+    MustRegister(registry, std::move(k));
+  }
+  {
+    JobKind k;
+    k.name = "bench.allreduce";
+    k.doc = "Allreduces a vector across the job's gang (resources.ranks) and checks the sum: exercises gangs.";
+    k.config = common::Schema(k.name, k.doc);
+    k.config.Int("elements").Default(1024).Range(1, 1 << 28).Doc("Doubles per allreduce.");
+    k.config.Int("iterations").Default(10).Range(1, 1000000).Doc("Allreduces to run (and check).");
+    k.run = RunAllreduce;
     MustRegister(registry, std::move(k));
   }
 }

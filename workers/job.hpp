@@ -9,7 +9,8 @@
 //   engine at the job boundary and become kInternal;
 // - poll cancelled() at least every ~100 ms in long loops and return
 //   kCancelled when it is set (SIGTERM/SIGUSR1 at the controller);
-// - report metrics freely: contexts buffer them and send them in batches.
+// - report metrics freely: contexts buffer them and send them in batches;
+// - in a gang, every member calls the same collectives in the same order.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cluster/channel.hpp"
 #include "common/status.hpp"
 #include "storage/result_store.hpp"
 
@@ -35,6 +37,10 @@ class JobContext {
   // A per-example table (e.g. labels and predictions) stored with the run.
   virtual common::Status WriteTable(std::string_view name, const storage::Table& table) = 0;
   virtual bool cancelled() const = 0;
+  // The job's gang (resources.ranks > 1): allreduce/broadcast among its ranks
+  // only. A single-rank job gets a gang of one. Only gang rank 0's metrics and
+  // tables are stored.
+  virtual cluster::Collectives& collectives() = 0;
 };
 
 using JobFunction = std::function<common::Status(JobContext&)>;

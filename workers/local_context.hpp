@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@ class LocalJobContext final : public JobContext {
     return common::Status::Ok();
   }
   bool cancelled() const override { return cancelled_.load(); }
+  cluster::Collectives& collectives() override { return *collectives_; }
 
   // Raised from any thread, like a signal at the controller would.
   void Cancel() { cancelled_.store(true); }
@@ -42,6 +44,7 @@ class LocalJobContext final : public JobContext {
   uint64_t seed_;
   int attempt_;
   std::atomic<bool> cancelled_{false};
+  std::unique_ptr<cluster::Collectives> collectives_ = cluster::MakeSoloCollectives();
   std::map<std::string, std::vector<storage::MetricPoint>> metrics_;
   std::map<std::string, storage::Table> tables_;
 };
