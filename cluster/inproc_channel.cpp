@@ -140,6 +140,7 @@ void InProcNetwork::SetFilter(Filter filter) {
 }
 
 void InProcNetwork::Kill(int rank) { dead_[static_cast<size_t>(rank)].store(true); }
+void InProcNetwork::Revive(int rank) { dead_[static_cast<size_t>(rank)].store(false); }
 bool InProcNetwork::dead(int rank) const { return dead_[static_cast<size_t>(rank)].load(); }
 
 void InProcNetwork::Deliver(int source, int dest, int tag, std::string_view payload) {

@@ -28,6 +28,7 @@ class InProcNetwork : public std::enable_shared_from_this<InProcNetwork> {
   void SetFilter(Filter filter);
   // A dead rank's sends vanish and nothing reaches it (a hung or lost process).
   void Kill(int rank);
+  void Revive(int rank);
   bool dead(int rank) const;
   int64_t messages_sent() const { return sent_.load(); }
 
