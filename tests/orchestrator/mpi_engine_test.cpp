@@ -1,0 +1,326 @@
+// `shammie run` for real: the launcher starts mpirun, rank 0 is the
+// controller, the others are workers over MPI. Kills (-9) at random moments
+// and resumes; SIGINT and resume; gangs of 2 and 3 ranks next to other jobs;
+// injected failures and exit codes. Label `mpi`.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "orchestrator/plan.hpp"
+#include "orchestrator/run_journal.hpp"
+#include "orchestrator/spec_loader.hpp"
+#include "storage/result_store.hpp"
+#include "tests/test_util.hpp"
+
+extern char** environ;
+
+namespace shammie::orchestrator {
+namespace {
+
+using testing::ScratchDir;
+
+const std::string kShammie = std::string(SHAMMIE_BINARY_DIR) + "/orchestrator/shammie";
+
+std::vector<std::string> Lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  return lines;
+}
+
+// Starts `shammie ARGS...` with output to `log`; returns its pid.
+pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> argv = {kShammie};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, kShammie.c_str(), &fa, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  EXPECT_EQ(rc, 0);
+  return pid;
+}
+
+int Wait(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// kill -9 of every process of the run (launcher, mpirun, ranks): all name DIR.
+void KillRun(const std::string& dir, pid_t launcher) {
+  // "[-]-out" matches "--out" but not the shell running pkill/pgrep itself.
+  testing::RunCommand("pkill -9 -f -- '[-]-out " + dir + "'");
+  Wait(launcher);
+  for (int i = 0; i < 100 && testing::RunCommand("pgrep -f -- '[-]-out " + dir + "'").exit_code == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+std::set<std::string> DoneIds(const std::string& dir) {
+  std::set<std::string> done;
+  auto st = ReplayJournal(JournalPath(dir));
+  EXPECT_TRUE(st.ok()) << st.status().ToString();
+  if (!st.ok()) return done;
+  for (const auto& [id, h] : st->jobs) {
+    if (h.done_attempt > 0) done.insert(id);
+  }
+  return done;
+}
+
+std::string Dag200(const std::string& trace) {
+  return R"([experiment]
+name = "dag200"
+seed = 3
+
+[[stage]]
+name = "prep"
+kind = "bench.sleep"
+config = { seconds = 0.005, trace = ")" + trace + R"(" }
+sweep = { seeds = 40 }
+
+[[stage]]
+name = "train"
+kind = "toy.quadratic"
+depends_on = ["prep"]
+config = { steps = 3000, noise = 0.1, eval_every = 10 }
+sweep = { grid = { learning_rate = [0.01, 0.05, 0.1, 0.2] }, seeds = 10 }
+
+[[stage]]
+name = "eval"
+kind = "bench.sleep"
+depends_on = ["train"]
+config = { seconds = 0.03, trace = ")" + trace + R"(" }
+sweep = { over = ["train"], seeds = 2 }
+
+[[stage]]
+name = "gang"
+kind = "bench.allreduce"
+depends_on = ["prep"]
+resources = { ranks = 2 }
+sweep = { seeds = 2 }
+
+[[stage]]
+name = "noop"
+kind = "bench.noop"
+sweep = { seeds = 38 }
+)";
+}
+
+TEST(MpiEngineTest, KilledRepeatedlyAndResumedGivesTheUninterruptedResults) {
+  ScratchDir scratch("mpi-kill");
+  const std::string trace = scratch.File("trace");
+  const std::string spec = scratch.File("dag200.toml");
+  testing::WriteFile(spec, Dag200(trace));
+  const std::string dir = scratch.File("run");
+  const unsigned seed = static_cast<unsigned>(std::chrono::system_clock::now().time_since_epoch().count());
+  std::mt19937 rng(seed);
+  SCOPED_TRACE("kill times drawn with seed " + std::to_string(seed));
+
+  int kills = 0;
+  for (int round = 0; round < 4; ++round) {
+    const size_t traced_before = Lines(trace).size();
+    const std::set<std::string> done_before = DoneIds(dir);
+    const pid_t pid = Spawn({"run", spec, "--out", dir, "--ranks", "3", "--progress", "none"}, scratch.File("log"));
+    const int ms = std::uniform_int_distribution<int>(300, 1800)(rng);
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    KillRun(dir, pid);
+    ++kills;
+    // No job that was durably done before this round ran again in it.
+    const auto lines = Lines(trace);
+    for (size_t i = traced_before; i < lines.size(); ++i) {
+      const std::string id = lines[i].substr(0, lines[i].find(' '));
+      EXPECT_EQ(done_before.count(id), 0u) << "job " << id << " was done before round " << round << " and ran again";
+    }
+    // results.h5, where it exists, is always a complete file.
+    if (std::filesystem::exists(dir + "/results.h5")) {
+      auto store = storage::ResultStore::Open(dir + "/results.h5", storage::ResultStore::Mode::kReadOnly);
+      EXPECT_TRUE(store.ok()) << store.status().ToString();
+    }
+    auto status = testing::RunCommand(kShammie + " status " + dir);
+    EXPECT_EQ(status.exit_code, 0) << status.output;
+  }
+  const size_t traced_before = Lines(trace).size();
+  const std::set<std::string> done_before = DoneIds(dir);
+  auto final_run = testing::RunCommand(kShammie + " run " + spec + " --out " + dir + " --ranks 3 --resume --progress plain");
+  ASSERT_EQ(final_run.exit_code, 0) << final_run.output << testing::ReadFileText(scratch.File("log"));
+  const auto lines = Lines(trace);
+  for (size_t i = traced_before; i < lines.size(); ++i) {
+    EXPECT_EQ(done_before.count(lines[i].substr(0, lines[i].find(' '))), 0u) << lines[i];
+  }
+
+  // The same spec, uninterrupted, into another directory.
+  const std::string clean_trace = scratch.File("clean-trace");
+  const std::string clean_spec = scratch.File("clean.toml");
+  testing::WriteFile(clean_spec, Dag200(trace));  // same text, same job ids
+  const std::string clean = scratch.File("clean");
+  auto clean_run = testing::RunCommand(kShammie + " run " + clean_spec + " --out " + clean + " --ranks 3 --progress none");
+  ASSERT_EQ(clean_run.exit_code, 0) << clean_run.output;
+
+  auto a = storage::ResultStore::Open(dir + "/results.h5", storage::ResultStore::Mode::kReadOnly);
+  auto b = storage::ResultStore::Open(clean + "/results.h5", storage::ResultStore::Mode::kReadOnly);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto ja = (*a)->ReadJobs();
+  auto jb = (*b)->ReadJobs();
+  ASSERT_TRUE(ja.ok() && jb.ok());
+  ASSERT_EQ(ja->size(), 200u);
+  ASSERT_EQ(jb->size(), 200u);
+  for (size_t i = 0; i < ja->size(); ++i) {
+    EXPECT_EQ((*ja)[i].id, (*jb)[i].id);
+    EXPECT_EQ((*ja)[i].status, storage::JobStatus::kDone) << (*ja)[i].id;
+    auto names = (*b)->ListMetrics((*jb)[i].id);
+    ASSERT_TRUE(names.ok());
+    for (const auto& name : *names) {
+      auto ma = (*a)->ReadMetric((*ja)[i].id, name);
+      auto mb = (*b)->ReadMetric((*jb)[i].id, name);
+      ASSERT_TRUE(ma.ok() && mb.ok());
+      if (name == "allreduce_us") continue;  // a timing
+      EXPECT_EQ(*ma, *mb) << (*ja)[i].id << " " << name;
+    }
+  }
+  EXPECT_EQ(kills, 4);
+}
+
+TEST(MpiEngineTest, InterruptStopsCleanlyAndResumeFinishes) {
+  ScratchDir scratch("mpi-sigint");
+  const std::string trace = scratch.File("trace");
+  const std::string spec = scratch.File("sleepy.toml");
+  testing::WriteFile(spec, R"([experiment]
+name = "sleepy"
+
+[[stage]]
+name = "s"
+kind = "bench.sleep"
+config = { seconds = 0.25, trace = ")" + trace + R"(" }
+sweep = { seeds = 24 }
+)");
+  const std::string dir = scratch.File("run");
+  const std::string log = scratch.File("log");
+  const pid_t pid = Spawn({"run", spec, "--out", dir, "--ranks", "3", "--progress", "plain"}, log);
+  for (int i = 0; i < 200 && Lines(trace).size() < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ::kill(pid, SIGINT);
+  const int code = Wait(pid);
+  const std::string out = testing::ReadFileText(log);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("resume with: shammie run"), std::string::npos) << out;
+  const size_t done = DoneIds(dir).size();
+  EXPECT_GT(done, 0u);
+  EXPECT_LT(done, 24u);
+  auto resumed = testing::RunCommand(kShammie + " run " + spec + " --out " + dir + " --ranks 3 --resume --progress none");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("(" + std::to_string(done) + " stored by an earlier run, not rerun)"), std::string::npos)
+      << resumed.output;
+  std::map<std::string, int> runs;
+  for (const auto& l : Lines(trace)) ++runs[l.substr(0, l.find(' '))];
+  EXPECT_EQ(runs.size(), 24u);
+  for (const auto& [id, n] : runs) EXPECT_EQ(n, 1) << id;
+}
+
+TEST(MpiEngineTest, GangsIsolationAndFailuresUnderMpirun) {
+  ScratchDir scratch("mpi-gangs");
+  const std::string spec = scratch.File("gangs.toml");
+  testing::WriteFile(spec, R"([experiment]
+name = "gangs"
+
+[[stage]]
+name = "pair"
+kind = "bench.allreduce"
+config = { elements = 100000, iterations = 3 }
+resources = { ranks = 2 }
+sweep = { seeds = 3 }
+
+[[stage]]
+name = "trio"
+kind = "bench.allreduce"
+config = { elements = 100000, iterations = 3 }
+resources = { ranks = 3 }
+sweep = { seeds = 2 }
+
+[[stage]]
+name = "other"
+kind = "toy.quadratic"
+sweep = { seeds = 10 }
+
+[[stage]]
+name = "crash"
+kind = "bench.fail"
+config = { mode = "crash" }
+resources = { isolation = "process" }
+
+[[stage]]
+name = "flaky"
+kind = "bench.fail"
+config = { mode = "error" }
+retry = { attempts = 2, backoff = 0.0 }
+
+[[stage]]
+name = "after_flaky"
+kind = "bench.noop"
+depends_on = ["flaky"]
+)");
+  const std::string dir = scratch.File("run");
+  auto run = testing::RunCommand(kShammie + " run " + spec + " --out " + dir + " --ranks 5 --progress none");
+  EXPECT_EQ(run.exit_code, 1) << run.output;  // some jobs failed
+  EXPECT_NE(run.output.find("15 done, 2 failed, 1 skipped"), std::string::npos) << run.output;
+
+  auto store = storage::ResultStore::Open(dir + "/results.h5", storage::ResultStore::Mode::kReadOnly);
+  ASSERT_TRUE(store.ok());
+  auto jobs = (*store)->ReadJobs();
+  ASSERT_TRUE(jobs.ok());
+  for (const auto& j : *jobs) {
+    if (j.kind == "bench.allreduce") {
+      const double n = j.stage == "pair" ? 2 : 3;
+      EXPECT_EQ(j.status, storage::JobStatus::kDone);
+      EXPECT_EQ(static_cast<double>(std::count(j.ranks.begin(), j.ranks.end(), ',') + 1), n) << j.ranks;
+      auto sum = (*store)->ReadMetric(j.id, "checked_sum");
+      ASSERT_TRUE(sum.ok());
+      EXPECT_EQ(sum->front().value, n * (n + 1) / 2 * 2);
+    } else if (j.stage == "crash") {
+      EXPECT_EQ(j.status, storage::JobStatus::kFailed);
+      EXPECT_NE(j.error.find("job process killed by signal 6"), std::string::npos) << j.error;
+    } else if (j.stage == "flaky") {
+      EXPECT_EQ(j.attempts, 2);
+      EXPECT_EQ(j.status, storage::JobStatus::kFailed);
+    } else if (j.stage == "after_flaky") {
+      EXPECT_EQ(j.status, storage::JobStatus::kSkipped);
+    } else {
+      EXPECT_EQ(j.status, storage::JobStatus::kDone);
+    }
+  }
+  auto status = testing::RunCommand(kShammie + " status " + dir);
+  EXPECT_EQ(status.exit_code, 0);
+  EXPECT_NE(status.output.find("after 2 attempts: aborted: bench.fail: injected failure (attempt 2)"), std::string::npos)
+      << status.output;
+  EXPECT_NE(status.output.find("skipped:"), std::string::npos) << status.output;
+}
+
+TEST(MpiEngineTest, BadSpecIsExitTwoAndLaunchesNothing) {
+  ScratchDir scratch("mpi-bad");
+  const std::string spec = scratch.File("bad.toml");
+  testing::WriteFile(spec, "[experiment]\nname = \"bad\"\n\n[[stage]]\nname = \"a\"\nkind = \"toy.quadratic\"\nconfig = { learning_rate = -1.0 }\n");
+  auto run = testing::RunCommand(kShammie + " run " + spec + " --out " + scratch.File("run"));
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  EXPECT_NE(run.output.find("bad.toml:7:"), std::string::npos) << run.output;
+  EXPECT_FALSE(std::filesystem::exists(scratch.File("run")));
+}
+
+}  // namespace
+}  // namespace shammie::orchestrator
