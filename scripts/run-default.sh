@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
-# Sets up, builds, and runs the default experiment locally.
-#
-# Today shammie validates and plans experiments; the engine that executes the
-# plan (`shammie run`, MPI controller + workers) is the next piece of work, so
-# this script stops after `validate` and `plan` and says so.
+# Sets up, builds, and runs the default experiment locally: a toy.quadratic
+# sweep (learning rate x curvature x 3 seeds) on MPI ranks, results in
+# runs/quadratic-sweep/results.h5, then prints what is stored.
+# Usage: scripts/run-default.sh [EXPERIMENT.toml] [extra `shammie run` options]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 exp=${1:-experiments/configs/quadratic-sweep.toml}
+shift || true
 scripts/setup.sh
 scripts/build.sh "$root/build"
 shammie=build/orchestrator/shammie
 echo
-"$shammie" validate "$exp"
+"$shammie" run "$exp" "$@"
+name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$exp" | head -1)
 echo
-"$shammie" plan "$exp"
-echo
-echo "Not yet: \`shammie run\` (the engine that executes these jobs and writes results.h5) is not built yet."
+"$shammie" status "runs/$name"
