@@ -1,6 +1,7 @@
 #include "orchestrator/engine.hpp"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <iostream>
 #include <queue>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "common/build_info.hpp"
 #include "common/hash.hpp"
@@ -120,7 +122,9 @@ class Controller {
     }
     SHAMMIE_RETURN_IF_ERROR(journal_->Sync());
 
+    const Clock::time_point loop_start = Clock::now();
     Status loop = Loop();
+    jobs_seconds_ = std::chrono::duration<double>(Clock::now() - loop_start).count();
     // Whatever happened, tell the workers and make the journal durable.
     for (int r = 1; r < ch_.size(); ++r) (void)ch_.Send(r, workers::kTagControl, workers::EncodeShutdown());
     (void)ch_.FlushSends(std::chrono::seconds(10));
@@ -132,7 +136,9 @@ class Controller {
     if (!loop.ok()) return loop;
     SHAMMIE_RETURN_IF_ERROR(synced);
     journal_.reset();
+    const Clock::time_point results_start = Clock::now();
     SHAMMIE_RETURN_IF_ERROR(WriteResultsFile(opt_.run_dir, spec_, plan_, opt_.command_line));
+    results_seconds_ = std::chrono::duration<double>(Clock::now() - results_start).count();
     return MakeReport();
   }
 
@@ -566,6 +572,13 @@ class Controller {
     r.stopped = stopping_;
     r.workers_lost = workers_lost_;
     r.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    r.jobs_seconds = jobs_seconds_;
+    r.results_seconds = results_seconds_;
+    r.metric_points = metric_points_;
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    r.controller_cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                               static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6;
     if (failed_ > 0 || skipped_ > 0) {
       r.exit_code = 1;
     } else if (r.not_run > 0 && !stopping_) {
@@ -595,6 +608,7 @@ class Controller {
   uint64_t next_task_ = 0;
   int64_t running_ = 0, done_ = 0, cached_ = 0, failed_ = 0, skipped_ = 0, attempts_ = 0, metric_points_ = 0;
   int failures_shown_ = 0;
+  double jobs_seconds_ = 0, results_seconds_ = 0;
   bool stopping_ = false, workers_lost_ = false;
 };
 
@@ -650,6 +664,8 @@ Status WriteResultsFile(const std::string& run_dir, const ExperimentSpec& spec, 
     row.stage = pj.stage;
     row.kind = pj.kind;
     row.status = FinalStatus(h);
+    row.seed = pj.seed;
+    row.config_json = common::CanonicalJson(pj.config);
     if (h) {
       row.attempts = static_cast<int32_t>(h->attempts);
       row.ranks = h->ranks;
@@ -662,16 +678,25 @@ Status WriteResultsFile(const std::string& run_dir, const ExperimentSpec& spec, 
     rows.push_back(std::move(row));
   }
   SHAMMIE_RETURN_IF_ERROR(store->InsertJobs(rows));
-  for (const auto& pj : plan.jobs) {
-    if (!done.count(pj.id)) continue;
-    SHAMMIE_RETURN_IF_ERROR(store->BeginRun(
-        storage::RunRecord{pj.id, pj.stage, pj.kind, common::CanonicalJson(pj.config), pj.seed, pj.inputs}));
-  }
+  // /runs/<id> for jobs that stored metrics or tables (HDF5 groups cost
+  // ~100 us each; /jobs already holds every job's config and seed).
+  std::unordered_map<std::string, const PlannedJob*> by_id;
+  for (const auto& pj : plan.jobs) by_id.emplace(pj.id, &pj);
+  std::unordered_set<std::string> begun;
+  auto begin_run = [&](const std::string& id) -> Status {
+    if (begun.count(id)) return Status::Ok();
+    begun.insert(id);
+    const PlannedJob& pj = *by_id.at(id);
+    return store->BeginRun(
+        storage::RunRecord{pj.id, pj.stage, pj.kind, common::CanonicalJson(pj.config), pj.seed, pj.inputs});
+  };
   ResultVisitor visitor;
   visitor.metrics = [&](const std::string& id, const std::string& name, std::span<const storage::MetricPoint> points) {
+    SHAMMIE_RETURN_IF_ERROR(begin_run(id));
     return store->AppendMetrics(id, name, points);
   };
   visitor.table = [&](const std::string& id, const std::string& name, const storage::Table& table) {
+    SHAMMIE_RETURN_IF_ERROR(begin_run(id));
     return store->AppendTable(id, name, table);
   };
   SHAMMIE_RETURN_IF_ERROR(VisitResults(journal, done, visitor));

@@ -255,6 +255,9 @@ int Controller(const RunArgs& args, const workers::KindRegistry& kinds, cluster:
   if (r.cached > 0) out << " (" << r.cached << " stored by an earlier run, not rerun)";
   out << ", " << r.failed << " failed, " << r.skipped << " skipped, " << r.not_run << " not run; " << r.attempts
       << " attempts in " << secs << " s\n";
+  std::snprintf(secs, sizeof secs, "%.3f s, results.h5 %.3f s", r.jobs_seconds, r.results_seconds);
+  out << "shammie: timing: jobs " << secs << " (" << r.metric_points << " metric points), controller CPU "
+      << r.controller_cpu_seconds << " s\n";
   if (!r.stopped) PrintBestConfigurations(*loaded, out);
   if (r.failed > 0 || r.skipped > 0) {
     out << "shammie: see the errors with: shammie status " << ShellQuote(loaded->dir) << "\n";

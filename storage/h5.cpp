@@ -69,9 +69,9 @@ hid_t NewVlenStringType() {
 
 bool HasAttribute(hid_t object, const char* name) { return H5Aexists(object, name) > 0; }
 
-common::Status WriteStringAttribute(hid_t object, const char* name, const std::string& value) {
+common::Status WriteStringAttribute(hid_t object, const char* name, const std::string& value, bool fresh) {
   const std::string context = std::string("writing attribute ") + name;
-  if (HasAttribute(object, name)) SHAMMIE_H5_CHECK(H5Adelete(object, name), context);
+  if (!fresh && HasAttribute(object, name)) SHAMMIE_H5_CHECK(H5Adelete(object, name), context);
   SHAMMIE_H5_HANDLE(type, NewVlenStringType(), context);
   SHAMMIE_H5_HANDLE(space, H5Screate(H5S_SCALAR), context);
   SHAMMIE_H5_HANDLE(attr, H5Acreate2(object, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), context);
@@ -80,9 +80,9 @@ common::Status WriteStringAttribute(hid_t object, const char* name, const std::s
   return common::Status::Ok();
 }
 
-common::Status WriteIntAttribute(hid_t object, const char* name, int64_t value) {
+common::Status WriteIntAttribute(hid_t object, const char* name, int64_t value, bool fresh) {
   const std::string context = std::string("writing attribute ") + name;
-  if (HasAttribute(object, name)) SHAMMIE_H5_CHECK(H5Adelete(object, name), context);
+  if (!fresh && HasAttribute(object, name)) SHAMMIE_H5_CHECK(H5Adelete(object, name), context);
   SHAMMIE_H5_HANDLE(space, H5Screate(H5S_SCALAR), context);
   SHAMMIE_H5_HANDLE(attr, H5Acreate2(object, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), context);
   SHAMMIE_H5_CHECK(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), context);

@@ -51,8 +51,9 @@ common::Status Failure(common::StatusCode code, const char* statement, const cha
 hid_t NewVlenStringType();
 
 // Attribute helpers on any object. Existing attributes are replaced.
-common::Status WriteStringAttribute(hid_t object, const char* name, const std::string& value);
-common::Status WriteIntAttribute(hid_t object, const char* name, int64_t value);
+// Replaces an attribute of that name; `fresh` (a just-created object) skips the lookup.
+common::Status WriteStringAttribute(hid_t object, const char* name, const std::string& value, bool fresh = false);
+common::Status WriteIntAttribute(hid_t object, const char* name, int64_t value, bool fresh = false);
 common::Result<std::string> ReadStringAttribute(hid_t object, const char* name);
 common::Result<int64_t> ReadIntAttribute(hid_t object, const char* name);
 bool HasAttribute(hid_t object, const char* name);

@@ -66,6 +66,8 @@ struct JobRecord {
   double start_time = 0;  // seconds since the Unix epoch; 0 when not started
   double end_time = 0;
   std::string error;      // last error message, empty when none
+  int64_t seed = 0;
+  std::string config_json;  // canonical JSON of the resolved config
   bool operator==(const JobRecord&) const = default;
 };
 

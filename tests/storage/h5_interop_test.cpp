@@ -32,7 +32,7 @@ std::string WriteSample(const testing::ScratchDir& dir) {
     std::string id = "job" + std::to_string(j);
     EXPECT_TRUE((*store)->UpsertJob({id, "train", "toy.quadratic", j == 2 ? JobStatus::kFailed : JobStatus::kDone, j + 1,
                                      std::to_string(j + 1), "node-" + std::to_string(j), 100.0 + j, 101.5 + j,
-                                     j == 2 ? "aborted: worker 3 died" : ""})
+                                     j == 2 ? "aborted: worker 3 died" : "", 1000 + j, "{\"j\":" + std::to_string(j) + "}"})
                     .ok());
     EXPECT_TRUE((*store)->BeginRun({id, "train", "toy.quadratic", "{\"learning_rate\":0." + std::to_string(j + 1) + "}",
                                     1000 + j, j ? std::vector<std::string>{"job0"} : std::vector<std::string>{}})
@@ -68,7 +68,7 @@ json ReadBackAsJson(const std::string& path) {
     out["jobs"].push_back({{"id", j.id}, {"stage", j.stage}, {"kind", j.kind},
                            {"status", std::string(JobStatusName(j.status))}, {"attempts", j.attempts},
                            {"ranks", j.ranks}, {"host", j.host}, {"start_time", j.start_time},
-                           {"end_time", j.end_time}, {"error", j.error}});
+                           {"end_time", j.end_time}, {"error", j.error}, {"seed", j.seed}, {"config", j.config_json}});
   }
   out["runs"] = json::object();
   auto runs = (*store)->ListRuns();

@@ -53,12 +53,13 @@ TEST(ResultStoreTest, WritesAndReadsBackEverything) {
   {
     auto store = ResultStore::Create(path, SampleInfo());
     ASSERT_TRUE(store.ok()) << store.status().ToString();
-    JobRecord job{"aaaa1111", "train", "toy.quadratic", JobStatus::kRunning, 1, "1", "host", 10.5, 0, ""};
+    JobRecord job{"aaaa1111", "train", "toy.quadratic", JobStatus::kRunning, 1, "1", "host", 10.5, 0, "", 42,
+                  "{\"learning_rate\":0.1}"};
     ASSERT_TRUE((*store)->UpsertJob(job).ok());
     job.status = JobStatus::kDone;
     job.end_time = 12.25;
     ASSERT_TRUE((*store)->UpsertJob(job).ok());  // update in place
-    JobRecord failed{"bbbb2222", "train", "bench.fail", JobStatus::kFailed, 3, "2,3", "h2", 1, 2, "aborted: boom"};
+    JobRecord failed{"bbbb2222", "train", "bench.fail", JobStatus::kFailed, 3, "2,3", "h2", 1, 2, "aborted: boom", -7, "{}"};
     ASSERT_TRUE((*store)->UpsertJob(failed).ok());
 
     RunRecord run{"aaaa1111", "train", "toy.quadratic", R"({"lr":0.1})", 42, {"cccc", "dddd"}};
