@@ -5,6 +5,7 @@
 #include <sys/prctl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <list>
 #include <mutex>
 #include <thread>
@@ -24,10 +25,11 @@ std::string MpiError(int code) {
 }
 
 // Polite waiting: a few immediate retries, then yields, then sleeps growing
-// to 1 ms. Returns false once `deadline` has passed.
+// to `max_sleep_us`. Returns false once `deadline` has passed.
 class Backoff {
  public:
-  explicit Backoff(Clock::time_point deadline) : deadline_(deadline) {}
+  explicit Backoff(Clock::time_point deadline, int max_sleep_us = 1000)
+      : deadline_(deadline), max_sleep_us_(max_sleep_us) {}
   bool Wait() {
     if (Clock::now() >= deadline_) return false;
     ++round_;
@@ -36,7 +38,7 @@ class Backoff {
       sched_yield();
       return true;
     }
-    sleep_us_ = std::min(sleep_us_ == 0 ? 20 : sleep_us_ * 2, 1000);
+    sleep_us_ = std::min(sleep_us_ == 0 ? 20 : sleep_us_ * 2, max_sleep_us_);
     std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::microseconds(sleep_us_),
                                                           std::max<Clock::duration>(deadline_ - Clock::now(), {})));
     return true;
@@ -44,9 +46,16 @@ class Backoff {
 
  private:
   Clock::time_point deadline_;
+  int max_sleep_us_;
   int round_ = 0;
   int sleep_us_ = 0;
 };
+
+// A rank that talked within the last 100 ms polls at least every 100 us (a
+// reply is likely soon); an idle one backs off to 1 ms (cheap on shared cores).
+constexpr auto kActiveWindow = std::chrono::milliseconds(100);
+constexpr int kActiveSleepUs = 100;
+constexpr int kIdleSleepUs = 1000;
 
 // Waits for `request` with a deadline; cancels nothing (MPI cannot cancel a
 // collective): on timeout the caller reports the stall and the job fails.
@@ -131,11 +140,14 @@ class MpiChannel final : public ControlChannel {
       return common::Internal("MPI_Isend to rank " + std::to_string(dest) + ": " + MpiError(rc));
     }
     ReapLocked();
+    last_activity_.store(Clock::now().time_since_epoch().count());
     return Status::Ok();
   }
 
   common::Result<std::optional<Message>> Receive(Micros timeout, int tag) override {
-    Backoff backoff(Clock::now() + timeout);
+    const Clock::time_point now = Clock::now();
+    const bool active = now - Clock::time_point(Clock::duration(last_activity_.load())) < kActiveWindow;
+    Backoff backoff(now + timeout, active ? kActiveSleepUs : kIdleSleepUs);
     for (;;) {
       {
         std::lock_guard lock(send_mu_);
@@ -155,6 +167,7 @@ class MpiChannel final : public ControlChannel {
         m.payload.resize(static_cast<size_t>(count));
         const int rc2 = MPI_Mrecv(m.payload.data(), count, MPI_BYTE, &handle, MPI_STATUS_IGNORE);
         if (rc2 != MPI_SUCCESS) return common::Internal("MPI_Mrecv: " + MpiError(rc2));
+        last_activity_.store(Clock::now().time_since_epoch().count());
         return std::optional<Message>(std::move(m));
       }
       if (!backoff.Wait()) return std::optional<Message>();
@@ -207,6 +220,7 @@ class MpiChannel final : public ControlChannel {
   }
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
+  std::atomic<Clock::rep> last_activity_{0};  // last send or receive
   std::mutex send_mu_;
   std::list<Pending> pending_;  // stable addresses while MPI owns the buffers
 };

@@ -36,6 +36,14 @@ double WallNow() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// CPU time of this process (all threads), user + system.
+double CpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6;
+}
+
 std::string IsoTime(double epoch_s) {
   const auto t = static_cast<std::time_t>(epoch_s);
   std::tm tm{};
@@ -123,8 +131,10 @@ class Controller {
     SHAMMIE_RETURN_IF_ERROR(journal_->Sync());
 
     const Clock::time_point loop_start = Clock::now();
+    const double cpu_start = CpuSeconds();
     Status loop = Loop();
     jobs_seconds_ = std::chrono::duration<double>(Clock::now() - loop_start).count();
+    loop_cpu_seconds_ = CpuSeconds() - cpu_start;
     // Whatever happened, tell the workers and make the journal durable.
     for (int r = 1; r < ch_.size(); ++r) (void)ch_.Send(r, workers::kTagControl, workers::EncodeShutdown());
     (void)ch_.FlushSends(std::chrono::seconds(10));
@@ -575,10 +585,7 @@ class Controller {
     r.jobs_seconds = jobs_seconds_;
     r.results_seconds = results_seconds_;
     r.metric_points = metric_points_;
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    r.controller_cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-                               static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6;
+    r.controller_cpu_seconds = loop_cpu_seconds_;
     if (failed_ > 0 || skipped_ > 0) {
       r.exit_code = 1;
     } else if (r.not_run > 0 && !stopping_) {
@@ -608,7 +615,7 @@ class Controller {
   uint64_t next_task_ = 0;
   int64_t running_ = 0, done_ = 0, cached_ = 0, failed_ = 0, skipped_ = 0, attempts_ = 0, metric_points_ = 0;
   int failures_shown_ = 0;
-  double jobs_seconds_ = 0, results_seconds_ = 0;
+  double jobs_seconds_ = 0, results_seconds_ = 0, loop_cpu_seconds_ = 0;
   bool stopping_ = false, workers_lost_ = false;
 };
 

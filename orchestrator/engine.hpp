@@ -62,7 +62,7 @@ struct EngineReport {
   double seconds = 0;          // the whole controller, results.h5 included
   double jobs_seconds = 0;     // from the first dispatch to the last result
   double results_seconds = 0;  // rebuilding results.h5 from the journal
-  double controller_cpu_seconds = 0;  // CPU time of the controller process
+  double controller_cpu_seconds = 0;  // CPU time of the controller while jobs ran
   int64_t metric_points = 0;   // received in this run
   int exit_code = 0;      // DESIGN.md §4: 0 all done or stopped, 1 some jobs failed, 3 environment
 };

@@ -256,7 +256,7 @@ int Controller(const RunArgs& args, const workers::KindRegistry& kinds, cluster:
   out << ", " << r.failed << " failed, " << r.skipped << " skipped, " << r.not_run << " not run; " << r.attempts
       << " attempts in " << secs << " s\n";
   std::snprintf(secs, sizeof secs, "%.3f s, results.h5 %.3f s", r.jobs_seconds, r.results_seconds);
-  out << "shammie: timing: jobs " << secs << " (" << r.metric_points << " metric points), controller CPU "
+  out << "shammie: timing: jobs " << secs << "; " << r.metric_points << " metric points; controller CPU while jobs ran "
       << r.controller_cpu_seconds << " s\n";
   if (!r.stopped) PrintBestConfigurations(*loaded, out);
   if (r.failed > 0 || r.skipped > 0) {
