@@ -118,11 +118,13 @@ class MpiChannel final : public ControlChannel {
  public:
   MpiChannel() {
     MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
+    MPI_Comm_dup(MPI_COMM_WORLD, &gang_comm_);
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
   }
   ~MpiChannel() override {
     (void)FlushSends(std::chrono::seconds(5));
+    MPI_Comm_free(&gang_comm_);
     MPI_Comm_free(&comm_);
   }
   int rank() const override { return rank_; }
@@ -194,6 +196,10 @@ class MpiChannel final : public ControlChannel {
       return common::InvalidArgument("JoinGang: this rank is not a member");
     }
     if (world_ranks.size() == 1) return MakeSoloCollectives();
+    // MPI_Comm_create_group blocks without a deadline, so first make sure
+    // every member has arrived: a non-blocking handshake on a separate
+    // communicator, waited on with the deadline.
+    SHAMMIE_RETURN_IF_ERROR(Handshake(gang_id, world_ranks, timeout));
     MPI_Group world_group, gang_group;
     MPI_Comm_group(MPI_COMM_WORLD, &world_group);
     MPI_Group_incl(world_group, static_cast<int>(world_ranks.size()), world_ranks.data(), &gang_group);
@@ -207,6 +213,50 @@ class MpiChannel final : public ControlChannel {
   }
 
  private:
+  Status Handshake(uint64_t gang_id, const std::vector<int>& members, Micros timeout) {
+    const int tag = static_cast<int>(gang_id % 30000);
+    std::vector<MPI_Request> requests;
+    std::vector<uint64_t> got(members.size(), 0);
+    std::vector<int> peers;
+    for (size_t i = 0; i < members.size(); ++i) {
+      if (members[i] == rank_) continue;
+      peers.push_back(members[i]);
+      requests.emplace_back();
+      MPI_Irecv(&got[i], 1, MPI_UINT64_T, members[i], tag, gang_comm_, &requests.back());
+    }
+    const size_t receives = requests.size();
+    for (int peer : peers) {
+      requests.emplace_back();
+      MPI_Isend(&gang_id, 1, MPI_UINT64_T, peer, tag, gang_comm_, &requests.back());
+    }
+    Backoff backoff(Clock::now() + timeout);
+    for (;;) {
+      int done = 0;
+      MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE);
+      if (done) break;
+      if (!backoff.Wait()) {
+        std::string missing;
+        for (size_t i = 0; i < receives; ++i) {
+          int flag = 0;
+          MPI_Test(&requests[i], &flag, MPI_STATUS_IGNORE);
+          if (!flag) {
+            MPI_Cancel(&requests[i]);
+            MPI_Request_free(&requests[i]);
+            missing += (missing.empty() ? "" : ", ") + std::to_string(peers[i]);
+          }
+        }
+        return Status(common::StatusCode::kDeadlineExceeded,
+                      "forming a gang: rank(s) " + missing + " did not arrive within the timeout");
+      }
+    }
+    for (size_t i = 0; i < members.size(); ++i) {
+      if (members[i] != rank_ && got[i] != gang_id) {
+        return common::Internal("forming a gang: rank " + std::to_string(members[i]) + " is forming another gang");
+      }
+    }
+    return Status::Ok();
+  }
+
   struct Pending {
     std::string data;
     MPI_Request request;
@@ -219,6 +269,7 @@ class MpiChannel final : public ControlChannel {
     }
   }
   MPI_Comm comm_ = MPI_COMM_NULL;
+  MPI_Comm gang_comm_ = MPI_COMM_NULL;  // gang handshakes only
   int rank_ = 0, size_ = 1;
   std::atomic<Clock::rep> last_activity_{0};  // last send or receive
   std::mutex send_mu_;

@@ -40,7 +40,18 @@ std::map<std::string, int> Executions(const std::string& trace) {
 
 class EngineTest : public ::testing::Test {
  protected:
-  EngineTest() : dir_("engine") { workers::RegisterBuiltinKinds(kinds_); }
+  EngineTest() : dir_("engine") {
+    workers::RegisterBuiltinKinds(kinds_);
+    workers::JobKind thrower;
+    thrower.name = "test.throw";
+    thrower.doc = "Throws from job code.";
+    thrower.config = common::Schema(thrower.name, thrower.doc);
+    thrower.run = [](workers::JobContext& ctx) -> common::Status {
+      ctx.ReportMetric("before", 0, 1.0);
+      throw std::runtime_error("out of cheese");
+    };
+    EXPECT_TRUE(kinds_.Register(std::move(thrower)).ok());
+  }
 
   ExperimentSpec Spec(const std::string& body) {
     const std::string text = "[experiment]\nname = \"t\"\nseed = 7\n" + body;
@@ -234,6 +245,33 @@ sweep = { seeds = 5 }
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->jobs[flaky_id].failures, 3u);
   EXPECT_TRUE(st->jobs[flaky_id].final_failure);
+}
+
+TEST_F(EngineTest, AnExceptionInJobCodeIsAFailedAttemptWithItsMessage) {
+  ExperimentSpec spec = Spec(R"(
+[[stage]]
+name = "boom"
+kind = "test.throw"
+retry = { attempts = 3, on = ["internal"], backoff = 0.0 }
+
+[[stage]]
+name = "fine"
+kind = "bench.noop"
+sweep = { seeds = 3 }
+)");
+  Outcome o = Run(spec, 2);
+  ASSERT_TRUE(o.status.ok());
+  EXPECT_EQ(o.report.failed, 1);
+  EXPECT_EQ(o.report.done, 3);
+  auto store = Results();
+  ASSERT_TRUE(store);
+  for (const auto& pj : o.plan.jobs) {
+    if (pj.stage != "boom") continue;
+    auto row = JobsById(*store)[pj.id];
+    EXPECT_EQ(row.attempts, 3);  // `internal` was made retryable for this stage
+    EXPECT_EQ(row.error, "internal: uncaught exception: out of cheese");
+    EXPECT_FALSE(store->ListMetrics(pj.id).ok());  // a failed attempt's metrics are not results
+  }
 }
 
 TEST_F(EngineTest, RerunningTheSameSpecExecutesNothingAgain) {

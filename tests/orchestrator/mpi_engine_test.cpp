@@ -213,12 +213,12 @@ name = "sleepy"
 [[stage]]
 name = "s"
 kind = "bench.sleep"
-config = { seconds = 0.25, trace = ")" + trace + R"(" }
+config = { seconds = 0.15, trace = ")" + trace + R"(" }
 sweep = { seeds = 24 }
 )");
   const std::string dir = scratch.File("run");
   const std::string log = scratch.File("log");
-  const pid_t pid = Spawn({"run", spec, "--out", dir, "--ranks", "3", "--progress", "plain"}, log);
+  const pid_t pid = Spawn({"run", spec, "--out", dir, "--ranks", "2", "--progress", "plain"}, log);
   for (int i = 0; i < 200 && Lines(trace).size() < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ::kill(pid, SIGINT);
   const int code = Wait(pid);
@@ -228,7 +228,7 @@ sweep = { seeds = 24 }
   const size_t done = DoneIds(dir).size();
   EXPECT_GT(done, 0u);
   EXPECT_LT(done, 24u);
-  auto resumed = testing::RunCommand(kShammie + " run " + spec + " --out " + dir + " --ranks 3 --resume --progress none");
+  auto resumed = testing::RunCommand(kShammie + " run " + spec + " --out " + dir + " --ranks 2 --resume --progress none");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("(" + std::to_string(done) + " stored by an earlier run, not rerun)"), std::string::npos)
       << resumed.output;
@@ -281,7 +281,7 @@ kind = "bench.noop"
 depends_on = ["flaky"]
 )");
   const std::string dir = scratch.File("run");
-  auto run = testing::RunCommand(kShammie + " run " + spec + " --out " + dir + " --ranks 5 --progress none");
+  auto run = testing::RunCommand(kShammie + " run " + spec + " --out " + dir + " --ranks 4 --progress none");
   EXPECT_EQ(run.exit_code, 1) << run.output;  // some jobs failed
   EXPECT_NE(run.output.find("15 done, 2 failed, 1 skipped"), std::string::npos) << run.output;
 
