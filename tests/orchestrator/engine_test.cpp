@@ -367,7 +367,7 @@ sweep = { seeds = 8 }
 retry = { attempts = 2, backoff = 0.0 }
 )");
   EngineOptions opt;
-  opt.stall_timeout = std::chrono::milliseconds(400);
+  opt.stall_timeout = std::chrono::milliseconds(1500);
   std::ostringstream log;
   opt.progress_out = &log;
   workers::WorkerOptions wopt;
