@@ -14,6 +14,9 @@ shammie_require_package(Boost libboost-math-dev 1.74)
 shammie_require_package(HDF5 "libhdf5-dev hdf5-tools" COMPONENTS C)
 set(MPI_CXX_SKIP_MPICXX ON)
 shammie_require_package(MPI "libopenmpi-dev openmpi-bin" COMPONENTS C)
+# Debian's LibTorch (CPU). Its TorchConfig prints a warning about the missing
+# kineto library; harmless.
+shammie_require_package(Torch "libtorch-dev libopenblas0-openmp" CONFIG)
 
 find_path(XXHASH_INCLUDE_DIR xxhash.h)
 find_library(XXHASH_LIBRARY xxhash)

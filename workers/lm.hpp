@@ -1,0 +1,73 @@
+// The LibTorch training runtime's public face. No LibTorch types here: the
+// orchestrator and tests include this without compiling torch headers
+// (DESIGN.md §2); everything torch lives in workers/lm.cpp.
+//
+// Model: a decoder-only transformer (RMSNorm, rotary positions, SwiGLU MLP,
+// causal attention, tied embeddings by default) with a next-token LM head and
+// a scalar score head. Training: AdamW with decoupled weight decay, linear
+// warmup then cosine decay, gradient clipping, accumulation, periodic
+// evaluation with early stopping; loss on answer tokens only. Data-parallel
+// across the job's gang: parameters broadcast from gang rank 0, gradients
+// summed by bucketed allreduce, each rank taking its slice of the global batch,
+// so k ranks compute the same step as one rank on the whole batch.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.hpp"
+#include "workers/job.hpp"
+#include "workers/job_kind.hpp"
+#include "workers/tasks.hpp"
+
+namespace shammie::workers {
+
+struct ModelConfig {
+  int64_t d_model = 64;
+  int64_t layers = 2;
+  int64_t heads = 4;
+  int64_t d_ff = 0;  // 0: the SwiGLU default, 8/3 d_model rounded up to a multiple of 8
+  int64_t max_len = 128;
+  bool tied_embeddings = true;
+};
+
+struct TrainConfig {
+  TaskSpec task;
+  ModelConfig model;
+  int64_t steps = 200;
+  int64_t batch = 32;         // global batch (examples per optimizer step, all ranks together)
+  int64_t accumulation = 1;   // micro-batches per step (batch must divide evenly)
+  double learning_rate = 3e-3;
+  int64_t warmup = 20;        // steps of linear warmup
+  double min_lr_ratio = 0.1;  // cosine decays to this fraction of learning_rate
+  double weight_decay = 0.01;
+  double clip = 1.0;          // global gradient-norm clip; 0 = off
+  int64_t eval_every = 50;
+  int64_t eval_examples = 256;
+  int64_t patience = 0;       // evaluations without a better validation loss before stopping; 0 = off
+  int64_t log_every = 10;
+  int64_t threads = 1;        // intra-op threads per rank
+  uint64_t seed = 0;
+};
+
+struct TrainResult {
+  int64_t steps = 0;              // optimizer steps taken (< config.steps when stopped early)
+  double train_loss = 0;          // mean over the last logged window
+  double val_loss = 0, val_accuracy = 0;
+  double test_accuracy = 0;
+  double tokens_per_second = 0;   // training tokens (all ranks) per wall second
+  int64_t parameters = 0;
+  std::vector<float> flat_parameters;  // every parameter, in registration order (for tests)
+};
+
+// Trains a fresh model on `config.task`, reporting metrics through `ctx`
+// (loss, lr, val_loss, val_accuracy, test_accuracy). Data-parallel over
+// ctx.collectives() when the gang has several ranks (batch must divide by
+// ranks * accumulation).
+common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobContext& ctx);
+
+// lm.train: TrainLanguageModel from the job's config.
+void RegisterLmKinds(KindRegistry& registry);
+
+}  // namespace shammie::workers
