@@ -68,7 +68,7 @@ struct BlockImpl : nn::Module {
 TORCH_MODULE(Block);
 
 struct TransformerImpl : nn::Module {
-  TransformerImpl(const ModelConfig& c, int64_t vocab) : config(c) {
+  TransformerImpl(const ModelConfig& c, int64_t vocab, uint64_t seed) : config(c) {
     const int64_t d = c.d_model;
     int64_t ff = c.d_ff;
     if (ff <= 0) ff = ((8 * d / 3) + 7) / 8 * 8;
@@ -77,14 +77,16 @@ struct TransformerImpl : nn::Module {
     norm = register_module("norm", RMSNorm(d));
     if (!c.tied_embeddings) lm_head = register_module("lm_head", MakeLinear(d, vocab));
     score_head = register_module("score_head", nn::Linear(d, 1));
-    // Explicit initialisation (the defaults differ across LibTorch versions).
+    // Explicit initialisation (the defaults differ across LibTorch versions),
+    // from a generator of our own: the global one is shared by every thread.
     torch::NoGradGuard guard;
+    at::Generator gen = at::detail::createCPUGenerator(seed);
     for (auto& p : named_parameters()) {
       if (p.key().find("norm") != std::string::npos) continue;
       if (p.key().find("bias") != std::string::npos) {
         p.value().zero_();
       } else {
-        p.value().normal_(0.0, 0.02);
+        p.value().normal_(0.0, 0.02, gen);
       }
     }
     const int64_t half = d / c.heads / 2;
@@ -217,7 +219,9 @@ common::Status AllreduceGradients(Transformer& model, cluster::Collectives& gang
     return common::Status::Ok();
   };
   for (auto& p : Parameters(model)) {
-    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    // Unused parameters (the score head in LM training) have no gradient on
+    // any rank: leave them so, as one rank would (an optimizer skips them).
+    if (!p.grad().defined()) continue;
     Tensor g = p.grad();
     SHAMMIE_CHECK(g.is_contiguous());
     const auto* data = static_cast<const float*>(g.data_ptr());
@@ -274,6 +278,9 @@ common::Status Validate(const TrainConfig& c, int gang_size) {
   if (c.model.d_model % c.model.heads != 0 || (c.model.d_model / c.model.heads) % 2 != 0) {
     return common::InvalidArgument("d_model must be a multiple of heads, with an even head dimension");
   }
+  if (c.optimizer != "adamw" && c.optimizer != "sgd") {
+    return common::InvalidArgument("optimizer must be adamw or sgd, not \"" + c.optimizer + "\"");
+  }
   if (c.batch % (static_cast<int64_t>(gang_size) * c.accumulation) != 0) {
     return common::InvalidArgument("batch (" + std::to_string(c.batch) + ") must divide evenly into ranks (" +
                                    std::to_string(gang_size) + ") x accumulation (" + std::to_string(c.accumulation) +
@@ -293,12 +300,18 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
                                    " positions; raise max_len");
   }
   torch::set_num_threads(static_cast<int>(config.threads));
-  torch::manual_seed(config.seed);
-  Transformer model(config.model, Tokenizer::VocabSize());
+  Transformer model(config.model, Tokenizer::VocabSize(), common::DeriveSeed(config.seed, "init", 0));
   SHAMMIE_RETURN_IF_ERROR(BroadcastParameters(model, gang));
-  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(config.learning_rate)
-                                                         .weight_decay(config.weight_decay)
-                                                         .betas({0.9, 0.95}));
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  if (config.optimizer == "sgd") {
+    optimizer = std::make_unique<torch::optim::SGD>(
+        model->parameters(),
+        torch::optim::SGDOptions(config.learning_rate).momentum(0.9).weight_decay(config.weight_decay));
+  } else {
+    optimizer = std::make_unique<torch::optim::AdamW>(
+        model->parameters(),
+        torch::optim::AdamWOptions(config.learning_rate).weight_decay(config.weight_decay).betas({0.9, 0.95}));
+  }
   const std::vector<Example> val = EvalSet(*task, Split::kValidation, config.eval_examples, config.seed);
   const std::vector<Example> test = EvalSet(*task, Split::kTest, config.eval_examples, config.seed);
 
@@ -324,8 +337,8 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
       global_tokens += static_cast<int64_t>(global.back().answer.size());
     }
     const double lr = LearningRate(config, step);
-    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    optimizer.zero_grad();
+    for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+    optimizer->zero_grad();
     double step_loss = 0;
     for (int64_t m = 0; m < config.accumulation; ++m) {
       const auto first = global.begin() + static_cast<std::ptrdiff_t>(gang.rank() * per_rank + m * micro);
@@ -339,7 +352,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     }
     SHAMMIE_RETURN_IF_ERROR(AllreduceGradients(model, gang));
     if (config.clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), config.clip);
-    optimizer.step();
+    optimizer->step();
     std::vector<double> loss_sum = {step_loss};
     SHAMMIE_RETURN_IF_ERROR(gang.AllreduceSum(std::span<double>(loss_sum)));
     window_loss += loss_sum[0];
@@ -399,6 +412,7 @@ common::Status RunTrain(JobContext& ctx) {
   t.batch = c["batch"].get<int64_t>();
   t.accumulation = c["accumulation"].get<int64_t>();
   t.learning_rate = c["learning_rate"].get<double>();
+  t.optimizer = c["optimizer"].get<std::string>();
   t.warmup = c["warmup"].get<int64_t>();
   t.weight_decay = c["weight_decay"].get<double>();
   t.clip = c["clip"].get<double>();
@@ -431,7 +445,9 @@ void RegisterLmKinds(KindRegistry& registry) {
   k.config.Int("steps").Default(300).Range(1, 10000000).Doc("Optimizer steps.");
   k.config.Int("batch").Default(32).Range(1, 1 << 20).Doc("Global batch: examples per step over all ranks.");
   k.config.Int("accumulation").Default(1).Range(1, 1024).Doc("Micro-batches per step.");
-  k.config.Float("learning_rate").Default(3e-3).Min(0, true).Max(10).Doc("Peak learning rate (AdamW).");
+  k.config.Float("learning_rate").Default(3e-3).Min(0, true).Max(10).Doc("Peak learning rate.");
+  k.config.Enum("optimizer", {"adamw", "sgd"}).Default("adamw")
+      .Doc("adamw (betas 0.9, 0.95; decoupled weight decay) or sgd (momentum 0.9).");
   k.config.Int("warmup").Default(20).Range(0, 10000000).Doc("Linear warmup steps; then cosine decay to 10%.");
   k.config.Float("weight_decay").Default(0.01).Min(0).Doc("AdamW decoupled weight decay.");
   k.config.Float("clip").Default(1.0).Min(0).Doc("Gradient-norm clip; 0 = off.");

@@ -39,6 +39,7 @@ struct TrainConfig {
   int64_t batch = 32;         // global batch (examples per optimizer step, all ranks together)
   int64_t accumulation = 1;   // micro-batches per step (batch must divide evenly)
   double learning_rate = 3e-3;
+  std::string optimizer = "adamw";  // or "sgd" (momentum 0.9)
   int64_t warmup = 20;        // steps of linear warmup
   double min_lr_ratio = 0.1;  // cosine decays to this fraction of learning_rate
   double weight_decay = 0.01;
