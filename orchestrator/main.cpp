@@ -6,7 +6,7 @@
 
 #include "orchestrator/cli.hpp"
 #include "workers/job_kind.hpp"
-#include "workers/lm.hpp"
+#include "workers/lm_kinds.hpp"
 
 int main(int argc, char** argv) {
   shammie::workers::KindRegistry kinds;

@@ -10,6 +10,8 @@ packages=(
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libxxhash-dev libhdf5-dev libboost-math-dev
   # MPI: the engine's ranks (mpirun) and gang collectives
   libopenmpi-dev openmpi-bin
+  # LibTorch (CPU) and the BLAS it is fast with
+  libtorch-dev libopenblas0-openmp
   # tests: GoogleTest, and the tools results.h5 is checked against
   libgtest-dev libgmock-dev hdf5-tools python3 python3-h5py python3-numpy python3-scipy gnuplot-nox
 )

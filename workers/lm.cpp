@@ -394,9 +394,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
   return result;
 }
 
-namespace {
-
-common::Status RunTrain(JobContext& ctx) {
+common::Status RunLmTrain(JobContext& ctx) {
   const auto& c = ctx.config();
   TrainConfig t;
   t.task.family = c["task"].get<std::string>();
@@ -423,41 +421,6 @@ common::Status RunTrain(JobContext& ctx) {
   t.seed = ctx.seed();
   auto r = TrainLanguageModel(t, ctx);
   return r.ok() ? common::Status::Ok() : r.status();
-}
-
-}  // namespace
-
-void RegisterLmKinds(KindRegistry& registry) {
-  JobKind k;
-  k.name = "lm.train";
-  k.doc = "Trains a small decoder-only transformer on a synthetic task (data-parallel over resources.ranks); reports "
-          "loss, lr, val_loss, val_accuracy, test_accuracy (exact match).";
-  k.config = common::Schema(k.name, k.doc);
-  k.config.Enum("task", {"modadd", "copy", "reverse", "sort", "rotate"}).Default("modadd").Doc("Task family.");
-  k.config.Int("modulus").Default(23).Range(2, 100000).Doc("modadd: the modulus p.");
-  k.config.Int("shift").Default(0).Range(-1000, 1000).Doc("modadd: added to every sum (a contradicting variant); rotate: positions.");
-  k.config.Int("length").Default(6).Range(1, 64).Doc("String tasks: string length.");
-  k.config.Int("alphabet").Default(8).Range(2, 26).Doc("String tasks: letters used.");
-  k.config.Int("d_model").Default(64).Range(8, 4096).Doc("Model width.");
-  k.config.Int("layers").Default(2).Range(1, 64).Doc("Transformer blocks.");
-  k.config.Int("heads").Default(4).Range(1, 64).Doc("Attention heads (d_model / heads must be even).");
-  k.config.Int("max_len").Default(64).Range(8, 8192).Doc("Longest sequence (rotary table size).");
-  k.config.Int("steps").Default(300).Range(1, 10000000).Doc("Optimizer steps.");
-  k.config.Int("batch").Default(32).Range(1, 1 << 20).Doc("Global batch: examples per step over all ranks.");
-  k.config.Int("accumulation").Default(1).Range(1, 1024).Doc("Micro-batches per step.");
-  k.config.Float("learning_rate").Default(3e-3).Min(0, true).Max(10).Doc("Peak learning rate.");
-  k.config.Enum("optimizer", {"adamw", "sgd"}).Default("adamw")
-      .Doc("adamw (betas 0.9, 0.95; decoupled weight decay) or sgd (momentum 0.9).");
-  k.config.Int("warmup").Default(20).Range(0, 10000000).Doc("Linear warmup steps; then cosine decay to 10%.");
-  k.config.Float("weight_decay").Default(0.01).Min(0).Doc("AdamW decoupled weight decay.");
-  k.config.Float("clip").Default(1.0).Min(0).Doc("Gradient-norm clip; 0 = off.");
-  k.config.Int("eval_every").Default(50).Range(1, 10000000).Doc("Steps between validation evaluations.");
-  k.config.Int("eval_examples").Default(256).Range(1, 1000000).Doc("Validation/test examples when a split is too big to enumerate.");
-  k.config.Int("patience").Default(0).Range(0, 1000000).Doc("Evaluations without improvement before stopping early; 0 = off.");
-  k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads per rank.");
-  k.run = RunTrain;
-  common::Status s = registry.Register(std::move(k));
-  SHAMMIE_CHECK_MSG(s.ok(), s.ToString());
 }
 
 }  // namespace shammie::workers

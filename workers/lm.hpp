@@ -18,7 +18,6 @@
 
 #include "common/status.hpp"
 #include "workers/job.hpp"
-#include "workers/job_kind.hpp"
 #include "workers/tasks.hpp"
 
 namespace shammie::workers {
@@ -68,7 +67,8 @@ struct TrainResult {
 // ranks * accumulation).
 common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobContext& ctx);
 
-// lm.train: TrainLanguageModel from the job's config.
-void RegisterLmKinds(KindRegistry& registry);
+// lm.train's code: TrainLanguageModel from the job's config (keys declared
+// in workers/lm_kinds.cpp).
+common::Status RunLmTrain(JobContext& ctx);
 
 }  // namespace shammie::workers

@@ -140,7 +140,12 @@ TEST(MpiEngineTest, KilledRepeatedlyAndResumedGivesTheUninterruptedResults) {
     const size_t traced_before = Lines(trace).size();
     const std::set<std::string> done_before = DoneIds(dir);
     const pid_t pid = Spawn({"run", spec, "--out", dir, "--ranks", "3", "--progress", "none"}, scratch.File("log"));
-    const int ms = std::uniform_int_distribution<int>(300, 1800)(rng);
+    // Kill at a random moment after the controller has started (its journal
+    // exists from the first round on), so that the kills land in the run.
+    for (int i = 0; i < 500 && round == 0 && !std::filesystem::exists(JournalPath(dir)); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    const int ms = std::uniform_int_distribution<int>(round == 0 ? 0 : 300, 1500)(rng);
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     KillRun(dir, pid);
     ++kills;
@@ -315,6 +320,38 @@ depends_on = ["flaky"]
   EXPECT_NE(status.output.find("after 2 attempts: aborted: bench.fail: injected failure (attempt 2)"), std::string::npos)
       << status.output;
   EXPECT_NE(status.output.find("skipped:"), std::string::npos) << status.output;
+}
+
+// lm.train through the whole stack: the plugin loaded on the workers, a
+// data-parallel gang of 2 over MPI, metrics streamed into results.h5.
+TEST(MpiEngineTest, DataParallelLanguageModelTrainingUnderMpirun) {
+  ScratchDir scratch("mpi-lm");
+  const std::string spec = scratch.File("lm.toml");
+  testing::WriteFile(spec, R"([experiment]
+name = "lm"
+
+[[stage]]
+name = "pair"
+kind = "lm.train"
+config = { task = "copy", length = 4, alphabet = 4, d_model = 32, heads = 2, max_len = 16, steps = 40, batch = 16, eval_every = 20, eval_examples = 32 }
+resources = { ranks = 2 }
+)");
+  const std::string dir = scratch.File("run");
+  auto run = testing::RunCommand(kShammie + " run " + spec + " --out " + dir + " --ranks 3 --progress none");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  auto store = storage::ResultStore::Open(dir + "/results.h5", storage::ResultStore::Mode::kReadOnly);
+  ASSERT_TRUE(store.ok());
+  auto jobs = (*store)->ReadJobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ(jobs->front().ranks, "1,2");
+  auto loss = (*store)->ReadMetric(jobs->front().id, "loss");
+  ASSERT_TRUE(loss.ok());
+  ASSERT_EQ(loss->size(), 4u);  // every 10 steps
+  EXPECT_LT(loss->back().value, loss->front().value);
+  auto acc = (*store)->ReadMetric(jobs->front().id, "val_accuracy");
+  ASSERT_TRUE(acc.ok());
+  EXPECT_EQ(acc->size(), 2u);
 }
 
 TEST(MpiEngineTest, BadSpecIsExitTwoAndLaunchesNothing) {
