@@ -6,12 +6,10 @@
 
 #include "orchestrator/cli.hpp"
 #include "workers/job_kind.hpp"
-#include "workers/lm_kinds.hpp"
 
 int main(int argc, char** argv) {
   shammie::workers::KindRegistry kinds;
   shammie::workers::RegisterBuiltinKinds(kinds);
-  shammie::workers::RegisterLmKinds(kinds);
   std::vector<std::string> args(argv, argv + argc);
   try {
     return shammie::orchestrator::RunCli(args, kinds, std::cout, std::cerr);

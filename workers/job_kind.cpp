@@ -30,6 +30,7 @@ void RegisterBuiltinKinds(KindRegistry& registry) {
   RegisterBenchKinds(registry);
   RegisterToyKinds(registry);
   RegisterSimKinds(registry);
+  RegisterLmKinds(registry);
 }
 
 }  // namespace shammie::workers

@@ -55,6 +55,8 @@ void RegisterBenchKinds(KindRegistry& registry);
 void RegisterToyKinds(KindRegistry& registry);
 // sim.llm_eval: simulated LLM-evaluation data (workers/sim_llm_eval.hpp).
 void RegisterSimKinds(KindRegistry& registry);
+// lm.train (workers/lm_kinds.hpp): schemas here, code in the LibTorch plugin.
+void RegisterLmKinds(KindRegistry& registry);
 // Every kind this build has.
 void RegisterBuiltinKinds(KindRegistry& registry);
 

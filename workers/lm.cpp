@@ -242,7 +242,7 @@ double LearningRate(const TrainConfig& c, int64_t step) {  // step is 0-based
 
 // A fixed evaluation set of a split: every example when the task is small,
 // else `n` drawn with a seed derived from the task (the same for every run).
-std::vector<Example> EvalSet(const Task& task, Split split, int64_t n, uint64_t seed) {
+std::vector<Example> EvalSet(const SyntheticTask& task, Split split, int64_t n, uint64_t seed) {
   std::vector<Example> all = task.Enumerate(split, 4096);
   if (!all.empty()) return all;
   common::SplitMix64 rng(common::DeriveSeed(seed, "eval", static_cast<uint64_t>(split)));
@@ -294,7 +294,7 @@ common::Status Validate(const TrainConfig& c, int gang_size) {
 common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobContext& ctx) {
   cluster::Collectives& gang = ctx.collectives();
   SHAMMIE_RETURN_IF_ERROR(Validate(config, gang.size()));
-  SHAMMIE_ASSIGN_OR_RETURN(std::unique_ptr<Task> task, Task::Make(config.task));
+  SHAMMIE_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTask> task, SyntheticTask::Make(config.task));
   if (task->MaxTokens() + 1 > config.model.max_len) {
     return common::InvalidArgument("examples of this task need " + std::to_string(task->MaxTokens() + 1) +
                                    " positions; raise max_len");

@@ -12,9 +12,9 @@ namespace {
 // Token 0..2 are PAD, BOS, EOS; then these characters in order.
 constexpr std::string_view kChars = " 0123456789abcdefghijklmnopqrstuvwxyz+-*=>|,.()";
 
-class ModAdd final : public Task {
+class ModAdd final : public SyntheticTask {
  public:
-  explicit ModAdd(TaskSpec spec) : Task(std::move(spec)) {}
+  explicit ModAdd(TaskSpec spec) : SyntheticTask(std::move(spec)) {}
   int MaxTokens() const override {
     const int digits = static_cast<int>(std::to_string(spec().modulus - 1).size());
     return 2 * digits + 2 + digits + 1;
@@ -46,9 +46,9 @@ class ModAdd final : public Task {
   }
 };
 
-class StringTask final : public Task {
+class StringTask final : public SyntheticTask {
  public:
-  explicit StringTask(TaskSpec spec) : Task(std::move(spec)) {}
+  explicit StringTask(TaskSpec spec) : SyntheticTask(std::move(spec)) {}
   int MaxTokens() const override { return 2 * static_cast<int>(spec().length) + 2; }
   std::vector<Example> Enumerate(Split, size_t) const override { return {}; }
 
@@ -97,12 +97,12 @@ std::string Tokenizer::Decode(const std::vector<int>& tokens) {
   return out;
 }
 
-Split Task::SplitOf(const std::string& prompt) {
+Split SyntheticTask::SplitOf(const std::string& prompt) {
   const uint64_t h = common::Hash64(prompt) % 10;
   return h < 8 ? Split::kTrain : h == 8 ? Split::kValidation : Split::kTest;
 }
 
-Example Task::MakeExample(const std::string& prompt, const std::string& answer) {
+Example SyntheticTask::MakeExample(const std::string& prompt, const std::string& answer) {
   Example e;
   e.prompt_text = prompt;
   e.answer_text = answer;
@@ -112,22 +112,22 @@ Example Task::MakeExample(const std::string& prompt, const std::string& answer) 
   return e;
 }
 
-Example Task::Sample(Split split, common::SplitMix64& rng) const {
+Example SyntheticTask::Sample(Split split, common::SplitMix64& rng) const {
   for (;;) {
     auto [prompt, answer] = Draw(rng);
     if (SplitOf(prompt) == split) return MakeExample(prompt, answer);
   }
 }
 
-common::Result<std::unique_ptr<Task>> Task::Make(const TaskSpec& spec) {
+common::Result<std::unique_ptr<SyntheticTask>> SyntheticTask::Make(const TaskSpec& spec) {
   if (spec.family == "modadd") {
     if (spec.modulus < 2 || spec.modulus > 100000) return common::InvalidArgument("modadd: modulus must be in [2, 100000]");
-    return std::unique_ptr<Task>(std::make_unique<ModAdd>(spec));
+    return std::unique_ptr<SyntheticTask>(std::make_unique<ModAdd>(spec));
   }
   if (spec.family == "copy" || spec.family == "reverse" || spec.family == "sort" || spec.family == "rotate") {
     if (spec.length < 1 || spec.length > 64) return common::InvalidArgument(spec.family + ": length must be in [1, 64]");
     if (spec.alphabet < 2 || spec.alphabet > 26) return common::InvalidArgument(spec.family + ": alphabet must be in [2, 26]");
-    return std::unique_ptr<Task>(std::make_unique<StringTask>(spec));
+    return std::unique_ptr<SyntheticTask>(std::make_unique<StringTask>(spec));
   }
   return common::InvalidArgument("unknown task family \"" + spec.family +
                                  "\"; families: modadd, copy, reverse, sort, rotate");

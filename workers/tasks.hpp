@@ -52,11 +52,11 @@ struct TaskSpec {
   int64_t alphabet = 8;  // string tasks: letters a..
 };
 
-class Task {
+class SyntheticTask {
  public:
   // Fails with InvalidArgument on an unknown family or out-of-range options.
-  static common::Result<std::unique_ptr<Task>> Make(const TaskSpec& spec);
-  virtual ~Task() = default;
+  static common::Result<std::unique_ptr<SyntheticTask>> Make(const TaskSpec& spec);
+  virtual ~SyntheticTask() = default;
   // The next example of `split`, drawn with `rng`.
   Example Sample(Split split, common::SplitMix64& rng) const;
   // Longest prompt + answer, in tokens (for padding).
@@ -67,7 +67,7 @@ class Task {
   const TaskSpec& spec() const { return spec_; }
 
  protected:
-  explicit Task(TaskSpec spec) : spec_(std::move(spec)) {}
+  explicit SyntheticTask(TaskSpec spec) : spec_(std::move(spec)) {}
   virtual std::pair<std::string, std::string> Draw(common::SplitMix64& rng) const = 0;
   static Split SplitOf(const std::string& prompt);
   static Example MakeExample(const std::string& prompt, const std::string& answer);

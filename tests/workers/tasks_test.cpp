@@ -20,7 +20,7 @@ TEST(TasksTest, ModAddAnswersAreTheModularSumAndSplitsAreDisjoint) {
   spec.family = "modadd";
   spec.modulus = 17;
   spec.shift = 3;
-  auto task = Task::Make(spec);
+  auto task = SyntheticTask::Make(spec);
   ASSERT_TRUE(task.ok());
   std::set<std::string> seen[3];
   size_t total = 0;
@@ -58,7 +58,7 @@ TEST(TasksTest, StringTransforms) {
     spec.length = 7;
     spec.alphabet = 5;
     spec.shift = 2;
-    auto task = Task::Make(spec);
+    auto task = SyntheticTask::Make(spec);
     ASSERT_TRUE(task.ok()) << family;
     for (int i = 0; i < 20; ++i) {
       Example e = (*task)->Sample(Split::kTrain, rng);
@@ -73,7 +73,7 @@ TEST(TasksTest, StringTransforms) {
   }
   TaskSpec bad;
   bad.family = "parity";
-  EXPECT_EQ(Task::Make(bad).status().code(), common::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SyntheticTask::Make(bad).status().code(), common::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
