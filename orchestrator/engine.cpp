@@ -227,7 +227,7 @@ class Controller {
         CheckStalls();
         last_stall_check = Clock::now();
       }
-      progress_.Update(Snapshot());
+      if (progress_.Due()) progress_.Update(Snapshot());
     }
   }
 
@@ -455,7 +455,6 @@ class Controller {
                        EncodeEnd(pj.id, j.attempt, StatusCode::kOk, "", WallNow(), seconds, false));
       j.state = State::kDone;
       ++done_;
-      recent_done_.push_back(Clock::now());
       for (int d : dependents_[static_cast<size_t>(i)]) {
         JobRt& dj = jobs_[static_cast<size_t>(d)];
         if (dj.state == State::kWaiting && --dj.waiting == 0) MakeReady(d);
@@ -483,7 +482,6 @@ class Controller {
     }
     j.state = State::kFailed;
     ++failed_;
-    recent_done_.push_back(Clock::now());
     if (failures_shown_ < 20 && opt_.progress != ProgressMode::kNone) {
       ++failures_shown_;
       progress_.Finish();
@@ -553,10 +551,14 @@ class Controller {
     s.elapsed_s = std::chrono::duration<double>(Clock::now() - start_).count();
     s.stopping = stopping_;
     const auto now = Clock::now();
-    const auto window = std::chrono::seconds(10);
-    while (!recent_done_.empty() && now - recent_done_.front() > window) recent_done_.pop_front();
-    const double span = std::min(s.elapsed_s, 10.0);
-    s.rate = span > 0 ? static_cast<double>(recent_done_.size()) / span : 0;
+    // Rate over the last ~10 s, from the finished counts at earlier snapshots
+    // (nothing is recorded per job: this stays off the dispatch path).
+    const int64_t finished = done_ - cached_ + failed_;
+    if (rate_samples_.empty()) rate_samples_.emplace_back(start_, 0);
+    rate_samples_.emplace_back(now, finished);
+    while (rate_samples_.size() > 2 && now - rate_samples_[1].first > std::chrono::seconds(10)) rate_samples_.pop_front();
+    const double span = std::chrono::duration<double>(now - rate_samples_.front().first).count();
+    s.rate = span > 0 ? static_cast<double>(finished - rate_samples_.front().second) / span : 0;
     if (opt_.progress == ProgressMode::kTty) {
       for (const auto& [task, i] : task_job_) {
         const JobRt& j = jobs_[static_cast<size_t>(i)];
@@ -609,7 +611,7 @@ class Controller {
   std::vector<WorkerRt> workers_;
   std::unordered_map<uint64_t, int> task_job_;
   std::unordered_map<std::string, StageStats> stage_stats_;
-  std::deque<Clock::time_point> recent_done_;
+  std::deque<std::pair<Clock::time_point, int64_t>> rate_samples_;  // (time, jobs finished by this run)
 
   Clock::time_point start_;
   uint64_t next_task_ = 0;

@@ -45,12 +45,18 @@ std::string ProgressDisplay::Line(const ProgressSnapshot& s) {
   return o.str();
 }
 
+std::chrono::milliseconds ProgressDisplay::Interval() const {
+  return mode_ == ProgressMode::kTty ? std::chrono::milliseconds(200) : plain_every_;
+}
+
+bool ProgressDisplay::Due() const {
+  return mode_ != ProgressMode::kNone && std::chrono::steady_clock::now() - last_ >= Interval();
+}
+
 void ProgressDisplay::Update(const ProgressSnapshot& s, bool force) {
   if (mode_ == ProgressMode::kNone) return;
-  const auto now = std::chrono::steady_clock::now();
-  const auto every = mode_ == ProgressMode::kTty ? std::chrono::milliseconds(200) : plain_every_;
-  if (!force && now - last_ < every) return;
-  last_ = now;
+  if (!force && !Due()) return;
+  last_ = std::chrono::steady_clock::now();
   if (mode_ == ProgressMode::kPlain) {
     out_ << "shammie: " << Line(s) << "\n" << std::flush;
     return;

@@ -31,6 +31,8 @@ struct ProgressSnapshot {
 class ProgressDisplay {
  public:
   ProgressDisplay(ProgressMode mode, std::ostream& out, std::chrono::milliseconds plain_every);
+  // Whether Update() would draw now (callers skip building a snapshot otherwise).
+  bool Due() const;
   // Draws if it is time to (tty: every 200 ms; plain: every plain_every).
   void Update(const ProgressSnapshot& s, bool force = false);
   // Clears the live block (tty) before the final summary.
@@ -41,6 +43,7 @@ class ProgressDisplay {
   ProgressMode mode_;
   std::ostream& out_;
   std::chrono::milliseconds plain_every_;
+  std::chrono::milliseconds Interval() const;
   std::chrono::steady_clock::time_point last_{};
   int drawn_lines_ = 0;
 };
