@@ -18,19 +18,6 @@ std::string VersionText() {
          std::string(common::BuildOptions()) + ")";
 }
 
-// Loads a spec; prints every diagnostic to `err`. Returns nullopt on errors.
-std::optional<ExperimentSpec> LoadOrReport(const std::string& path, const workers::KindRegistry& kinds,
-                                           std::ostream& err) {
-  LoadResult loaded = LoadExperiment(path, kinds);
-  for (const auto& d : loaded.errors) err << d.ToString() << "\n";
-  if (!loaded.ok()) {
-    err << "shammie: " << loaded.errors.size() << " error" << (loaded.errors.size() == 1 ? "" : "s") << " in " << path
-        << "\n";
-    return std::nullopt;
-  }
-  return std::move(loaded.spec);
-}
-
 int Explain(const std::string& kind_name, const workers::KindRegistry& kinds, std::ostream& out, std::ostream& err) {
   if (!kind_name.empty()) {
     const workers::JobKind* kind = kinds.Find(kind_name);
@@ -51,6 +38,18 @@ int Explain(const std::string& kind_name, const workers::KindRegistry& kinds, st
 }
 
 }  // namespace
+
+std::optional<ExperimentSpec> LoadOrReport(const std::string& path, const workers::KindRegistry& kinds,
+                                           std::ostream& err) {
+  LoadResult loaded = LoadExperiment(path, kinds);
+  for (const auto& d : loaded.errors) err << d.ToString() << "\n";
+  if (!loaded.ok()) {
+    err << "shammie: " << loaded.errors.size() << " error" << (loaded.errors.size() == 1 ? "" : "s") << " in " << path
+        << "\n";
+    return std::nullopt;
+  }
+  return std::move(loaded.spec);
+}
 
 int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& kinds, std::ostream& out,
            std::ostream& err) {

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
 
+#include "orchestrator/spec.hpp"
 #include "workers/job_kind.hpp"
 
 namespace shammie::orchestrator {
@@ -16,6 +18,10 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitJobsFailed = 1;
 inline constexpr int kExitBadInput = 2;
 inline constexpr int kExitInternal = 3;
+
+// Loads a spec; prints every diagnostic (and a count) to `err`. nullopt on errors.
+std::optional<ExperimentSpec> LoadOrReport(const std::string& path, const workers::KindRegistry& kinds,
+                                           std::ostream& err);
 
 // `target` is a run directory (holding results.h5) or the file itself.
 std::string ResultsFilePath(const std::string& target);

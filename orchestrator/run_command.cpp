@@ -69,19 +69,14 @@ struct Loaded {
 
 // Loads and plans the spec; prints errors. nullopt = bad input.
 std::optional<Loaded> LoadForRun(const RunArgs& args, const workers::KindRegistry& kinds, std::ostream& err) {
-  LoadResult loaded = LoadExperiment(args.spec, kinds);
-  for (const auto& d : loaded.errors) err << d.ToString() << "\n";
-  if (!loaded.ok()) {
-    err << "shammie: " << loaded.errors.size() << " error" << (loaded.errors.size() == 1 ? "" : "s") << " in "
-        << args.spec << "\n";
-    return std::nullopt;
-  }
-  auto plan = BuildPlan(*loaded.spec);
+  std::optional<ExperimentSpec> spec = LoadOrReport(args.spec, kinds, err);
+  if (!spec) return std::nullopt;
+  auto plan = BuildPlan(*spec);
   if (!plan.ok()) {
     err << args.spec << ": " << plan.status().message() << "\n";
     return std::nullopt;
   }
-  for (const auto& stage : loaded.spec->stages) {
+  for (const auto& stage : spec->stages) {
     const workers::JobKind* kind = kinds.Find(stage.kind);
     if (!kind || !kind->run) {
       err << args.spec << ":" << stage.location.line << ":" << stage.location.column << ": stage.kind: job kind \""
@@ -89,7 +84,7 @@ std::optional<Loaded> LoadForRun(const RunArgs& args, const workers::KindRegistr
       return std::nullopt;
     }
   }
-  Loaded l{std::move(*loaded.spec), std::move(*plan), args.out};
+  Loaded l{std::move(*spec), std::move(*plan), args.out};
   if (l.dir.empty()) l.dir = l.spec.output;
   return l;
 }
