@@ -136,8 +136,7 @@ class Controller {
     jobs_seconds_ = std::chrono::duration<double>(Clock::now() - loop_start).count();
     loop_cpu_seconds_ = CpuSeconds() - cpu_start;
     // Whatever happened, tell the workers and make the journal durable.
-    for (int r = 1; r < ch_.size(); ++r) (void)ch_.Send(r, workers::kTagControl, workers::EncodeShutdown());
-    (void)ch_.FlushSends(std::chrono::seconds(10));
+    ShutdownWorkers();
     journal_->Append(static_cast<uint8_t>(RecordType::kRunEnd),
                      EncodeRunEnd(WallNow(), stopping_ ? "stopped" : (loop.ok() ? "finished" : loop.message())));
     Status synced = journal_->Sync();
@@ -150,6 +149,14 @@ class Controller {
     SHAMMIE_RETURN_IF_ERROR(WriteResultsFile(opt_.run_dir, spec_, plan_, opt_.command_line));
     results_seconds_ = std::chrono::duration<double>(Clock::now() - results_start).count();
     return MakeReport();
+  }
+
+  // Tells every worker to exit, once.
+  void ShutdownWorkers() {
+    if (shutdown_sent_) return;
+    shutdown_sent_ = true;
+    for (int r = 1; r < ch_.size(); ++r) (void)ch_.Send(r, workers::kTagControl, workers::EncodeShutdown());
+    (void)ch_.FlushSends(std::chrono::seconds(10));
   }
 
  private:
@@ -618,7 +625,7 @@ class Controller {
   int64_t running_ = 0, done_ = 0, cached_ = 0, failed_ = 0, skipped_ = 0, attempts_ = 0, metric_points_ = 0;
   int failures_shown_ = 0;
   double jobs_seconds_ = 0, results_seconds_ = 0, loop_cpu_seconds_ = 0;
-  bool stopping_ = false, workers_lost_ = false;
+  bool stopping_ = false, workers_lost_ = false, shutdown_sent_ = false;
 };
 
 storage::JobStatus FinalStatus(const JobHistory* h) {
@@ -636,10 +643,7 @@ common::Result<EngineReport> RunController(cluster::ControlChannel& channel, con
                                            const Plan& plan, const EngineOptions& options) {
   Controller c(channel, spec, plan, options);
   auto report = c.Run();
-  if (!report.ok()) {
-    for (int r = 1; r < channel.size(); ++r) (void)channel.Send(r, workers::kTagControl, workers::EncodeShutdown());
-    (void)channel.FlushSends(std::chrono::seconds(5));
-  }
+  c.ShutdownWorkers();  // when Run failed before it told them
   return report;
 }
 
