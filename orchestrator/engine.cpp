@@ -11,6 +11,7 @@
 #include <deque>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <queue>
 #include <unordered_map>
 #include <unordered_set>
@@ -88,6 +89,7 @@ struct JobRt {
   Status first_error;
   Clock::time_point started, not_before;
   std::string config_json;     // filled at first dispatch
+  std::map<std::string, std::string> artifacts;  // name -> path as journaled (latest of any attempt)
 };
 
 struct WorkerRt {
@@ -175,7 +177,36 @@ class Controller {
     return Status::Ok();
   }
 
+  // An artifact's absolute path (journaled paths are relative to the run directory).
+  std::string AbsoluteArtifact(const std::string& path) const {
+    return !path.empty() && path.front() == '/' ? path : run_dir_abs_ + "/" + path;
+  }
+  std::string RelativeArtifact(const std::string& path) const {
+    const std::string prefix = run_dir_abs_ + "/";
+    return path.compare(0, prefix.size(), prefix) == 0 ? path.substr(prefix.size()) : path;
+  }
+  // The first recorded artifact whose file is gone (a done job whose
+  // checkpoint was deleted runs again), or "".
+  std::string MissingArtifact(const JobRt& j) const {
+    std::error_code ec;
+    for (const auto& [name, path] : j.artifacts) {
+      if (!fs::exists(AbsoluteArtifact(path), ec)) return AbsoluteArtifact(path);
+    }
+    return "";
+  }
+  std::vector<workers::Artifact> ArtifactsOf(const PlannedJob& pj, const JobRt& j) const {
+    std::vector<workers::Artifact> out;
+    std::error_code ec;
+    for (const auto& [name, path] : j.artifacts) {
+      std::string abs = AbsoluteArtifact(path);
+      if (fs::exists(abs, ec)) out.push_back({pj.id, name, std::move(abs)});
+    }
+    return out;
+  }
+
   void Init(const JournalState& history) {
+    run_dir_abs_ = fs::absolute(opt_.run_dir).lexically_normal().string();
+    while (run_dir_abs_.size() > 1 && run_dir_abs_.back() == '/') run_dir_abs_.pop_back();
     const size_t n = plan_.jobs.size();
     jobs_.resize(n);
     dependents_.resize(n);
@@ -186,7 +217,8 @@ class Controller {
       JobRt& j = jobs_[i];
       if (auto it = history.jobs.find(pj.id); it != history.jobs.end()) {
         j.attempt = it->second.attempts;
-        if (it->second.done_attempt > 0) {
+        j.artifacts = it->second.artifacts;
+        if (it->second.done_attempt > 0 && MissingArtifact(j).empty()) {
           j.state = State::kDone;
           j.cached = true;
           ++cached_;
@@ -371,6 +403,13 @@ class Controller {
     t.gang = gang;
     t.isolation = pj.resources.isolation == "process" ? workers::Isolation::kProcess : workers::Isolation::kThread;
     t.time_limit_ms = pj.resources.time_limit_s ? *pj.resources.time_limit_s * 1000 : 0;
+    t.artifact_dir = run_dir_abs_ + "/checkpoints";
+    for (const auto& in : pj.inputs) {
+      const int k = index_.at(in);
+      auto a = ArtifactsOf(plan_.jobs[static_cast<size_t>(k)], jobs_[static_cast<size_t>(k)]);
+      t.inputs.insert(t.inputs.end(), a.begin(), a.end());
+    }
+    t.previous = ArtifactsOf(pj, j);
     for (int r : gang) workers_[static_cast<size_t>(r)].tasks.push_back(j.task);
     return t;
   }
@@ -411,6 +450,17 @@ class Controller {
         journal_->Append(static_cast<uint8_t>(RecordType::kTable),
                          EncodeTableRecord(plan_.jobs[static_cast<size_t>(i)].id,
                                            jobs_[static_cast<size_t>(i)].attempt, t.name, t.table));
+        return Status::Ok();
+      }
+      case workers::MsgType::kArtifact: {
+        SHAMMIE_ASSIGN_OR_RETURN(auto a, workers::DecodeArtifact(msg.payload));
+        const int i = CurrentJob(a.task);
+        if (i < 0) return Status::Ok();
+        JobRt& j = jobs_[static_cast<size_t>(i)];
+        const std::string path = RelativeArtifact(a.path);
+        journal_->Append(static_cast<uint8_t>(RecordType::kArtifact),
+                         EncodeArtifactRecord(plan_.jobs[static_cast<size_t>(i)].id, j.attempt, a.name, path));
+        j.artifacts[a.name] = path;
         return Status::Ok();
       }
       case workers::MsgType::kDone: {
@@ -621,6 +671,7 @@ class Controller {
   std::deque<std::pair<Clock::time_point, int64_t>> rate_samples_;  // (time, jobs finished by this run)
 
   Clock::time_point start_;
+  std::string run_dir_abs_;
   uint64_t next_task_ = 0;
   int64_t running_ = 0, done_ = 0, cached_ = 0, failed_ = 0, skipped_ = 0, attempts_ = 0, metric_points_ = 0;
   int failures_shown_ = 0;
@@ -700,8 +751,9 @@ Status WriteResultsFile(const std::string& run_dir, const ExperimentSpec& spec, 
     if (begun.count(id)) return Status::Ok();
     begun.insert(id);
     const PlannedJob& pj = *by_id.at(id);
-    return store->BeginRun(
-        storage::RunRecord{pj.id, pj.stage, pj.kind, common::CanonicalJson(pj.config), pj.seed, pj.inputs});
+    storage::RunRecord run{pj.id, pj.stage, pj.kind, common::CanonicalJson(pj.config), pj.seed, pj.inputs, {}};
+    if (auto it = st.jobs.find(id); it != st.jobs.end()) run.artifacts = it->second.artifacts;
+    return store->BeginRun(run);
   };
   ResultVisitor visitor;
   visitor.metrics = [&](const std::string& id, const std::string& name, std::span<const storage::MetricPoint> points) {
@@ -713,6 +765,12 @@ Status WriteResultsFile(const std::string& run_dir, const ExperimentSpec& spec, 
     return store->AppendTable(id, name, table);
   };
   SHAMMIE_RETURN_IF_ERROR(VisitResults(journal, done, visitor));
+  for (const auto& pj : plan.jobs) {  // done jobs that recorded files but no metrics
+    auto it = st.jobs.find(pj.id);
+    if (it != st.jobs.end() && it->second.done_attempt > 0 && !it->second.artifacts.empty()) {
+      SHAMMIE_RETURN_IF_ERROR(begin_run(pj.id));
+    }
+  }
   // Analyses computed on the previous file of the same experiment stay.
   if (fs::exists(final_path)) {
     auto old = storage::ResultStore::Open(final_path, storage::ResultStore::Mode::kReadOnly);

@@ -98,6 +98,15 @@ std::string EncodeRunEnd(double time, std::string_view reason) {
   return w.Take();
 }
 
+std::string EncodeArtifactRecord(std::string_view id, uint32_t attempt, std::string_view name, std::string_view path) {
+  WireWriter w;
+  w.Str(id);
+  w.U32(attempt);
+  w.Str(name);
+  w.Str(path);
+  return w.Take();
+}
+
 common::Result<JournalState> ReplayJournal(const std::string& journal_path) {
   JournalState st;
   bool malformed = false;
@@ -190,6 +199,13 @@ common::Result<JournalState> ReplayJournal(const std::string& journal_path) {
         JobHistory& h = st.jobs[id];
         h.skipped = true;
         h.error = reason;
+        break;
+      }
+      case RecordType::kArtifact: {
+        std::string id, name, path;
+        uint32_t attempt = 0;
+        if (!(r.Str(id) && r.U32(attempt) && r.Str(name) && r.Str(path))) break;
+        st.jobs[id].artifacts[name] = path;
         break;
       }
       case RecordType::kRunEnd:

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <span>
 #include <optional>
 #include <string>
@@ -28,6 +29,7 @@ enum class RecordType : uint8_t {
   kEnd = 6,       // an attempt ended (status code, message)
   kSkip = 7,      // a job will not run: an input failed
   kRunEnd = 8,    // the controller finished or stopped
+  kArtifact = 9,  // an attempt recorded a file (path relative to the run directory when inside it)
 };
 
 struct PlanEntry {
@@ -54,6 +56,7 @@ struct JobHistory {
   std::string error;           // "code: message" of the last failure, or the skip reason
   std::string ranks, host;
   double start = 0, end = 0;
+  std::map<std::string, std::string> artifacts;  // name -> path, the latest record of any attempt
 };
 
 struct JournalState {
@@ -81,6 +84,7 @@ std::string EncodeEnd(std::string_view id, uint32_t attempt, common::StatusCode 
                       double time, double seconds, bool final_failure);
 std::string EncodeSkip(std::string_view id, std::string_view reason);
 std::string EncodeRunEnd(double time, std::string_view reason);
+std::string EncodeArtifactRecord(std::string_view id, uint32_t attempt, std::string_view name, std::string_view path);
 
 // Visits the metrics and tables of successful attempts (job id -> attempt in
 // `done`), in journal order. For results.h5.

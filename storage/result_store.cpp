@@ -396,6 +396,9 @@ Status ResultStore::BeginRun(const RunRecord& run) {
   SHAMMIE_RETURN_IF_ERROR(h5::WriteStringAttribute(group.get(), "config", run.config_json, true));
   SHAMMIE_RETURN_IF_ERROR(h5::WriteIntAttribute(group.get(), "seed", run.seed, true));
   SHAMMIE_RETURN_IF_ERROR(h5::WriteStringAttribute(group.get(), "inputs", inputs.dump(), true));
+  nlohmann::json artifacts = nlohmann::json::object();
+  for (const auto& [name, file] : run.artifacts) artifacts[name] = file;
+  SHAMMIE_RETURN_IF_ERROR(h5::WriteStringAttribute(group.get(), "artifacts", artifacts.dump(), true));
   return Status::Ok();
 }
 
@@ -419,6 +422,15 @@ Result<RunRecord> ResultStore::ReadRun(std::string_view job_id) {
   for (const auto& v : parsed) {
     if (!v.is_string()) return common::DataLoss(context + ": attribute `inputs` holds a non-string");
     run.inputs.push_back(v.get<std::string>());
+  }
+  if (h5::HasAttribute(group.get(), "artifacts")) {  // absent in files of shammie < 0.3
+    SHAMMIE_ASSIGN_OR_RETURN(std::string artifacts, h5::ReadStringAttribute(group.get(), "artifacts"));
+    auto a = nlohmann::json::parse(artifacts, nullptr, /*allow_exceptions=*/false);
+    if (!a.is_object()) return common::DataLoss(context + ": attribute `artifacts` is not a JSON object");
+    for (const auto& [name, file] : a.items()) {
+      if (!file.is_string()) return common::DataLoss(context + ": attribute `artifacts` holds a non-string");
+      run.artifacts[name] = file.get<std::string>();
+    }
   }
   return run;
 }

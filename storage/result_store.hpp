@@ -79,6 +79,9 @@ struct RunRecord {
   std::string config_json;          // canonical JSON of the resolved config
   int64_t seed = 0;
   std::vector<std::string> inputs;  // ids of upstream jobs
+  // Files the job recorded, e.g. {"model": "checkpoints/<hash>.ckpt"}; paths
+  // relative to the run directory (the directory holding results.h5).
+  std::map<std::string, std::string> artifacts = {};
   bool operator==(const RunRecord&) const = default;
 };
 

@@ -10,13 +10,20 @@
 // - poll cancelled() at least every ~100 ms in long loops and return
 //   kCancelled when it is set (SIGTERM/SIGUSR1 at the controller);
 // - report metrics freely: contexts buffer them and send them in batches;
-// - in a gang, every member calls the same collectives in the same order.
+// - in a gang, every member calls the same collectives in the same order;
+// - write files a later job or attempt needs (checkpoints) under
+//   artifact_dir(), completely (storage/checkpoint_store.hpp writes them
+//   atomically), then RecordArtifact() them: the controller journals the
+//   reference durably; downstream jobs get them in inputs(), and a later
+//   attempt of the same job (a retry, or a resume after a stop or crash) in
+//   previous_artifacts().
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -25,6 +32,14 @@
 #include "storage/result_store.hpp"
 
 namespace shammie::workers {
+
+// A file a job recorded, e.g. its model checkpoint.
+struct Artifact {
+  std::string job_id;  // the job that recorded it
+  std::string name;    // e.g. "model"
+  std::string path;    // absolute
+  bool operator==(const Artifact&) const = default;
+};
 
 class JobContext {
  public:
@@ -41,6 +56,24 @@ class JobContext {
   // only. A single-rank job gets a gang of one. Only gang rank 0's metrics and
   // tables are stored.
   virtual cluster::Collectives& collectives() = 0;
+
+  // Where the job writes files it records (shared by the run's jobs; created
+  // on first use). Empty when the context keeps no files.
+  virtual const std::string& artifact_dir() const = 0;
+  // The latest artifact of each name recorded by each upstream job, in the
+  // order of the job's inputs, names sorted.
+  virtual const std::vector<Artifact>& inputs() const = 0;
+  // This job's own artifacts recorded by earlier attempts (latest per name).
+  virtual const std::vector<Artifact>& previous_artifacts() const = 0;
+  // Records `path` (an existing, complete file) as this attempt's artifact
+  // `name`. Only gang rank 0's records are kept.
+  virtual common::Status RecordArtifact(std::string_view name, const std::string& path) = 0;
+
+  // The latest artifact called `name` of earlier attempts, or nullptr.
+  const Artifact* PreviousArtifact(std::string_view name) const {
+    for (const auto& a : previous_artifacts()) if (a.name == name) return &a;
+    return nullptr;
+  }
 };
 
 using JobFunction = std::function<common::Status(JobContext&)>;

@@ -45,6 +45,25 @@ bool GetPoints(WireReader& r, std::vector<storage::MetricPoint>& points) {
   return true;
 }
 
+void PutArtifacts(WireWriter& w, const std::vector<Artifact>& artifacts) {
+  w.Var(artifacts.size());
+  for (const auto& a : artifacts) {
+    w.Str(a.job_id);
+    w.Str(a.name);
+    w.Str(a.path);
+  }
+}
+
+bool GetArtifacts(WireReader& r, std::vector<Artifact>& artifacts) {
+  uint64_t n = 0;
+  if (!r.Var(n) || n > r.remaining()) return false;
+  artifacts.resize(n);
+  for (auto& a : artifacts) {
+    if (!r.Str(a.job_id) || !r.Str(a.name) || !r.Str(a.path)) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string EncodeHello(const Hello& m) {
@@ -70,6 +89,9 @@ std::string EncodeAssign(const std::vector<Task>& tasks) {
     for (int r : t.gang) w.Var(static_cast<uint64_t>(r));
     w.U8(static_cast<uint8_t>(t.isolation));
     w.I64(t.time_limit_ms);
+    w.Str(t.artifact_dir);
+    PutArtifacts(w, t.inputs);
+    PutArtifacts(w, t.previous);
   }
   return w.Take();
 }
@@ -167,6 +189,14 @@ std::string EncodeHeartbeat(const Heartbeat& m) {
   return w.Take();
 }
 
+std::string EncodeArtifact(const ArtifactMsg& m) {
+  WireWriter w = Begin(MsgType::kArtifact);
+  w.U64(m.task);
+  w.Str(m.name);
+  w.Str(m.path);
+  return w.Take();
+}
+
 common::Result<MsgType> PeekType(std::string_view payload) {
   if (payload.size() < 2) return common::DataLoss("message too short for a header");
   const auto v = static_cast<uint8_t>(payload[0]);
@@ -175,7 +205,7 @@ common::Result<MsgType> PeekType(std::string_view payload) {
                             std::to_string(kProtocolVersion) + " (mixed shammie versions in one job?)");
   }
   const auto t = static_cast<uint8_t>(payload[1]);
-  if (t < 1 || t > static_cast<uint8_t>(MsgType::kHeartbeat)) return common::DataLoss("unknown message type");
+  if (t < 1 || t > static_cast<uint8_t>(MsgType::kArtifact)) return common::DataLoss("unknown message type");
   return static_cast<MsgType>(t);
 }
 
@@ -208,7 +238,10 @@ common::Result<std::vector<Task>> DecodeAssign(std::string_view payload) {
       r.Var(v);
       g = static_cast<int>(v);
     }
-    if (!r.U8(iso) || iso > 1 || !r.I64(t.time_limit_ms)) return Malformed("assign");
+    if (!r.U8(iso) || iso > 1 || !r.I64(t.time_limit_ms) || !r.Str(t.artifact_dir) || !GetArtifacts(r, t.inputs) ||
+        !GetArtifacts(r, t.previous)) {
+      return Malformed("assign");
+    }
     t.isolation = static_cast<Isolation>(iso);
   }
   if (!r.done()) return Malformed("assign");
@@ -260,6 +293,15 @@ common::Result<Heartbeat> DecodeHeartbeat(std::string_view payload) {
   WireReader r(payload);
   Heartbeat m;
   if (!Open(r, MsgType::kHeartbeat) || !r.U64(m.task) || !r.done()) return Malformed("heartbeat");
+  return m;
+}
+
+common::Result<ArtifactMsg> DecodeArtifact(std::string_view payload) {
+  WireReader r(payload);
+  ArtifactMsg m;
+  if (!Open(r, MsgType::kArtifact) || !r.U64(m.task) || !r.Str(m.name) || !r.Str(m.path) || !r.done()) {
+    return Malformed("artifact");
+  }
   return m;
 }
 

@@ -15,10 +15,11 @@
 
 #include "common/status.hpp"
 #include "storage/result_store.hpp"
+#include "workers/job.hpp"
 
 namespace shammie::workers {
 
-inline constexpr uint8_t kProtocolVersion = 1;
+inline constexpr uint8_t kProtocolVersion = 2;  // 2: artifacts
 
 // Tags on the control channel.
 inline constexpr int kTagControl = 1;  // controller -> worker: Assign, Shutdown
@@ -34,6 +35,7 @@ enum class MsgType : uint8_t {
   kTable = 6,
   kDone = 7,
   kHeartbeat = 8,
+  kArtifact = 9,
 };
 
 enum class Isolation : uint8_t { kThread = 0, kProcess = 1 };
@@ -50,6 +52,9 @@ struct Task {
   std::vector<int> gang;  // world ranks of the gang, sorted; one entry for a single-rank job
   Isolation isolation = Isolation::kThread;
   int64_t time_limit_ms = 0;  // 0: none
+  std::string artifact_dir = {};     // absolute
+  std::vector<Artifact> inputs = {};    // upstream jobs' artifacts
+  std::vector<Artifact> previous = {};  // this job's, from earlier attempts
 };
 
 struct Hello {
@@ -74,6 +79,12 @@ struct TableMsg {
   storage::Table table;
 };
 
+struct ArtifactMsg {
+  uint64_t task = 0;
+  std::string name;
+  std::string path;
+};
+
 struct TaskResult {
   uint64_t task = 0;
   common::StatusCode code = common::StatusCode::kOk;
@@ -94,6 +105,7 @@ std::string EncodeMetrics(const MetricsMsg& m);
 std::string EncodeTable(const TableMsg& m);
 std::string EncodeDone(const std::vector<TaskResult>& results);
 std::string EncodeHeartbeat(const Heartbeat& m);
+std::string EncodeArtifact(const ArtifactMsg& m);
 
 // The type of a message after checking its version (DataLoss otherwise).
 common::Result<MsgType> PeekType(std::string_view payload);
@@ -103,6 +115,7 @@ common::Result<MetricsMsg> DecodeMetrics(std::string_view payload);
 common::Result<TableMsg> DecodeTable(std::string_view payload);
 common::Result<std::vector<TaskResult>> DecodeDone(std::string_view payload);
 common::Result<Heartbeat> DecodeHeartbeat(std::string_view payload);
+common::Result<ArtifactMsg> DecodeArtifact(std::string_view payload);
 
 // Tables alone (also used by the journal).
 void AppendTableBytes(const storage::Table& table, std::string& out);

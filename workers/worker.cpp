@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,6 +54,16 @@ bool WriteFrame(int fd, std::string_view payload) {
   return true;
 }
 
+Status CheckArtifact(std::string_view name, const std::string& path) {
+  if (name.empty()) return common::InvalidArgument("an artifact needs a name");
+  if (path.empty() || path.front() != '/') return common::InvalidArgument("artifact path must be absolute: " + path);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return common::InvalidArgument("artifact " + std::string(name) + ": no such file " + path);
+  }
+  return Status::Ok();
+}
+
 // Buffers metric points per name; Take() hands them over as one message.
 class MetricBuffer {
  public:
@@ -97,6 +108,10 @@ class EngineContext final : public JobContext {
   Status WriteTable(std::string_view name, const storage::Table& table) override;
   bool cancelled() const override;
   cluster::Collectives& collectives() override { return collectives_; }
+  const std::string& artifact_dir() const override { return task_.artifact_dir; }
+  const std::vector<Artifact>& inputs() const override { return task_.inputs; }
+  const std::vector<Artifact>& previous_artifacts() const override { return task_.previous; }
+  Status RecordArtifact(std::string_view name, const std::string& path) override;
 
  private:
   Worker& worker_;
@@ -128,6 +143,17 @@ class ChildContext final : public JobContext {
   }
   bool cancelled() const override { return g_child_cancelled != 0; }
   cluster::Collectives& collectives() override { return *solo_; }
+  const std::string& artifact_dir() const override { return task_.artifact_dir; }
+  const std::vector<Artifact>& inputs() const override { return task_.inputs; }
+  const std::vector<Artifact>& previous_artifacts() const override { return task_.previous; }
+  Status RecordArtifact(std::string_view name, const std::string& path) override {
+    SHAMMIE_RETURN_IF_ERROR(CheckArtifact(name, path));
+    Flush();
+    if (!WriteFrame(fd_, EncodeArtifact(ArtifactMsg{task_.task, std::string(name), path}))) {
+      return common::Internal("job process: cannot write to the worker");
+    }
+    return Status::Ok();
+  }
   void Flush() {
     if (buffer_.count() > 0) WriteFrame(fd_, buffer_.Take(task_.task));
   }
@@ -183,6 +209,13 @@ class Worker {
     std::lock_guard lock(out_mu_);
     FlushMetricsLocked();
     return ch_.Send(opt_.controller, kTagReport, EncodeTable(TableMsg{running_.load(), std::string(name), table}));
+  }
+  Status SendArtifact(std::string_view name, const std::string& path) {
+    SHAMMIE_RETURN_IF_ERROR(CheckArtifact(name, path));
+    if (!record_) return Status::Ok();
+    std::lock_guard lock(out_mu_);
+    FlushMetricsLocked();
+    return ch_.Send(opt_.controller, kTagReport, EncodeArtifact(ArtifactMsg{running_.load(), std::string(name), path}));
   }
   bool Cancelled() const { return cancel_all_.load() || cancel_current_.load(); }
 
@@ -440,6 +473,9 @@ void EngineContext::ReportMetric(std::string_view name, int64_t step, double val
 }
 Status EngineContext::WriteTable(std::string_view name, const storage::Table& table) {
   return worker_.SendTable(name, table);
+}
+Status EngineContext::RecordArtifact(std::string_view name, const std::string& path) {
+  return worker_.SendArtifact(name, path);
 }
 bool EngineContext::cancelled() const { return worker_.Cancelled(); }
 

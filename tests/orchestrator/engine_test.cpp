@@ -13,6 +13,7 @@
 #include "orchestrator/engine.hpp"
 #include "orchestrator/run_journal.hpp"
 #include "orchestrator/spec_loader.hpp"
+#include "storage/checkpoint_store.hpp"
 #include "storage/result_store.hpp"
 #include "tests/test_util.hpp"
 #include "workers/local_context.hpp"
@@ -51,6 +52,35 @@ class EngineTest : public ::testing::Test {
       throw std::runtime_error("out of cheese");
     };
     EXPECT_TRUE(kinds_.Register(std::move(thrower)).ok());
+
+    // Writes a checkpoint-like file, records it, and appends to `trace` what
+    // it was handed: "<id> <attempt> prev=<content|-> inputs=<content>,..."
+    workers::JobKind art;
+    art.name = "test.artifact";
+    art.doc = "Records an artifact; optionally fails its first attempt after recording.";
+    art.config = common::Schema(art.name, art.doc);
+    art.config.Bool("fail_first").Default(false).Doc("Fail attempt 1 (aborted) after recording.");
+    art.config.String("trace").Default("").Doc("Trace file.");
+    art.run = [](workers::JobContext& ctx) -> common::Status {
+      auto content = [](const std::string& path) {
+        auto b = storage::ReadVerified(path);
+        return b.ok() ? *b : "<" + b.status().ToString() + ">";
+      };
+      std::string line = ctx.job_id() + " " + std::to_string(ctx.attempt()) + " prev=";
+      const workers::Artifact* prev = ctx.PreviousArtifact("model");
+      line += prev ? content(prev->path) : "-";
+      line += " inputs=";
+      for (const auto& a : ctx.inputs()) line += a.name + ":" + content(a.path) + ",";
+      SHAMMIE_ASSIGN_OR_RETURN(std::string path,
+                               storage::WriteContentAddressed(ctx.artifact_dir(),
+                                                              ctx.job_id() + "@" + std::to_string(ctx.attempt()),
+                                                              "ckpt"));
+      SHAMMIE_RETURN_IF_ERROR(ctx.RecordArtifact("model", path));
+      std::ofstream(ctx.config()["trace"].get<std::string>(), std::ios::app) << line << "\n";
+      if (ctx.config()["fail_first"].get<bool>() && ctx.attempt() == 1) return common::Status(common::StatusCode::kAborted, "first attempt fails");
+      return common::Status::Ok();
+    };
+    EXPECT_TRUE(kinds_.Register(std::move(art)).ok());
   }
 
   ExperimentSpec Spec(const std::string& body) {
@@ -514,6 +544,67 @@ sweep = { seeds = 6 }
   auto after = ReplayJournal(JournalPath(dir_.File("run")));
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->torn_bytes, 0);
+}
+
+TEST_F(EngineTest, ArtifactsReachTheNextAttemptAndDownstreamJobsAndResultsH5) {
+  const std::string trace = dir_.File("trace");
+  ExperimentSpec spec = Spec(R"(
+[[stage]]
+name = "train"
+kind = "test.artifact"
+config = { fail_first = true, trace = ")" + trace + R"(" }
+retry = { attempts = 2, backoff = 0.0 }
+sweep = { seeds = 2 }
+
+[[stage]]
+name = "eval"
+kind = "test.artifact"
+depends_on = ["train"]
+config = { trace = ")" + trace + R"(" }
+sweep = { over = ["train"] }
+)");
+  Outcome o = Run(spec, 2);
+  ASSERT_TRUE(o.status.ok()) << o.status.ToString();
+  EXPECT_EQ(o.report.done, 4);
+  std::map<std::string, std::string> line_of;  // "<id> <attempt>" -> rest
+  for (const auto& l : Lines(trace)) {
+    const size_t second = l.find(' ', l.find(' ') + 1);
+    line_of[l.substr(0, second)] = l.substr(second + 1);
+  }
+  ASSERT_EQ(line_of.size(), 6u);  // 2 train jobs x 2 attempts + 2 eval jobs
+  auto results = Results();
+  ASSERT_NE(results, nullptr);
+  for (const auto& pj : o.plan.jobs) {
+    if (pj.stage == "train") {
+      EXPECT_EQ(line_of[pj.id + " 1"], "prev=- inputs=");
+      EXPECT_EQ(line_of[pj.id + " 2"], "prev=" + pj.id + "@1 inputs=");  // the failed attempt's file
+    } else {
+      ASSERT_EQ(pj.inputs.size(), 1u);
+      EXPECT_EQ(line_of[pj.id + " 1"], "prev=- inputs=model:" + pj.inputs[0] + "@2,");  // upstream's final file
+    }
+    auto run = results->ReadRun(pj.id);
+    ASSERT_TRUE(run.ok()) << pj.id << ": " << run.status().ToString();
+    ASSERT_EQ(run->artifacts.count("model"), 1u);
+    const std::string rel = run->artifacts.at("model");
+    EXPECT_EQ(rel.rfind("checkpoints/", 0), 0u) << rel;  // relative to the run directory
+    auto bytes = storage::ReadVerified(dir_.File("run") + "/" + rel);
+    ASSERT_TRUE(bytes.ok());
+    EXPECT_EQ(*bytes, pj.id + "@" + (pj.stage == "train" ? "2" : "1"));
+  }
+
+  // A resume memoizes everything; deleting a done job's checkpoint makes it run again.
+  Outcome again = Run(spec, 2);
+  ASSERT_TRUE(again.status.ok());
+  EXPECT_EQ(again.report.cached, 4);
+  const PlannedJob* eval = nullptr;
+  for (const auto& pj : o.plan.jobs) if (pj.stage == "eval") eval = &pj;
+  ASSERT_NE(eval, nullptr);
+  std::filesystem::remove(dir_.File("run") + "/" + results->ReadRun(eval->id)->artifacts.at("model"));
+  results.reset();
+  Outcome third = Run(spec, 2);
+  ASSERT_TRUE(third.status.ok());
+  EXPECT_EQ(third.report.cached, 3);
+  EXPECT_EQ(third.report.done, 4);
 }
 
 }  // namespace

@@ -62,7 +62,7 @@ TEST(ResultStoreTest, WritesAndReadsBackEverything) {
     JobRecord failed{"bbbb2222", "train", "bench.fail", JobStatus::kFailed, 3, "2,3", "h2", 1, 2, "aborted: boom", -7, "{}"};
     ASSERT_TRUE((*store)->UpsertJob(failed).ok());
 
-    RunRecord run{"aaaa1111", "train", "toy.quadratic", R"({"lr":0.1})", 42, {"cccc", "dddd"}};
+    RunRecord run{"aaaa1111", "train", "toy.quadratic", R"({"lr":0.1})", 42, {"cccc", "dddd"}, {{"model", "checkpoints/ab.ckpt"}}};
     ASSERT_TRUE((*store)->BeginRun(run).ok());
     ASSERT_TRUE((*store)->BeginRun(run).ok()) << "same record twice is a no-op";
     RunRecord different = run;
@@ -106,7 +106,7 @@ TEST(ResultStoreTest, WritesAndReadsBackEverything) {
   auto runs = (*store)->ListRuns();
   ASSERT_TRUE(runs.ok());
   ASSERT_EQ(runs->size(), 1u);
-  EXPECT_EQ((*runs)[0], (RunRecord{"aaaa1111", "train", "toy.quadratic", R"({"lr":0.1})", 42, {"cccc", "dddd"}}));
+  EXPECT_EQ((*runs)[0], (RunRecord{"aaaa1111", "train", "toy.quadratic", R"({"lr":0.1})", 42, {"cccc", "dddd"}, {{"model", "checkpoints/ab.ckpt"}}}));
 
   auto metrics = (*store)->ListMetrics("aaaa1111");
   ASSERT_TRUE(metrics.ok());
@@ -136,7 +136,7 @@ TEST(ResultStoreTest, ReopenForAppendKeepsJobRowsAndMetrics) {
     auto store = ResultStore::Create(path, SampleInfo());
     ASSERT_TRUE(store.ok());
     ASSERT_TRUE((*store)->UpsertJob(Job("j1", JobStatus::kRunning)).ok());
-    ASSERT_TRUE((*store)->BeginRun({"j1", "s", "k", "{}", 1, {}}).ok());
+    ASSERT_TRUE((*store)->BeginRun({"j1", "s", "k", "{}", 1, {}, {}}).ok());
     std::vector<MetricPoint> p = {{0, 1.0}, {1, 0.5}};
     ASSERT_TRUE((*store)->AppendMetrics("j1", "loss", p).ok());
     ASSERT_TRUE((*store)->Close().ok());
@@ -205,7 +205,7 @@ TEST(ResultStoreTest, BadFilesGiveClearErrors) {
   {
     auto store = ResultStore::Create(good, SampleInfo());
     ASSERT_TRUE(store.ok());
-    ASSERT_TRUE((*store)->BeginRun({"j1", "s", "k", "{}", 1, {}}).ok());
+    ASSERT_TRUE((*store)->BeginRun({"j1", "s", "k", "{}", 1, {}, {}}).ok());
     std::vector<MetricPoint> p(20000, MetricPoint{1, 2.0});
     ASSERT_TRUE((*store)->AppendMetrics("j1", "loss", p).ok());
     ASSERT_TRUE((*store)->Close().ok());
@@ -228,7 +228,7 @@ TEST(ResultStoreTest, RejectsBadNamesAndTables) {
   ASSERT_TRUE(store.ok());
   std::vector<MetricPoint> p = {{0, 1}};
   EXPECT_EQ((*store)->AppendMetrics("j1", "loss", p).code(), StatusCode::kFailedPrecondition) << "before BeginRun";
-  ASSERT_TRUE((*store)->BeginRun({"j1", "s", "k", "{}", 1, {}}).ok());
+  ASSERT_TRUE((*store)->BeginRun({"j1", "s", "k", "{}", 1, {}, {}}).ok());
   EXPECT_EQ((*store)->AppendMetrics("j1", "a/b", p).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ((*store)->AppendMetrics("j1", "", p).code(), StatusCode::kInvalidArgument);
   Table ragged;

@@ -26,10 +26,15 @@ class GangContext final : public JobContext {
   common::Status WriteTable(std::string_view, const storage::Table&) override { return common::Status::Ok(); }
   bool cancelled() const override { return false; }
   cluster::Collectives& collectives() override { return *gang_; }
+  const std::string& artifact_dir() const override { return none_; }
+  const std::vector<Artifact>& inputs() const override { return no_artifacts_; }
+  const std::vector<Artifact>& previous_artifacts() const override { return no_artifacts_; }
+  common::Status RecordArtifact(std::string_view, const std::string&) override { return common::Status::Ok(); }
   std::vector<storage::MetricPoint> losses;
 
  private:
-  std::string id_ = "test";
+  std::string id_ = "test", none_;
+  std::vector<Artifact> no_artifacts_;
   nlohmann::json config_ = nlohmann::json::object();
   std::unique_ptr<cluster::Collectives> gang_;
 };

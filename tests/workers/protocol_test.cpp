@@ -21,6 +21,9 @@ TEST(ProtocolTest, EveryMessageRoundTrips) {
   t.gang = {2, 5, 7};
   t.isolation = Isolation::kProcess;
   t.time_limit_ms = 90000;
+  t.artifact_dir = "/runs/x/checkpoints";
+  t.inputs = {{"up1", "model", "/runs/x/checkpoints/aa.ckpt"}, {"up2", "model", "/runs/x/checkpoints/bb.ckpt"}};
+  t.previous = {{"0123", "checkpoint", "/runs/x/checkpoints/cc.ckpt"}};
   auto tasks = DecodeAssign(EncodeAssign({t, t}));
   ASSERT_TRUE(tasks.ok());
   ASSERT_EQ(tasks->size(), 2u);
@@ -33,6 +36,16 @@ TEST(ProtocolTest, EveryMessageRoundTrips) {
   EXPECT_EQ(u.gang, t.gang);
   EXPECT_EQ(u.isolation, Isolation::kProcess);
   EXPECT_EQ(u.time_limit_ms, 90000);
+  EXPECT_EQ(u.artifact_dir, t.artifact_dir);
+  EXPECT_EQ(u.inputs, t.inputs);
+  EXPECT_EQ(u.previous, t.previous);
+
+  auto a = DecodeArtifact(EncodeArtifact({11, "model", "/runs/x/checkpoints/dd.ckpt"}));
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->task, 11u);
+  EXPECT_EQ(a->name, "model");
+  EXPECT_EQ(a->path, "/runs/x/checkpoints/dd.ckpt");
+  EXPECT_EQ(*PeekType(EncodeArtifact({})), MsgType::kArtifact);
 
   MetricsMsg m{7, {{"loss", {{0, 1.5}, {10, 0.25}}}, {"x", {{1, -3}}}}};
   auto m2 = DecodeMetrics(EncodeMetrics(m));
