@@ -41,6 +41,13 @@ LaunchEnvironment DetectLaunchEnvironment(const EnvLookup& env) {
       break;
     }
   }
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"}) {
+    if (!out.inside_mpi) break;
+    if (auto local = PositiveInt(env(name))) {
+      out.local_rank = *local;
+      break;
+    }
+  }
   if (auto job = env("SLURM_JOB_ID"); job && !job->empty()) {
     out.inside_slurm = true;
     out.slurm_job_id = *job;

@@ -19,6 +19,10 @@ struct LaunchEnvironment {
   bool inside_mpi = false;   // started by mpirun/srun with a world size
   int world_size = 1;
   int world_rank = 0;
+  // This process's rank among the job's processes on its node
+  // (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID, MPI_LOCALRANKID); 0 alone.
+  // Picks a GPU when a job does not name one (cluster/nccl_collectives.hpp).
+  int local_rank = 0;
   bool inside_slurm = false;  // SLURM_JOB_ID is set
   std::string slurm_job_id;
   int usable_cores = 1;       // SLURM_CPUS_ON_NODE, else the CPU affinity mask, else hardware threads

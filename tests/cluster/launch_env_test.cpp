@@ -41,6 +41,17 @@ TEST(LaunchEnvTest, UnderSrunWithPmix) {
   EXPECT_EQ(env.usable_cores, 16);
 }
 
+TEST(LaunchEnvTest, LocalRank) {
+  EXPECT_EQ(DetectLaunchEnvironment(Fake({})).local_rank, 0);
+  auto mpirun = DetectLaunchEnvironment(Fake({{"OMPI_COMM_WORLD_SIZE", "4"}, {"OMPI_COMM_WORLD_RANK", "3"},
+                                              {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}}));
+  EXPECT_EQ(mpirun.local_rank, 1);
+  auto srun = DetectLaunchEnvironment(Fake({{"PMIX_SIZE", "8"}, {"PMIX_RANK", "7"}, {"SLURM_LOCALID", "3"}}));
+  EXPECT_EQ(srun.local_rank, 3);
+  // Outside an MPI job a stray variable means nothing.
+  EXPECT_EQ(DetectLaunchEnvironment(Fake({{"SLURM_LOCALID", "2"}})).local_rank, 0);
+}
+
 TEST(LaunchEnvTest, GarbageIsIgnored) {
   auto env = DetectLaunchEnvironment(Fake({{"OMPI_COMM_WORLD_SIZE", "four"}, {"OMPI_COMM_WORLD_RANK", "0"}}));
   EXPECT_FALSE(env.inside_mpi);
