@@ -14,6 +14,8 @@ packages=(
   libtorch-dev libopenblas0-openmp
   # tests: GoogleTest, and the tools results.h5 is checked against
   libgtest-dev libgmock-dev hdf5-tools python3 python3-h5py python3-numpy python3-scipy gnuplot-nox
+  # tests: the safetensors oracle (tests/storage/safetensors_oracle.py)
+  python3-torch
 )
 
 missing=()
