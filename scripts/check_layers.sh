@@ -4,6 +4,9 @@
 # in cluster/, HDF5 only in storage/, NCCL/CUDA only in workers/ and in the
 # one NCCL backend file cluster/nccl_collectives.cpp. Also fails
 # when a header (.hpp/.h) includes <torch/torch.h>: it slows every includer.
+# The one exception is the runtime's internal header workers/lm_torch.hpp,
+# which only the torch translation units (workers/lm*.cpp) and their tests
+# may include.
 # Usage: check_layers.sh [SOURCE_DIR]
 set -u
 cd "${1:-$(dirname "$0")/..}" || exit 1
@@ -20,8 +23,12 @@ check '#include *[<"]torch/' 'workers|experiments' 'LibTorch'
 check '#include *[<"]mpi\.h' 'cluster' '<mpi.h>'
 check '#include *[<"](hdf5|H5[A-Za-z]*)\.h' 'storage' 'HDF5'
 check '#include *[<"](nccl\.h|cuda_runtime|cuda\.h)' 'workers|cluster/nccl_collectives\.cpp' 'NCCL/CUDA'
-hdrs=$(grep -rlE '#include *<torch/torch\.h>' --include='*.hpp' --include='*.h' . 2>/dev/null || true)
+hdrs=$(grep -rlE '#include *<torch/torch\.h>' --include='*.hpp' --include='*.h' . 2>/dev/null \
+       | grep -v '^\./build' | grep -vx '\./workers/lm_torch\.hpp' || true)
 if [ -n "$hdrs" ]; then echo "headers that include <torch/torch.h>:"; echo "$hdrs" | sed 's/^/  /'; status=1; fi
+hits=$(grep -rlE '#include *"workers/lm_torch\.hpp"' --include='*.hpp' --include='*.h' --include='*.cpp' . 2>/dev/null \
+       | grep -v '^\./build' | grep -vE '^\./(workers/lm[a-z_]*\.cpp|tests/workers/lm[a-z_]*\.cpp)$' || true)
+if [ -n "$hits" ]; then echo "workers/lm_torch.hpp is internal to the torch translation units:"; echo "$hits" | sed 's/^/  /'; status=1; fi
 # analysis/ and orchestrator/ must not include storage internals.
 hits=$(grep -rlE '#include *"storage/h5\.hpp"' common cluster workers experiments analysis orchestrator 2>/dev/null || true)
 if [ -n "$hits" ]; then echo "storage/h5.hpp is private to storage/:"; echo "$hits" | sed 's/^/  /'; status=1; fi

@@ -15,7 +15,7 @@
 #include "common/random.hpp"
 #include "common/schema.hpp"
 #include "storage/checkpoint_store.hpp"
-#include "workers/lm_model.hpp"
+#include "workers/lm_torch.hpp"
 
 namespace shammie::workers {
 

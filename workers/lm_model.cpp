@@ -1,5 +1,5 @@
 // The transformer, KV-cache generation and the checkpoint container.
-#include "workers/lm_model.hpp"
+#include "workers/lm_torch.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,7 +1,7 @@
 // The transformer's generation path against its plain forward pass: the KV
 // cache, left padding and per-row positions change nothing; sampling follows
 // the softmax; checkpoints reload to the same logits.
-#include "workers/lm_model.hpp"
+#include "workers/lm_torch.hpp"
 
 #include <gtest/gtest.h>
 
