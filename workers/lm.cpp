@@ -324,6 +324,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
   // A resumed attempt reports the curve so far again: results.h5 keeps the
   // metrics of the attempt that succeeds, and that curve must be whole.
   for (const auto& [name, step, value] : st.metrics) ctx.ReportMetric(name, step, value);
+  if (resumed) ctx.ReportMetric("resumed_from", st.step, static_cast<double>(st.step));  // provenance
   auto report = [&](const std::string& name, int64_t step, double value) {
     st.metrics.emplace_back(name, step, value);
     ctx.ReportMetric(name, step, value);

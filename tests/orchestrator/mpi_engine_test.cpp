@@ -354,6 +354,85 @@ resources = { ranks = 2 }
   EXPECT_EQ(acc->size(), 2u);
 }
 
+// Ctrl-C in the middle of a data-parallel training job: the gang stops after
+// the same step, rank 0 saves a checkpoint, and --resume continues from it.
+// The stored loss curve equals an uninterrupted run's, point for point, and
+// the evaluation job downstream reads the final checkpoint.
+TEST(MpiEngineTest, StoppedTrainingResumesFromItsCheckpointWithTheSameCurve) {
+  ScratchDir scratch("mpi-lm-resume");
+  const std::string spec = scratch.File("lm.toml");
+  testing::WriteFile(spec, R"([experiment]
+name = "lmresume"
+
+[[stage]]
+name = "train"
+kind = "lm.train"
+config = { task = "copy", length = 4, alphabet = 4, d_model = 32, heads = 2, max_len = 16, steps = 600, batch = 16, eval_every = 200, eval_examples = 32 }
+resources = { ranks = 2 }
+
+[[stage]]
+name = "eval"
+kind = "lm.eval"
+depends_on = ["train"]
+sweep = { over = ["train"] }
+)");
+  const std::string straight = scratch.File("straight");
+  auto run = testing::RunCommand(kShammie + " run " + spec + " --out " + straight + " --ranks 3 --progress none");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+
+  const std::string dir = scratch.File("stopped");
+  const std::string log = scratch.File("log");
+  const pid_t pid = Spawn({"run", spec, "--out", dir, "--ranks", "3", "--progress", "plain"}, log);
+  for (int i = 0; i < 1000; ++i) {  // until training reports its first metrics
+    auto st = ReplayJournal(JournalPath(dir));
+    if (st.ok() && st->metric_points > 4) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid, SIGINT);
+  ASSERT_EQ(Wait(pid), 0) << testing::ReadFileText(log);
+  auto stopped = ReplayJournal(JournalPath(dir));
+  ASSERT_TRUE(stopped.ok());
+  ASSERT_EQ(DoneIds(dir).size(), 0u) << "training finished before the stop; the test needs more steps";
+  std::string train_id;
+  for (const auto& [id, h] : stopped->jobs) {
+    if (h.attempts > 0) train_id = id;
+  }
+  ASSERT_FALSE(train_id.empty());
+  ASSERT_EQ(stopped->jobs.at(train_id).artifacts.count("model"), 1u) << testing::ReadFileText(log);
+  EXPECT_NE(stopped->jobs.at(train_id).error.find("checkpoint saved"), std::string::npos)
+      << stopped->jobs.at(train_id).error;
+
+  auto resumed = testing::RunCommand(kShammie + " run " + spec + " --out " + dir + " --ranks 3 --resume --progress none");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  auto a = storage::ResultStore::Open(straight + "/results.h5", storage::ResultStore::Mode::kReadOnly);
+  auto b = storage::ResultStore::Open(dir + "/results.h5", storage::ResultStore::Mode::kReadOnly);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (const char* metric : {"loss", "lr", "val_loss", "val_accuracy", "test_accuracy"}) {
+    auto ma = (*a)->ReadMetric(train_id, metric), mb = (*b)->ReadMetric(train_id, metric);
+    ASSERT_TRUE(ma.ok() && mb.ok()) << metric;
+    EXPECT_EQ(*ma, *mb) << metric;
+  }
+  auto loss = (*b)->ReadMetric(train_id, "loss");
+  EXPECT_EQ(loss->size(), 60u);
+  // It continued from the checkpoint (a restart from scratch would give the same curve too).
+  auto from = (*b)->ReadMetric(train_id, "resumed_from");
+  ASSERT_TRUE(from.ok()) << from.status().ToString();
+  ASSERT_EQ(from->size(), 1u);
+  EXPECT_GT(from->front().value, 0);
+  EXPECT_LT(from->front().value, 600);
+  EXPECT_FALSE((*a)->ReadMetric(train_id, "resumed_from").ok());
+  auto jobs = (*b)->ReadJobs();
+  ASSERT_TRUE(jobs.ok());
+  for (const auto& j : *jobs) {
+    EXPECT_EQ(j.status, storage::JobStatus::kDone) << j.id << " " << j.error;
+    if (j.stage == "eval") {
+      auto acc = (*b)->ReadMetric(j.id, "accuracy"), want = (*a)->ReadMetric(j.id, "accuracy");
+      ASSERT_TRUE(acc.ok() && want.ok());
+      EXPECT_EQ(*acc, *want);  // the same final model
+    }
+  }
+}
+
 TEST(MpiEngineTest, BadSpecIsExitTwoAndLaunchesNothing) {
   ScratchDir scratch("mpi-bad");
   const std::string spec = scratch.File("bad.toml");
