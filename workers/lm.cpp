@@ -3,6 +3,7 @@
 #include "workers/lm.hpp"
 
 #include <torch/torch.h>
+#include <ATen/autocast_mode.h>
 
 #include <iostream>
 
@@ -13,6 +14,8 @@
 
 #include "common/hash.hpp"
 #include "common/random.hpp"
+#include "cluster/nccl_collectives.hpp"
+#include "cluster/launch_env.hpp"
 #include "common/schema.hpp"
 #include "storage/checkpoint_store.hpp"
 #include "workers/lm_torch.hpp"
@@ -73,8 +76,15 @@ struct Scored {
   Tensor exact;  // [B] bool
 };
 
-Scored Score(Transformer& model, const Batch& batch) {
-  Tensor logits = model->Logits(model->forward(batch.input));
+Scored Score(Transformer& model, const Batch& host) {
+  const torch::Device device = model->embed->weight.device();
+  Batch batch = host;
+  if (!device.is_cpu()) {
+    batch.input = host.input.to(device);
+    batch.target = host.target.to(device);
+    batch.mask = host.mask.to(device);
+  }
+  Tensor logits = model->Logits(model->forward(batch.input)).to(torch::kFloat32);
   Tensor ce = torch::nn::functional::cross_entropy(
       logits.reshape({-1, logits.size(-1)}), batch.target.reshape({-1}),
       torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
@@ -196,6 +206,11 @@ common::Status Validate(const TrainConfig& c, int gang_size) {
   if (c.optimizer != "adamw" && c.optimizer != "sgd") {
     return common::InvalidArgument("optimizer must be adamw or sgd, not \"" + c.optimizer + "\"");
   }
+  if (c.device != "cpu" && c.device != "cuda") return common::InvalidArgument("device must be cpu or cuda");
+  if (c.precision != "fp32" && c.precision != "bf16") return common::InvalidArgument("precision must be fp32 or bf16");
+  if (c.precision == "bf16" && c.device != "cuda") {
+    return common::InvalidArgument("precision = \"bf16\" is autocast on CUDA; use it with device = \"cuda\"");
+  }
   if (c.batch % (static_cast<int64_t>(gang_size) * c.accumulation) != 0) {
     return common::InvalidArgument("batch (" + std::to_string(c.batch) + ") must divide evenly into ranks (" +
                                    std::to_string(gang_size) + ") x accumulation (" + std::to_string(c.accumulation) +
@@ -271,6 +286,74 @@ common::Status SaveCheckpoint(JobContext& ctx, Transformer& model, torch::optim:
   return ctx.RecordArtifact("model", path);
 }
 
+// bf16 autocast on CUDA for the scope (thread-local in LibTorch).
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool on) : on_(on) {
+    if (!on_) return;
+    previous_ = at::autocast::is_enabled();
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+  }
+  ~AutocastScope() {
+    if (!on_) return;
+    at::autocast::set_enabled(previous_);
+    at::autocast::clear_cache();
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool on_;
+  bool previous_ = false;
+};
+
+// The device a job trains on: the CPU, or the CUDA device of this rank's
+// local rank. Never falls back to the CPU when CUDA was asked for.
+common::Result<torch::Device> TrainingDevice(const TrainConfig& c) {
+  if (c.device == "cpu") return torch::Device(torch::kCPU);
+  if (!torch::cuda::is_available()) {
+    return common::Unavailable(
+        "device = \"cuda\" but this LibTorch has no CUDA or no GPU is visible (torch::cuda::is_available() is "
+        "false); not falling back to the CPU");
+  }
+  const int local = cluster::DetectLaunchEnvironment(cluster::ProcessEnvironment()).local_rank;
+  const auto count = static_cast<int>(torch::cuda::device_count());
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local % std::max(1, count)));
+}
+
+// Sums gradients in device memory across the gang with NCCL, in buckets of
+// up to 16M floats.
+common::Status AllreduceGradientsOnDevice(Transformer& model, cluster::DeviceCollectives& nccl) {
+  constexpr int64_t kBucket = 1 << 24;
+  std::vector<Tensor> grads;
+  int64_t pending = 0;
+  auto flush = [&]() -> common::Status {
+    if (grads.empty()) return common::Status::Ok();
+    std::vector<Tensor> flat_parts;
+    for (auto& g : grads) flat_parts.push_back(g.reshape({-1}));
+    Tensor flat = torch::cat(flat_parts).contiguous();
+    SHAMMIE_RETURN_IF_ERROR(
+        nccl.AllreduceSum(flat.data_ptr(), static_cast<size_t>(flat.numel()), cluster::DeviceDType::kFloat32));
+    int64_t offset = 0;
+    for (auto& g : grads) {
+      g.copy_(flat.narrow(0, offset, g.numel()).view(g.sizes()));
+      offset += g.numel();
+    }
+    grads.clear();
+    pending = 0;
+    return common::Status::Ok();
+  };
+  torch::NoGradGuard guard;
+  for (auto& p : model->parameters()) {
+    if (!p.grad().defined()) continue;
+    grads.push_back(p.grad());
+    pending += p.grad().numel();
+    if (pending >= kBucket) SHAMMIE_RETURN_IF_ERROR(flush());
+  }
+  return flush();
+}
+
 }  // namespace
 
 common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobContext& ctx) {
@@ -282,8 +365,9 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
                                    " positions; raise max_len");
   }
   torch::set_num_threads(static_cast<int>(config.threads));
+  SHAMMIE_ASSIGN_OR_RETURN(const torch::Device device, TrainingDevice(config));
   Transformer model(config.model, Tokenizer::VocabSize(), common::DeriveSeed(config.seed, "init", 0));
-  std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(config, model);
+  std::string optimizer_bytes;  // a resumed job's optimizer state, loaded once the model is on its device
   lm::TrainState st;
   st.best_val = std::numeric_limits<double>::infinity();
 
@@ -301,7 +385,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
       return common::FailedPrecondition(prev->path + " was written by a different configuration; not resuming");
     }
     SHAMMIE_RETURN_IF_ERROR(lm::LoadModule(*model, ck->model_bytes, prev->path));
-    SHAMMIE_RETURN_IF_ERROR(lm::LoadOptimizer(*optimizer, ck->optimizer_bytes, prev->path));
+    optimizer_bytes = std::move(ck->optimizer_bytes);
     st = ck->state;
     resumed = true;
     result.resumed_from = st.step;
@@ -320,6 +404,16 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     }
   }
   if (!resumed) SHAMMIE_RETURN_IF_ERROR(BroadcastParameters(model, gang));
+  model->to(device);
+  std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(config, model);
+  if (resumed) SHAMMIE_RETURN_IF_ERROR(lm::LoadOptimizer(*optimizer, optimizer_bytes, "the checkpoint", device));
+  std::unique_ptr<cluster::DeviceCollectives> nccl;
+  if (device.is_cuda() && gang.size() > 1) {
+    cluster::NcclOptions nccl_options;
+    nccl_options.device = device.index();
+    SHAMMIE_ASSIGN_OR_RETURN(nccl, cluster::MakeNcclCollectives(gang, nccl_options));
+  }
+  const bool bf16 = config.precision == "bf16";
   model->train();
   // A resumed attempt reports the curve so far again: results.h5 keeps the
   // metrics of the attempt that succeeds, and that curve must be whole.
@@ -357,12 +451,16 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
       Batch b = MakeBatch(std::vector<Example>(first, first + static_cast<std::ptrdiff_t>(micro)));
       // Normalised by the global batch's answer tokens: the gang's summed
       // gradient is the gradient of the whole batch's mean loss.
-      Tensor loss = Score(model, b).loss_sum / static_cast<double>(global_tokens);
+      Tensor loss;
+      {
+        AutocastScope autocast(bf16);
+        loss = Score(model, b).loss_sum / static_cast<double>(global_tokens);
+      }
       loss.backward();
       step_loss += loss.item<double>();
       tokens += b.input.numel();
     }
-    SHAMMIE_RETURN_IF_ERROR(AllreduceGradients(model, gang));
+    SHAMMIE_RETURN_IF_ERROR(nccl ? AllreduceGradientsOnDevice(model, *nccl) : AllreduceGradients(model, gang));
     if (config.clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), config.clip);
     optimizer->step();
     // The loss and the stop decision travel together: every member of the
@@ -423,7 +521,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
   ctx.ReportMetric("tokens_per_second", result.steps, result.tokens_per_second);
   ctx.ReportMetric("parameters", 0, static_cast<double>(result.parameters));
   for (auto& p : model->parameters()) {
-    Tensor c = p.detach().contiguous();
+    Tensor c = p.detach().to(torch::kCPU).contiguous();
     const auto* data = static_cast<const float*>(c.data_ptr());
     result.flat_parameters.insert(result.flat_parameters.end(), data, data + c.numel());
   }
@@ -491,6 +589,8 @@ common::Status RunLmTrain(JobContext& ctx) {
   t.patience = c["patience"].get<int64_t>();
   t.threads = c["threads"].get<int64_t>();
   t.checkpoint_every = c.value("checkpoint_every", int64_t{0});
+  t.device = c.value("device", std::string("cpu"));
+  t.precision = c.value("precision", std::string("fp32"));
   t.init = c.value("init", std::string("auto"));
   t.seed = ctx.seed();
   auto r = TrainLanguageModel(t, ctx);

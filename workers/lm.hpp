@@ -51,6 +51,8 @@ struct TrainConfig {
   int64_t patience = 0;       // evaluations without a better validation loss before stopping; 0 = off
   int64_t log_every = 10;
   int64_t threads = 1;        // intra-op threads per rank
+  std::string device = "cpu";      // or "cuda": needs a CUDA LibTorch and a visible GPU (no fallback)
+  std::string precision = "fp32";  // or "bf16": autocast to bfloat16 on CUDA
   int64_t checkpoint_every = 0;  // steps between checkpoints; 0: only at the end and when stopped
   // "auto": start from the upstream job's model when there is one;
   // "upstream": require one; "scratch": never.

@@ -109,6 +109,10 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Enum("init", {"auto", "upstream", "scratch"}).Default("auto")
         .Doc("auto: start from the upstream job's model when there is one; upstream: require it; scratch: never.");
     k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads per rank.");
+    k.config.Enum("device", {"cpu", "cuda"}).Default("cpu")
+        .Doc("cuda: train on this rank's GPU (local rank modulo the visible devices), gradients summed over the gang "
+             "with NCCL; needs a CUDA build of LibTorch; never falls back to the CPU.");
+    k.config.Enum("precision", {"fp32", "bf16"}).Default("fp32").Doc("bf16: autocast to bfloat16 (device = cuda).");
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_train", ctx); };
     Register(registry, std::move(k));
   }

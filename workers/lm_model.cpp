@@ -375,10 +375,11 @@ std::string SaveModule(torch::nn::Module& module) {
   return std::move(os).str();
 }
 
-common::Status LoadModule(torch::nn::Module& module, const std::string& bytes, const std::string& what) {
+common::Status LoadModule(torch::nn::Module& module, const std::string& bytes, const std::string& what,
+                          torch::Device device) {
   try {
     torch::serialize::InputArchive archive;
-    archive.load_from(bytes.data(), bytes.size());
+    archive.load_from(bytes.data(), bytes.size(), device);
     module.load(archive);
   } catch (const std::exception& e) {
     return common::DataLoss(what + ": cannot load the model's tensors: " + e.what());
@@ -394,10 +395,11 @@ std::string SaveOptimizer(torch::optim::Optimizer& optimizer) {
   return std::move(os).str();
 }
 
-common::Status LoadOptimizer(torch::optim::Optimizer& optimizer, const std::string& bytes, const std::string& what) {
+common::Status LoadOptimizer(torch::optim::Optimizer& optimizer, const std::string& bytes, const std::string& what,
+                             torch::Device device) {
   try {
     torch::serialize::InputArchive archive;
-    archive.load_from(bytes.data(), bytes.size());
+    archive.load_from(bytes.data(), bytes.size(), device);
     optimizer.load(archive);
   } catch (const std::exception& e) {
     return common::DataLoss(what + ": cannot load the optimizer state: " + e.what());

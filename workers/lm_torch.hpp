@@ -127,9 +127,11 @@ struct Checkpoint {
 std::string SerializeCheckpoint(const Checkpoint& c);
 common::Result<Checkpoint> ParseCheckpoint(std::string_view bytes, const std::string& path);
 std::string SaveModule(torch::nn::Module& module);
-common::Status LoadModule(torch::nn::Module& module, const std::string& bytes, const std::string& what);
+common::Status LoadModule(torch::nn::Module& module, const std::string& bytes, const std::string& what,
+                          torch::Device device = torch::kCPU);
 std::string SaveOptimizer(torch::optim::Optimizer& optimizer);
-common::Status LoadOptimizer(torch::optim::Optimizer& optimizer, const std::string& bytes, const std::string& what);
+common::Status LoadOptimizer(torch::optim::Optimizer& optimizer, const std::string& bytes, const std::string& what,
+                             torch::Device device = torch::kCPU);
 
 // Reads a checkpoint file (hash-verified) and builds its model.
 struct LoadedModel {

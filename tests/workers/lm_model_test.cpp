@@ -246,3 +246,33 @@ TEST(LmModelOracleTest, LlamaSafetensorsMatchAnIndependentPyTorchForward) {
 
 }  // namespace
 }  // namespace shammie::workers::lm
+
+#include "workers/local_context.hpp"
+
+namespace shammie::workers::lm {
+namespace {
+
+// CUDA is asked for and absent: a clear error, never a quiet CPU run. (On a
+// machine with a CUDA LibTorch and a GPU, bench/gpu_check.sh trains for real.)
+TEST(LmDeviceTest, CudaWithoutCudaIsUnavailableNotAFallback) {
+  TrainConfig c;
+  c.task.family = "copy";
+  c.task.length = 3;
+  c.model.d_model = 16;
+  c.model.heads = 2;
+  c.model.max_len = 16;
+  c.steps = 1;
+  c.batch = 4;
+  c.device = "cuda";
+  LocalJobContext ctx("cuda", nlohmann::json::object(), 1);
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is visible: bench/gpu_check.sh covers this path";
+  auto r = TrainLanguageModel(c, ctx);
+  EXPECT_EQ(r.status().code(), common::StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("not falling back"), std::string::npos) << r.status().ToString();
+  c.device = "cpu";
+  c.precision = "bf16";
+  EXPECT_EQ(TrainLanguageModel(c, ctx).status().code(), common::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace shammie::workers::lm
