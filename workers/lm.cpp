@@ -6,6 +6,7 @@
 #include <ATen/autocast_mode.h>
 
 #include <iostream>
+#include <optional>
 
 #include <chrono>
 #include <cmath>
@@ -18,6 +19,7 @@
 #include "cluster/launch_env.hpp"
 #include "common/schema.hpp"
 #include "storage/checkpoint_store.hpp"
+#include "workers/dataset.hpp"
 #include "workers/lm_torch.hpp"
 
 namespace shammie::workers {
@@ -74,6 +76,7 @@ struct Scored {
   Tensor loss_sum;
   Tensor example_loss;  // [B] summed over each example's answer tokens
   Tensor exact;  // [B] bool
+  Tensor correct_tokens;  // scalar: answer positions whose argmax is the target
 };
 
 Scored Score(Transformer& model, const Batch& host) {
@@ -94,6 +97,7 @@ Scored Score(Transformer& model, const Batch& host) {
   s.example_loss = (ce * m).view({batch.mask.size(0), -1}).sum(-1);
   Tensor wrong = (logits.argmax(-1) != batch.target).to(torch::kFloat32) * batch.mask;
   s.exact = wrong.sum(-1) == 0;
+  s.correct_tokens = batch.mask.sum() - wrong.sum();
   return s;
 }
 
@@ -197,6 +201,52 @@ Evaluation Evaluate(Transformer& model, const std::vector<Example>& set) {
   e.loss = tokens > 0 ? loss / tokens : 0;
   e.accuracy = set.empty() ? 0 : exact / static_cast<double>(set.size());
   return e;
+}
+
+// Windows of token shards: predict tokens 1..n from 0..n-1, every position counts.
+Batch MakeWindowBatch(const std::vector<std::vector<int32_t>>& windows) {
+  const auto b = static_cast<int64_t>(windows.size());
+  const auto t = static_cast<int64_t>(windows.empty() ? 0 : windows[0].size() - 1);
+  Tensor all = torch::empty({b, t + 1}, torch::kInt64);
+  auto a = all.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t j = 0; j <= t; ++j) a[i][j] = windows[static_cast<size_t>(i)][static_cast<size_t>(j)];
+  }
+  Batch batch;
+  batch.input = all.narrow(1, 0, t).contiguous();
+  batch.target = all.narrow(1, 1, t).contiguous();
+  batch.mask = torch::ones({b, t}, torch::kFloat32);
+  batch.answer_tokens = b * t;
+  return batch;
+}
+
+// Loss per token and next-token accuracy over windows.
+Evaluation EvaluateWindows(Transformer& model, const std::vector<std::vector<int32_t>>& set) {
+  torch::NoGradGuard guard;
+  model->eval();
+  double loss = 0, correct = 0, tokens = 0;
+  for (size_t i = 0; i < set.size(); i += 64) {
+    std::vector<std::vector<int32_t>> chunk(set.begin() + static_cast<std::ptrdiff_t>(i),
+                                            set.begin() + static_cast<std::ptrdiff_t>(std::min(set.size(), i + 64)));
+    Batch b = MakeWindowBatch(chunk);
+    Scored s = Score(model, b);
+    loss += s.loss_sum.item<double>();
+    correct += s.correct_tokens.item<double>();
+    tokens += static_cast<double>(b.answer_tokens);
+  }
+  model->train();
+  Evaluation e;
+  e.loss = tokens > 0 ? loss / tokens : 0;
+  e.accuracy = tokens > 0 ? correct / tokens : 0;
+  return e;
+}
+
+// Up to n windows of a split, in stream order (a fixed evaluation set).
+std::vector<std::vector<int32_t>> EvalWindows(const TokenDataset& data, Split split, int64_t n) {
+  std::vector<std::vector<int32_t>> out;
+  const int64_t count = std::min(n, data.WindowCount(split));
+  for (int64_t i = 0; i < count; ++i) out.push_back(data.Window(split, i));
+  return out;
 }
 
 common::Status Validate(const TrainConfig& c, int gang_size) {
@@ -359,14 +409,32 @@ common::Status AllreduceGradientsOnDevice(Transformer& model, cluster::DeviceCol
 common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobContext& ctx) {
   cluster::Collectives& gang = ctx.collectives();
   SHAMMIE_RETURN_IF_ERROR(Validate(config, gang.size()));
-  SHAMMIE_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTask> task, SyntheticTask::Make(config.task));
-  if (task->MaxTokens() + 1 > config.model.max_len) {
-    return common::InvalidArgument("examples of this task need " + std::to_string(task->MaxTokens() + 1) +
-                                   " positions; raise max_len");
+  std::unique_ptr<SyntheticTask> task;
+  std::optional<TokenDataset> data;
+  int64_t vocab = Tokenizer::VocabSize();
+  if (config.data.empty()) {
+    SHAMMIE_ASSIGN_OR_RETURN(task, SyntheticTask::Make(config.task));
+    if (task->MaxTokens() + 1 > config.model.max_len) {
+      return common::InvalidArgument("examples of this task need " + std::to_string(task->MaxTokens() + 1) +
+                                     " positions; raise max_len");
+    }
+  } else {
+    TokenDatasetOptions options;
+    options.window = config.window;
+    options.validation_fraction = 0.1;
+    options.test_fraction = 0.1;
+    SHAMMIE_ASSIGN_OR_RETURN(TokenDataset opened, TokenDataset::Open(config.data, options));
+    data.emplace(std::move(opened));
+    for (Split split : {Split::kTrain, Split::kValidation, Split::kTest}) SHAMMIE_RETURN_IF_ERROR(data->CheckSplit(split));
+    if (config.window > config.model.max_len) {
+      return common::InvalidArgument("window (" + std::to_string(config.window) + ") exceeds max_len (" +
+                                     std::to_string(config.model.max_len) + ")");
+    }
+    vocab = data->vocab_size();
   }
   torch::set_num_threads(static_cast<int>(config.threads));
   SHAMMIE_ASSIGN_OR_RETURN(const torch::Device device, TrainingDevice(config));
-  Transformer model(config.model, Tokenizer::VocabSize(), common::DeriveSeed(config.seed, "init", 0));
+  Transformer model(config.model, vocab, common::DeriveSeed(config.seed, "init", 0));
   std::string optimizer_bytes;  // a resumed job's optimizer state, loaded once the model is on its device
   lm::TrainState st;
   st.best_val = std::numeric_limits<double>::infinity();
@@ -424,8 +492,18 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     ctx.ReportMetric(name, step, value);
   };
 
-  const std::vector<Example> val = EvalSet(*task, Split::kValidation, config.eval_examples);
-  const std::vector<Example> test = EvalSet(*task, Split::kTest, config.eval_examples);
+  std::vector<Example> val, test;
+  std::vector<std::vector<int32_t>> val_windows, test_windows;
+  if (task) {
+    val = EvalSet(*task, Split::kValidation, config.eval_examples);
+    test = EvalSet(*task, Split::kTest, config.eval_examples);
+  } else {
+    val_windows = EvalWindows(*data, Split::kValidation, config.eval_examples);
+    test_windows = EvalWindows(*data, Split::kTest, config.eval_examples);
+  }
+  auto evaluate = [&](bool on_test) {
+    return task ? Evaluate(model, on_test ? test : val) : EvaluateWindows(model, on_test ? test_windows : val_windows);
+  };
   for (const auto& p : model->parameters()) result.parameters += p.numel();
   const int64_t per_rank = config.batch / gang.size();
   const int64_t micro = per_rank / config.accumulation;
@@ -436,19 +514,27 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     // The global batch of this step, the same on every rank; rank r takes its slice.
     common::SplitMix64 rng(common::DeriveSeed(config.seed, "batch", static_cast<uint64_t>(step)));
     std::vector<Example> global;
-    global.reserve(static_cast<size_t>(config.batch));
+    std::vector<std::vector<int32_t>> global_windows;
     int64_t global_tokens = 0;
     for (int64_t i = 0; i < config.batch; ++i) {
-      global.push_back(task->Sample(Split::kTrain, rng));
-      global_tokens += static_cast<int64_t>(global.back().answer.size());
+      if (task) {
+        global.push_back(task->Sample(Split::kTrain, rng));
+        global_tokens += static_cast<int64_t>(global.back().answer.size());
+      } else {
+        global_windows.push_back(data->SampleWindow(Split::kTrain, rng));
+        global_tokens += config.window;
+      }
     }
     const double lr = LearningRate(config, step);
     for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
     optimizer->zero_grad();
     double step_loss = 0;
     for (int64_t m = 0; m < config.accumulation; ++m) {
-      const auto first = global.begin() + static_cast<std::ptrdiff_t>(gang.rank() * per_rank + m * micro);
-      Batch b = MakeBatch(std::vector<Example>(first, first + static_cast<std::ptrdiff_t>(micro)));
+      const auto first = static_cast<std::ptrdiff_t>(gang.rank() * per_rank + m * micro);
+      Batch b = task ? MakeBatch(std::vector<Example>(global.begin() + first,
+                                                      global.begin() + first + static_cast<std::ptrdiff_t>(micro)))
+                     : MakeWindowBatch(std::vector<std::vector<int32_t>>(
+                           global_windows.begin() + first, global_windows.begin() + first + static_cast<std::ptrdiff_t>(micro)));
       // Normalised by the global batch's answer tokens: the gang's summed
       // gradient is the gradient of the whole batch's mean loss.
       Tensor loss;
@@ -478,7 +564,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
       st.window_steps = 0;
     }
     if (st.step % config.eval_every == 0 || st.step == config.steps) {
-      const Evaluation e = Evaluate(model, val);
+      const Evaluation e = evaluate(false);
       report("val_loss", st.step, e.loss);
       report("val_accuracy", st.step, e.accuracy);
       if (e.loss < st.best_val - 1e-6) {
@@ -516,14 +602,14 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     if (name == "val_accuracy" && result.val_accuracy == 0) result.val_accuracy = value;
   }
   result.tokens_per_second = seconds > 0 ? static_cast<double>(tokens * gang.size()) / seconds : 0;
-  result.test_accuracy = Evaluate(model, test).accuracy;
+  result.test_accuracy = evaluate(true).accuracy;
   ctx.ReportMetric("test_accuracy", result.steps, result.test_accuracy);
   ctx.ReportMetric("tokens_per_second", result.steps, result.tokens_per_second);
   ctx.ReportMetric("parameters", 0, static_cast<double>(result.parameters));
   for (auto& p : model->parameters()) {
     Tensor c = p.detach().to(torch::kCPU).contiguous();
-    const auto* data = static_cast<const float*>(c.data_ptr());
-    result.flat_parameters.insert(result.flat_parameters.end(), data, data + c.numel());
+    const auto* values = static_cast<const float*>(c.data_ptr());
+    result.flat_parameters.insert(result.flat_parameters.end(), values, values + c.numel());
   }
   for (const auto& m : st.metrics) result.metrics.push_back(m);
   return result;
@@ -545,6 +631,10 @@ common::Result<Split> SplitFromName(const std::string& name) {
 common::Result<std::unique_ptr<SyntheticTask>> TaskFor(const JobContext& ctx, const lm::Checkpoint& trained) {
   const nlohmann::json& c = ctx.config();
   const bool same = c.value("trained_task", true);
+  if (same && trained.job_config.contains("data") && !trained.job_config["data"].empty()) {
+    return common::InvalidArgument("the upstream model was trained on token shards (data), not a synthetic task; "
+                                   "set trained_task = false and name a task");
+  }
   if (same) {  // task keys set while they are ignored would be a silent surprise
     common::Schema keys;
     DeclareTaskKeys(keys);
@@ -590,6 +680,8 @@ common::Status RunLmTrain(JobContext& ctx) {
   t.threads = c["threads"].get<int64_t>();
   t.checkpoint_every = c.value("checkpoint_every", int64_t{0});
   t.device = c.value("device", std::string("cpu"));
+  if (c.contains("data") && c["data"].is_array()) t.data = c["data"].get<std::vector<std::string>>();
+  t.window = c.value("window", int64_t{64});
   t.precision = c.value("precision", std::string("fp32"));
   t.init = c.value("init", std::string("auto"));
   t.seed = ctx.seed();

@@ -36,6 +36,11 @@ struct ModelConfig {
 
 struct TrainConfig {
   TaskSpec task;
+  // Token shards of real data (workers/dataset.hpp) instead of `task`:
+  // next-token loss on windows of `window` tokens; val/test accuracy is
+  // next-token accuracy. Empty: the synthetic task.
+  std::vector<std::string> data;
+  int64_t window = 64;
   ModelConfig model;
   int64_t steps = 200;
   int64_t batch = 32;         // global batch (examples per optimizer step, all ranks together)

@@ -89,6 +89,11 @@ void RegisterLmKinds(KindRegistry& registry) {
             "match) and records the checkpoint as artifact \"model\". A stopped job resumes from its checkpoint.";
     k.config = common::Schema(k.name, k.doc);
     DeclareTaskKeys(k.config);
+    k.config.Add("data", common::ValueType::kStringList).Default(nlohmann::json::array())
+        .Doc("Token shards of real data (NAME.bin + NAME.json, see docs/runtime.md; paths absolute or relative to "
+             "where shammie runs) to train on instead of the task: next-token loss on windows, 10% of documents for "
+             "validation and 10% for test.");
+    k.config.Int("window").Default(64).Range(1, 1 << 20).Doc("With data: tokens per training window (<= max_len).");
     DeclareModelKeys(k.config);
     k.config.Int("steps").Default(300).Range(1, 10000000).Doc("Optimizer steps.");
     k.config.Int("batch").Default(32).Range(1, 1 << 20).Doc("Global batch: examples per step over all ranks.");

@@ -253,7 +253,8 @@ namespace shammie::workers::lm {
 namespace {
 
 // CUDA is asked for and absent: a clear error, never a quiet CPU run. (On a
-// machine with a CUDA LibTorch and a GPU, bench/gpu_check.sh trains for real.)
+// machine with a CUDA LibTorch and a GPU this test skips; the CUDA training
+// path has not run on a GPU yet: no device was lent.)
 TEST(LmDeviceTest, CudaWithoutCudaIsUnavailableNotAFallback) {
   TrainConfig c;
   c.task.family = "copy";
