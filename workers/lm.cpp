@@ -4,117 +4,25 @@
 
 #include <torch/torch.h>
 
+#include <iostream>
+
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
+#include "common/hash.hpp"
 #include "common/random.hpp"
+#include "common/schema.hpp"
+#include "storage/checkpoint_store.hpp"
+#include "workers/lm_model.hpp"
 
 namespace shammie::workers {
 
 namespace {
 
 using torch::Tensor;
-namespace nn = torch::nn;
-
-// --- model ---
-
-struct RMSNormImpl : nn::Module {
-  explicit RMSNormImpl(int64_t d) { weight = register_parameter("weight", torch::ones({d})); }
-  Tensor forward(const Tensor& x) { return x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * weight; }
-  Tensor weight;
-};
-TORCH_MODULE(RMSNorm);
-
-nn::Linear MakeLinear(int64_t in, int64_t out) { return nn::Linear(nn::LinearOptions(in, out).bias(false)); }
-
-// Rotary positions, Llama's "rotate half" form: the head dimension's two
-// halves are the real and imaginary parts.
-Tensor Rope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
-  const int64_t half = x.size(-1) / 2;
-  Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
-  return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
-}
-
-struct BlockImpl : nn::Module {
-  BlockImpl(int64_t d, int64_t heads, int64_t ff) : heads_(heads), head_dim_(d / heads) {
-    attn_norm = register_module("attn_norm", RMSNorm(d));
-    wq = register_module("wq", MakeLinear(d, d));
-    wk = register_module("wk", MakeLinear(d, d));
-    wv = register_module("wv", MakeLinear(d, d));
-    wo = register_module("wo", MakeLinear(d, d));
-    mlp_norm = register_module("mlp_norm", RMSNorm(d));
-    w1 = register_module("w1", MakeLinear(d, ff));
-    w3 = register_module("w3", MakeLinear(d, ff));
-    w2 = register_module("w2", MakeLinear(ff, d));
-  }
-  Tensor forward(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& mask) {
-    const int64_t b = x.size(0), t = x.size(1), d = x.size(2);
-    Tensor h = attn_norm(x);
-    auto split = [&](const Tensor& y) { return y.view({b, t, heads_, head_dim_}).transpose(1, 2); };
-    Tensor q = Rope(split(wq(h)), cos, sin), k = Rope(split(wk(h)), cos, sin), v = split(wv(h));
-    Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
-    att = torch::softmax(att.masked_fill(mask, -std::numeric_limits<float>::infinity()), -1);
-    Tensor y = torch::matmul(att, v).transpose(1, 2).reshape({b, t, d});
-    Tensor out = x + wo(y);
-    Tensor m = mlp_norm(out);
-    return out + w2(torch::silu(w1(m)) * w3(m));
-  }
-  int64_t heads_, head_dim_;
-  RMSNorm attn_norm{nullptr}, mlp_norm{nullptr};
-  nn::Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr}, w1{nullptr}, w2{nullptr}, w3{nullptr};
-};
-TORCH_MODULE(Block);
-
-struct TransformerImpl : nn::Module {
-  TransformerImpl(const ModelConfig& c, int64_t vocab, uint64_t seed) : config(c) {
-    const int64_t d = c.d_model;
-    int64_t ff = c.d_ff;
-    if (ff <= 0) ff = ((8 * d / 3) + 7) / 8 * 8;
-    embed = register_module("embed", nn::Embedding(vocab, d));
-    for (int64_t i = 0; i < c.layers; ++i) blocks.push_back(register_module("block" + std::to_string(i), Block(d, c.heads, ff)));
-    norm = register_module("norm", RMSNorm(d));
-    if (!c.tied_embeddings) lm_head = register_module("lm_head", MakeLinear(d, vocab));
-    score_head = register_module("score_head", nn::Linear(d, 1));
-    // Explicit initialisation (the defaults differ across LibTorch versions),
-    // from a generator of our own: the global one is shared by every thread.
-    torch::NoGradGuard guard;
-    at::Generator gen = at::detail::createCPUGenerator(seed);
-    for (auto& p : named_parameters()) {
-      if (p.key().find("norm") != std::string::npos) continue;
-      if (p.key().find("bias") != std::string::npos) {
-        p.value().zero_();
-      } else {
-        p.value().normal_(0.0, 0.02, gen);
-      }
-    }
-    const int64_t half = d / c.heads / 2;
-    Tensor inv = 1.0 / torch::pow(10000.0, torch::arange(0, half, torch::kFloat64) / static_cast<double>(half));
-    Tensor angles = torch::outer(torch::arange(0, c.max_len, torch::kFloat64), inv);
-    cos_ = register_buffer("rope_cos", angles.cos().to(torch::kFloat32));
-    sin_ = register_buffer("rope_sin", angles.sin().to(torch::kFloat32));
-  }
-  // Hidden states [B, T, d] of tokens [B, T].
-  Tensor forward(const Tensor& tokens) {
-    const int64_t t = tokens.size(1);
-    Tensor mask = torch::ones({t, t}, torch::kBool).triu(1);
-    Tensor cos = cos_.narrow(0, 0, t), sin = sin_.narrow(0, 0, t);
-    Tensor x = embed(tokens);
-    for (auto& b : blocks) x = b(x, cos, sin, mask);
-    return norm(x);
-  }
-  Tensor Logits(const Tensor& hidden) {
-    return config.tied_embeddings ? torch::matmul(hidden, embed->weight.t()) : lm_head(hidden);
-  }
-  ModelConfig config;
-  nn::Embedding embed{nullptr};
-  std::vector<Block> blocks;
-  RMSNorm norm{nullptr};
-  nn::Linear lm_head{nullptr}, score_head{nullptr};
-  Tensor cos_, sin_;
-};
-TORCH_MODULE(Transformer);
+using lm::Transformer;
 
 // --- batches ---
 
@@ -161,6 +69,7 @@ Batch MakeBatch(const std::vector<Example>& examples) {
 // answer exactly, EOS included).
 struct Scored {
   Tensor loss_sum;
+  Tensor example_loss;  // [B] summed over each example's answer tokens
   Tensor exact;  // [B] bool
 };
 
@@ -172,6 +81,7 @@ Scored Score(Transformer& model, const Batch& batch) {
   Tensor m = batch.mask.reshape({-1});
   Scored s;
   s.loss_sum = (ce * m).sum();
+  s.example_loss = (ce * m).view({batch.mask.size(0), -1}).sum(-1);
   Tensor wrong = (logits.argmax(-1) != batch.target).to(torch::kFloat32) * batch.mask;
   s.exact = wrong.sum(-1) == 0;
   return s;
@@ -241,11 +151,16 @@ double LearningRate(const TrainConfig& c, int64_t step) {  // step is 0-based
 }
 
 // A fixed evaluation set of a split: every example when the task is small,
-// else `n` drawn with a seed derived from the task (the same for every run).
-std::vector<Example> EvalSet(const SyntheticTask& task, Split split, int64_t n, uint64_t seed) {
+// else `n` drawn with a seed derived from the task's prompt distribution (not
+// from the job: every job of a sweep, and every variant of a task family, is
+// scored on the same prompts).
+std::vector<Example> EvalSet(const SyntheticTask& task, Split split, int64_t n) {
   std::vector<Example> all = task.Enumerate(split, 4096);
   if (!all.empty()) return all;
-  common::SplitMix64 rng(common::DeriveSeed(seed, "eval", static_cast<uint64_t>(split)));
+  const TaskSpec& t = task.spec();
+  const std::string key = t.family + "/" + std::to_string(t.modulus) + "/" + std::to_string(t.length) + "/" +
+                          std::to_string(t.alphabet) + "/" + std::to_string(t.operations) + "/" + t.rule;
+  common::SplitMix64 rng(common::DeriveSeed(common::Hash64(key), "eval", static_cast<uint64_t>(split)));
   for (int64_t i = 0; i < n; ++i) all.push_back(task.Sample(split, rng));
   return all;
 }
@@ -289,6 +204,73 @@ common::Status Validate(const TrainConfig& c, int gang_size) {
   return common::Status::Ok();
 }
 
+int64_t ResolvedFf(const ModelConfig& m) { return m.d_ff > 0 ? m.d_ff : ((8 * m.d_model / 3) + 7) / 8 * 8; }
+
+bool SameArchitecture(const ModelConfig& a, const ModelConfig& b) {
+  ModelConfig x = a, y = b;
+  x.d_ff = ResolvedFf(a);
+  y.d_ff = ResolvedFf(b);
+  return x == y;
+}
+
+std::string Describe(const ModelConfig& m) {
+  return "d_model " + std::to_string(m.d_model) + ", layers " + std::to_string(m.layers) + ", heads " +
+         std::to_string(m.heads) + ", d_ff " + std::to_string(ResolvedFf(m)) + ", max_len " +
+         std::to_string(m.max_len) + (m.tied_embeddings ? ", tied" : ", untied") + ", classes " +
+         std::to_string(m.classes);
+}
+
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainConfig& config, Transformer& model) {
+  if (config.optimizer == "sgd") {
+    return std::make_unique<torch::optim::SGD>(
+        model->parameters(),
+        torch::optim::SGDOptions(config.learning_rate).momentum(0.9).weight_decay(config.weight_decay));
+  }
+  return std::make_unique<torch::optim::AdamW>(
+      model->parameters(),
+      torch::optim::AdamWOptions(config.learning_rate).weight_decay(config.weight_decay).betas({0.9, 0.95}));
+}
+
+// The one upstream model a job reads (lm.eval, lm.sample, lm.train with init
+// = "upstream"); nullptr when there is none and `required` is false.
+common::Result<const Artifact*> UpstreamModel(const JobContext& ctx, bool required, const std::string& kind) {
+  std::vector<const Artifact*> models;
+  for (const auto& a : ctx.inputs()) {
+    if (a.name == "model") models.push_back(&a);
+  }
+  if (models.size() > 1) {
+    std::string ids;
+    for (const auto* m : models) ids += (ids.empty() ? "" : ", ") + m->job_id;
+    return common::InvalidArgument(kind + " reads one upstream model but job " + ctx.job_id() + " has " +
+                                   std::to_string(models.size()) + " (from " + ids +
+                                   "); depend on one training job per " + kind + " job (sweep.over)");
+  }
+  if (models.empty()) {
+    if (!required) return static_cast<const Artifact*>(nullptr);
+    return common::InvalidArgument(kind + " needs an upstream job that recorded a model (an lm.train stage in "
+                                   "depends_on); job " + ctx.job_id() + " has none");
+  }
+  return models.front();
+}
+
+// Writes the model and training state (gang rank 0) and records it as the
+// job's "model". No-op in a context that keeps no files.
+common::Status SaveCheckpoint(JobContext& ctx, Transformer& model, torch::optim::Optimizer& optimizer,
+                              const TrainConfig& config, const lm::TrainState& state) {
+  if (ctx.collectives().rank() != 0 || ctx.artifact_dir().empty()) return common::Status::Ok();
+  lm::Checkpoint c;
+  c.model = model->config;
+  c.vocab = model->vocab;
+  c.job_config = ctx.config();
+  c.optimizer = config.optimizer;
+  c.model_bytes = lm::SaveModule(*model);
+  c.optimizer_bytes = lm::SaveOptimizer(optimizer);
+  c.state = state;
+  SHAMMIE_ASSIGN_OR_RETURN(std::string path,
+                           storage::WriteContentAddressed(ctx.artifact_dir(), lm::SerializeCheckpoint(c), "ckpt"));
+  return ctx.RecordArtifact("model", path);
+}
+
 }  // namespace
 
 common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobContext& ctx) {
@@ -301,32 +283,61 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
   }
   torch::set_num_threads(static_cast<int>(config.threads));
   Transformer model(config.model, Tokenizer::VocabSize(), common::DeriveSeed(config.seed, "init", 0));
-  SHAMMIE_RETURN_IF_ERROR(BroadcastParameters(model, gang));
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
-  if (config.optimizer == "sgd") {
-    optimizer = std::make_unique<torch::optim::SGD>(
-        model->parameters(),
-        torch::optim::SGDOptions(config.learning_rate).momentum(0.9).weight_decay(config.weight_decay));
-  } else {
-    optimizer = std::make_unique<torch::optim::AdamW>(
-        model->parameters(),
-        torch::optim::AdamWOptions(config.learning_rate).weight_decay(config.weight_decay).betas({0.9, 0.95}));
-  }
-  const std::vector<Example> val = EvalSet(*task, Split::kValidation, config.eval_examples, config.seed);
-  const std::vector<Example> test = EvalSet(*task, Split::kTest, config.eval_examples, config.seed);
+  std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(config, model);
+  lm::TrainState st;
+  st.best_val = std::numeric_limits<double>::infinity();
 
+  // Where to start: this job's own last checkpoint (a resumed or retried
+  // attempt), else the upstream model (fine-tuning), else the seed.
+  bool resumed = false;
   TrainResult result;
+  if (const Artifact* prev = ctx.PreviousArtifact("model")) {
+    auto bytes = storage::ReadVerified(prev->path);
+    common::Result<lm::Checkpoint> ck = bytes.ok() ? lm::ParseCheckpoint(*bytes, prev->path)
+                                                   : common::Result<lm::Checkpoint>(bytes.status());
+    if (!ck.ok()) return ck.status().WithContext("resuming from this job's checkpoint");
+    if (!SameArchitecture(ck->model, config.model) || ck->optimizer != config.optimizer ||
+        ck->job_config != ctx.config()) {
+      return common::FailedPrecondition(prev->path + " was written by a different configuration; not resuming");
+    }
+    SHAMMIE_RETURN_IF_ERROR(lm::LoadModule(*model, ck->model_bytes, prev->path));
+    SHAMMIE_RETURN_IF_ERROR(lm::LoadOptimizer(*optimizer, ck->optimizer_bytes, prev->path));
+    st = ck->state;
+    resumed = true;
+    result.resumed_from = st.step;
+  }
+  if (!resumed && config.init != "scratch") {
+    SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, UpstreamModel(ctx, config.init == "upstream", "lm.train"));
+    if (up) {
+      SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(up->path));
+      if (!SameArchitecture(loaded.checkpoint.model, config.model)) {
+        return common::InvalidArgument("the upstream model (" + Describe(loaded.checkpoint.model) +
+                                       ") does not match this job's architecture (" + Describe(config.model) +
+                                       "); use the same model keys, or init = \"scratch\"");
+      }
+      SHAMMIE_RETURN_IF_ERROR(lm::LoadModule(*model, loaded.checkpoint.model_bytes, up->path));
+      result.initialized_from = up->job_id;
+    }
+  }
+  if (!resumed) SHAMMIE_RETURN_IF_ERROR(BroadcastParameters(model, gang));
+  model->train();
+  // A resumed attempt reports the curve so far again: results.h5 keeps the
+  // metrics of the attempt that succeeds, and that curve must be whole.
+  for (const auto& [name, step, value] : st.metrics) ctx.ReportMetric(name, step, value);
+  auto report = [&](const std::string& name, int64_t step, double value) {
+    st.metrics.emplace_back(name, step, value);
+    ctx.ReportMetric(name, step, value);
+  };
+
+  const std::vector<Example> val = EvalSet(*task, Split::kValidation, config.eval_examples);
+  const std::vector<Example> test = EvalSet(*task, Split::kTest, config.eval_examples);
   for (const auto& p : model->parameters()) result.parameters += p.numel();
   const int64_t per_rank = config.batch / gang.size();
   const int64_t micro = per_rank / config.accumulation;
-  double best_val = std::numeric_limits<double>::infinity();
-  int64_t bad_evals = 0;
-  double window_loss = 0;
-  int64_t window_steps = 0;
   int64_t tokens = 0;
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t step = 0; step < config.steps; ++step) {
-    if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "cancelled at step " + std::to_string(step));
+  while (!st.finished && st.step < config.steps) {
+    const int64_t step = st.step;
     // The global batch of this step, the same on every rank; rank r takes its slice.
     common::SplitMix64 rng(common::DeriveSeed(config.seed, "batch", static_cast<uint64_t>(step)));
     std::vector<Example> global;
@@ -353,34 +364,58 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     SHAMMIE_RETURN_IF_ERROR(AllreduceGradients(model, gang));
     if (config.clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), config.clip);
     optimizer->step();
-    std::vector<double> loss_sum = {step_loss};
-    SHAMMIE_RETURN_IF_ERROR(gang.AllreduceSum(std::span<double>(loss_sum)));
-    window_loss += loss_sum[0];
-    ++window_steps;
-    result.steps = step + 1;
-    if ((step + 1) % config.log_every == 0 || step + 1 == config.steps) {
-      result.train_loss = window_loss / static_cast<double>(window_steps);
-      ctx.ReportMetric("loss", step + 1, result.train_loss);
-      ctx.ReportMetric("lr", step + 1, lr);
-      window_loss = 0;
-      window_steps = 0;
+    // The loss and the stop decision travel together: every member of the
+    // gang stops after the same step.
+    std::vector<double> shared = {step_loss, ctx.cancelled() ? 1.0 : 0.0};
+    SHAMMIE_RETURN_IF_ERROR(gang.AllreduceSum(std::span<double>(shared)));
+    st.window_loss += shared[0];
+    ++st.window_steps;
+    st.tokens += static_cast<int64_t>(global_tokens);
+    st.step = step + 1;
+    if (st.step % config.log_every == 0 || st.step == config.steps) {
+      report("loss", st.step, st.window_loss / static_cast<double>(st.window_steps));
+      report("lr", st.step, lr);
+      st.window_loss = 0;
+      st.window_steps = 0;
     }
-    if ((step + 1) % config.eval_every == 0 || step + 1 == config.steps) {
+    if (st.step % config.eval_every == 0 || st.step == config.steps) {
       const Evaluation e = Evaluate(model, val);
-      result.val_loss = e.loss;
-      result.val_accuracy = e.accuracy;
-      ctx.ReportMetric("val_loss", step + 1, e.loss);
-      ctx.ReportMetric("val_accuracy", step + 1, e.accuracy);
-      if (e.loss < best_val - 1e-6) {
-        best_val = e.loss;
-        bad_evals = 0;
-      } else if (config.patience > 0 && ++bad_evals >= config.patience) {
-        ctx.ReportMetric("early_stop", step + 1, 1);
-        break;
+      report("val_loss", st.step, e.loss);
+      report("val_accuracy", st.step, e.accuracy);
+      if (e.loss < st.best_val - 1e-6) {
+        st.best_val = e.loss;
+        st.bad_evals = 0;
+      } else if (config.patience > 0 && ++st.bad_evals >= config.patience) {
+        report("early_stop", st.step, 1);
+        st.finished = true;
       }
     }
+    if (shared[1] > 0 && !st.finished && st.step < config.steps) {
+      SHAMMIE_RETURN_IF_ERROR(SaveCheckpoint(ctx, model, *optimizer, config, st));
+      return common::Status(common::StatusCode::kCancelled,
+                            "stopped after step " + std::to_string(st.step) + "; checkpoint saved, a resume continues");
+    }
+    if (config.checkpoint_every > 0 && st.step % config.checkpoint_every == 0 && st.step < config.steps) {
+      SHAMMIE_RETURN_IF_ERROR(SaveCheckpoint(ctx, model, *optimizer, config, st));
+    }
   }
+  st.finished = true;
+  SHAMMIE_RETURN_IF_ERROR(SaveCheckpoint(ctx, model, *optimizer, config, st));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.steps = st.step;
+  bool have_loss = false, have_val = false;
+  for (auto it = st.metrics.rbegin(); it != st.metrics.rend(); ++it) {  // the latest of each
+    const auto& [name, step, value] = *it;
+    if (name == "loss" && !have_loss) {
+      result.train_loss = value;
+      have_loss = true;
+    }
+    if (name == "val_loss" && !have_val) {
+      result.val_loss = value;
+      have_val = true;
+    }
+    if (name == "val_accuracy" && result.val_accuracy == 0) result.val_accuracy = value;
+  }
   result.tokens_per_second = seconds > 0 ? static_cast<double>(tokens * gang.size()) / seconds : 0;
   result.test_accuracy = Evaluate(model, test).accuracy;
   ctx.ReportMetric("test_accuracy", result.steps, result.test_accuracy);
@@ -391,21 +426,57 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     const auto* data = static_cast<const float*>(c.data_ptr());
     result.flat_parameters.insert(result.flat_parameters.end(), data, data + c.numel());
   }
+  for (const auto& m : st.metrics) result.metrics.push_back(m);
   return result;
 }
+
+namespace {
+
+common::Result<TaskSpec> TaskFromConfig(const nlohmann::json& c) { return TaskSpecFromConfig(c); }
+
+common::Result<Split> SplitFromName(const std::string& name) {
+  if (name == "train") return Split::kTrain;
+  if (name == "validation") return Split::kValidation;
+  if (name == "test") return Split::kTest;
+  return common::InvalidArgument("split must be train, validation or test, not \"" + name + "\"");
+}
+
+// The task an lm.eval / lm.sample job works on: the one the model was trained
+// on (task = "trained"), or the one its own keys describe.
+common::Result<std::unique_ptr<SyntheticTask>> TaskFor(const JobContext& ctx, const lm::Checkpoint& trained) {
+  const nlohmann::json& c = ctx.config();
+  const bool same = c.value("trained_task", true);
+  if (same) {  // task keys set while they are ignored would be a silent surprise
+    common::Schema keys;
+    DeclareTaskKeys(keys);
+    for (const auto& k : keys.keys()) {
+      if (c.contains(k.name) && c[k.name] != k.default_value) {
+        return common::InvalidArgument("task key `" + k.name + "` is set but trained_task = true uses the upstream "
+                                       "model's task; set trained_task = false to evaluate on another task");
+      }
+    }
+  }
+  SHAMMIE_ASSIGN_OR_RETURN(TaskSpec spec, TaskFromConfig(same ? trained.job_config : c));
+  return SyntheticTask::Make(spec);
+}
+
+std::vector<int> PromptTokens(const Example& e) {
+  std::vector<int> p = {Tokenizer::kBos};
+  p.insert(p.end(), e.prompt.begin(), e.prompt.end());
+  return p;
+}
+
+}  // namespace
 
 common::Status RunLmTrain(JobContext& ctx) {
   const auto& c = ctx.config();
   TrainConfig t;
-  t.task.family = c["task"].get<std::string>();
-  t.task.modulus = c["modulus"].get<int64_t>();
-  t.task.shift = c["shift"].get<int64_t>();
-  t.task.length = c["length"].get<int64_t>();
-  t.task.alphabet = c["alphabet"].get<int64_t>();
+  SHAMMIE_ASSIGN_OR_RETURN(t.task, TaskFromConfig(c));
   t.model.d_model = c["d_model"].get<int64_t>();
   t.model.layers = c["layers"].get<int64_t>();
   t.model.heads = c["heads"].get<int64_t>();
   t.model.max_len = c["max_len"].get<int64_t>();
+  t.model.tied_embeddings = c.value("tied_embeddings", true);
   t.steps = c["steps"].get<int64_t>();
   t.batch = c["batch"].get<int64_t>();
   t.accumulation = c["accumulation"].get<int64_t>();
@@ -418,9 +489,171 @@ common::Status RunLmTrain(JobContext& ctx) {
   t.eval_examples = c["eval_examples"].get<int64_t>();
   t.patience = c["patience"].get<int64_t>();
   t.threads = c["threads"].get<int64_t>();
+  t.checkpoint_every = c.value("checkpoint_every", int64_t{0});
+  t.init = c.value("init", std::string("auto"));
   t.seed = ctx.seed();
   auto r = TrainLanguageModel(t, ctx);
   return r.ok() ? common::Status::Ok() : r.status();
+}
+
+common::Status RunLmEval(JobContext& ctx) {
+  const auto& c = ctx.config();
+  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, UpstreamModel(ctx, true, "lm.eval"));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(up->path));
+  SHAMMIE_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTask> task, TaskFor(ctx, loaded.checkpoint));
+  SHAMMIE_ASSIGN_OR_RETURN(Split split, SplitFromName(c["split"].get<std::string>()));
+  Transformer& model = loaded.model;
+  if (task->MaxTokens() + 1 > model->config.max_len) {
+    return common::InvalidArgument("examples of this task need " + std::to_string(task->MaxTokens() + 1) +
+                                   " positions; the model has max_len " + std::to_string(model->config.max_len));
+  }
+  const std::vector<Example> set = EvalSet(*task, split, c["examples"].get<int64_t>());
+  // Teacher-forced loss per example, then greedy generation in batches.
+  std::vector<double> answer_logprob(set.size());
+  double loss = 0, tokens = 0, forced_exact = 0;
+  std::vector<std::string> generated(set.size());
+  std::vector<int64_t> correct(set.size());
+  int64_t max_answer = 0;
+  for (const auto& e : set) max_answer = std::max<int64_t>(max_answer, static_cast<int64_t>(e.answer.size()));
+  lm::SampleOptions greedy;
+  greedy.temperature = 0;
+  greedy.max_new_tokens = max_answer;
+  greedy.stop_tokens = {Tokenizer::kEos};
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < set.size(); i += 256) {
+    if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "stopped during evaluation");
+    const size_t end = std::min(set.size(), i + 256);
+    std::vector<Example> chunk(set.begin() + static_cast<std::ptrdiff_t>(i), set.begin() + static_cast<std::ptrdiff_t>(end));
+    {
+      torch::NoGradGuard guard;
+      Batch b = MakeBatch(chunk);
+      Scored s = Score(model, b);
+      loss += s.loss_sum.item<double>();
+      tokens += static_cast<double>(b.answer_tokens);
+      forced_exact += s.exact.sum().item<double>();
+      Tensor per = s.example_loss.to(torch::kFloat64).contiguous();
+      for (size_t k = 0; k < chunk.size(); ++k) answer_logprob[i + k] = -per.data_ptr<double>()[k];
+    }
+    std::vector<std::vector<int>> prompts;
+    for (const auto& e : chunk) prompts.push_back(PromptTokens(e));
+    const std::vector<lm::Sampled> out = lm::Generate(model, prompts, greedy);
+    for (size_t k = 0; k < chunk.size(); ++k) {
+      generated[i + k] = Tokenizer::Decode(out[k].tokens);
+      correct[i + k] = task->Correct(chunk[k], out[k].tokens) ? 1 : 0;
+    }
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double n = static_cast<double>(std::max<size_t>(1, set.size()));
+  double accuracy = 0;
+  for (int64_t v : correct) accuracy += static_cast<double>(v);
+  ctx.ReportMetric("loss", 0, tokens > 0 ? loss / tokens : 0);
+  ctx.ReportMetric("accuracy", 0, accuracy / n);
+  ctx.ReportMetric("teacher_forced_accuracy", 0, forced_exact / n);
+  ctx.ReportMetric("examples", 0, static_cast<double>(set.size()));
+  ctx.ReportMetric("seconds", 0, seconds);
+  storage::Table table;
+  std::vector<int64_t> index(set.size());
+  std::vector<std::string> prompt(set.size()), answer(set.size());
+  for (size_t k = 0; k < set.size(); ++k) {
+    index[k] = static_cast<int64_t>(k);
+    prompt[k] = set[k].prompt_text;
+    answer[k] = set[k].answer_text;
+  }
+  table.columns.push_back({"example", std::move(index)});
+  table.columns.push_back({"prompt", std::move(prompt)});
+  table.columns.push_back({"answer", std::move(answer)});
+  table.columns.push_back({"generated", std::move(generated)});
+  table.columns.push_back({"correct", std::move(correct)});
+  table.columns.push_back({"answer_logprob", std::move(answer_logprob)});
+  return ctx.WriteTable("predictions", table);
+}
+
+common::Status RunLmSample(JobContext& ctx) {
+  const auto& c = ctx.config();
+  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, UpstreamModel(ctx, true, "lm.sample"));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(up->path));
+  SHAMMIE_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTask> task, TaskFor(ctx, loaded.checkpoint));
+  SHAMMIE_ASSIGN_OR_RETURN(Split split, SplitFromName(c["split"].get<std::string>()));
+  const std::vector<Example> prompts_set = EvalSet(*task, split, c["prompts"].get<int64_t>());
+  const size_t n_prompts = std::min(prompts_set.size(), static_cast<size_t>(c["prompts"].get<int64_t>()));
+  const int64_t per_prompt = c["samples"].get<int64_t>();
+  lm::SampleOptions o;
+  o.temperature = c["temperature"].get<double>();
+  o.top_k = c["top_k"].get<int64_t>();
+  o.top_p = c["top_p"].get<double>();
+  o.max_new_tokens = c["max_new_tokens"].get<int64_t>();
+  o.stop_tokens = {Tokenizer::kEos};
+  // Rows: prompt-major; row r has its own random stream (seed, r).
+  std::vector<std::vector<int>> rows;
+  std::vector<const Example*> row_example;
+  std::vector<int64_t> prompt_index, sample_index;
+  for (size_t p = 0; p < n_prompts; ++p) {
+    for (int64_t s = 0; s < per_prompt; ++s) {
+      rows.push_back(PromptTokens(prompts_set[p]));
+      row_example.push_back(&prompts_set[p]);
+      prompt_index.push_back(static_cast<int64_t>(p));
+      sample_index.push_back(s);
+    }
+  }
+  std::vector<std::string> text(rows.size()), prompt(rows.size());
+  std::vector<int64_t> ntokens(rows.size()), stopped(rows.size()), correct(rows.size());
+  std::vector<double> logprob(rows.size());
+  std::vector<std::string> token_logprobs(rows.size());
+  int64_t generated_tokens = 0;
+  const auto start = std::chrono::steady_clock::now();
+  const size_t batch = static_cast<size_t>(c["batch"].get<int64_t>());
+  for (size_t i = 0; i < rows.size(); i += batch) {
+    if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "stopped while sampling");
+    const size_t end = std::min(rows.size(), i + batch);
+    std::vector<std::vector<int>> chunk(rows.begin() + static_cast<std::ptrdiff_t>(i),
+                                        rows.begin() + static_cast<std::ptrdiff_t>(end));
+    lm::SampleOptions chunk_options = o;
+    chunk_options.seed = common::DeriveSeed(ctx.seed(), "rows", i);
+    const std::vector<lm::Sampled> out = lm::Generate(loaded.model, chunk, chunk_options);
+    for (size_t k = 0; k < out.size(); ++k) {
+      const size_t r = i + k;
+      text[r] = Tokenizer::Decode(out[k].tokens);
+      prompt[r] = row_example[r]->prompt_text;
+      ntokens[r] = static_cast<int64_t>(out[k].tokens.size());
+      stopped[r] = out[k].stopped ? 1 : 0;
+      correct[r] = task->Correct(*row_example[r], out[k].tokens) ? 1 : 0;
+      double sum = 0;
+      std::string per;
+      for (double lp : out[k].logprobs) {
+        sum += lp;
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%s%.17g", per.empty() ? "" : " ", lp);
+        per += buf;
+      }
+      logprob[r] = sum;
+      token_logprobs[r] = per;
+      generated_tokens += ntokens[r];
+    }
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double acc = 0, mean_lp = 0;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    acc += static_cast<double>(correct[r]);
+    mean_lp += logprob[r];
+  }
+  const double n = static_cast<double>(std::max<size_t>(1, rows.size()));
+  ctx.ReportMetric("accuracy", 0, acc / n);
+  ctx.ReportMetric("mean_logprob", 0, mean_lp / n);
+  ctx.ReportMetric("samples", 0, static_cast<double>(rows.size()));
+  ctx.ReportMetric("tokens_per_second", 0, seconds > 0 ? static_cast<double>(generated_tokens) / seconds : 0);
+  storage::Table table;
+  table.columns.push_back({"prompt_index", std::move(prompt_index)});
+  table.columns.push_back({"sample_index", std::move(sample_index)});
+  table.columns.push_back({"prompt", std::move(prompt)});
+  table.columns.push_back({"text", std::move(text)});
+  table.columns.push_back({"tokens", std::move(ntokens)});
+  table.columns.push_back({"stopped", std::move(stopped)});
+  table.columns.push_back({"correct", std::move(correct)});
+  table.columns.push_back({"logprob", std::move(logprob)});
+  table.columns.push_back({"token_logprobs", std::move(token_logprobs)});
+  return ctx.WriteTable("samples", table);
 }
 
 }  // namespace shammie::workers

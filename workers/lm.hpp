@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/status.hpp"
@@ -29,6 +30,8 @@ struct ModelConfig {
   int64_t d_ff = 0;  // 0: the SwiGLU default, 8/3 d_model rounded up to a multiple of 8
   int64_t max_len = 128;
   bool tied_embeddings = true;
+  int64_t classes = 0;  // classification head width; 0 = none
+  bool operator==(const ModelConfig&) const = default;
 };
 
 struct TrainConfig {
@@ -48,6 +51,10 @@ struct TrainConfig {
   int64_t patience = 0;       // evaluations without a better validation loss before stopping; 0 = off
   int64_t log_every = 10;
   int64_t threads = 1;        // intra-op threads per rank
+  int64_t checkpoint_every = 0;  // steps between checkpoints; 0: only at the end and when stopped
+  // "auto": start from the upstream job's model when there is one;
+  // "upstream": require one; "scratch": never.
+  std::string init = "auto";
   uint64_t seed = 0;
 };
 
@@ -59,6 +66,9 @@ struct TrainResult {
   double tokens_per_second = 0;   // training tokens (all ranks) per wall second
   int64_t parameters = 0;
   std::vector<float> flat_parameters;  // every parameter, in registration order (for tests)
+  int64_t resumed_from = 0;            // step of this job's checkpoint it continued from; 0 = fresh
+  std::string initialized_from;        // upstream job whose model it started from
+  std::vector<std::tuple<std::string, int64_t, double>> metrics;  // the whole curve, in report order
 };
 
 // Trains a fresh model on `config.task`, reporting metrics through `ctx`
@@ -67,8 +77,16 @@ struct TrainResult {
 // ranks * accumulation).
 common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobContext& ctx);
 
-// lm.train's code: TrainLanguageModel from the job's config (keys declared
-// in workers/lm_kinds.cpp).
+// The job kinds' code (keys declared in workers/lm_kinds.cpp):
+// - lm.train: TrainLanguageModel from the job's config; records the final
+//   checkpoint as artifact "model" (and one when stopped, which a resume
+//   continues from with the same loss curve).
+// - lm.eval: the upstream model on a split of a task: teacher-forced loss,
+//   greedy-generation exact match, and a per-example table "predictions".
+// - lm.sample: samples with temperature/top-k/top-p from the upstream model
+//   and stores them with their log-probabilities as table "samples".
 common::Status RunLmTrain(JobContext& ctx);
+common::Status RunLmEval(JobContext& ctx);
+common::Status RunLmSample(JobContext& ctx);
 
 }  // namespace shammie::workers

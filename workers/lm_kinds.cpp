@@ -7,6 +7,9 @@
 #include <memory>
 #include <mutex>
 
+#include "common/schema.hpp"
+#include "workers/tasks.hpp"
+
 namespace shammie::workers {
 
 namespace {
@@ -52,40 +55,96 @@ common::Status CallPlugin(const char* symbol, JobContext& ctx) {
 
 }  // namespace
 
-void RegisterLmKinds(KindRegistry& registry) {
-  JobKind k;
-  k.name = "lm.train";
-  k.doc = "Trains a small decoder-only transformer on a synthetic task (data-parallel over resources.ranks); reports "
-          "loss, lr, val_loss, val_accuracy, test_accuracy (exact match).";
-  k.config = common::Schema(k.name, k.doc);
-  k.config.Enum("task", {"modadd", "copy", "reverse", "sort", "rotate"}).Default("modadd").Doc("Task family.");
-  k.config.Int("modulus").Default(23).Range(2, 100000).Doc("modadd: the modulus p.");
-  k.config.Int("shift").Default(0).Range(-1000, 1000)
-      .Doc("modadd: added to every sum (a contradicting variant); rotate: positions.");
-  k.config.Int("length").Default(6).Range(1, 64).Doc("String tasks: string length.");
-  k.config.Int("alphabet").Default(8).Range(2, 26).Doc("String tasks: letters used.");
-  k.config.Int("d_model").Default(64).Range(8, 4096).Doc("Model width.");
-  k.config.Int("layers").Default(2).Range(1, 64).Doc("Transformer blocks.");
-  k.config.Int("heads").Default(4).Range(1, 64).Doc("Attention heads (d_model / heads must be even).");
-  k.config.Int("max_len").Default(64).Range(8, 8192).Doc("Longest sequence (rotary table size).");
-  k.config.Int("steps").Default(300).Range(1, 10000000).Doc("Optimizer steps.");
-  k.config.Int("batch").Default(32).Range(1, 1 << 20).Doc("Global batch: examples per step over all ranks.");
-  k.config.Int("accumulation").Default(1).Range(1, 1024).Doc("Micro-batches per step.");
-  k.config.Float("learning_rate").Default(3e-3).Min(0, true).Max(10).Doc("Peak learning rate.");
-  k.config.Enum("optimizer", {"adamw", "sgd"}).Default("adamw")
-      .Doc("adamw (betas 0.9, 0.95; decoupled weight decay) or sgd (momentum 0.9).");
-  k.config.Int("warmup").Default(20).Range(0, 10000000).Doc("Linear warmup steps; then cosine decay to 10%.");
-  k.config.Float("weight_decay").Default(0.01).Min(0).Doc("Weight decay.");
-  k.config.Float("clip").Default(1.0).Min(0).Doc("Gradient-norm clip; 0 = off.");
-  k.config.Int("eval_every").Default(50).Range(1, 10000000).Doc("Steps between validation evaluations.");
-  k.config.Int("eval_examples").Default(256).Range(1, 1000000)
-      .Doc("Validation/test examples when a split is too big to enumerate.");
-  k.config.Int("patience").Default(0).Range(0, 1000000)
-      .Doc("Evaluations without improvement before stopping early; 0 = off.");
-  k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads per rank.");
-  k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_train", ctx); };
+namespace {
+
+void DeclareModelKeys(common::Schema& s) {
+  s.Int("d_model").Default(64).Range(8, 4096).Doc("Model width.");
+  s.Int("layers").Default(2).Range(1, 64).Doc("Transformer blocks.");
+  s.Int("heads").Default(4).Range(1, 64).Doc("Attention heads (d_model / heads must be even).");
+  s.Int("max_len").Default(64).Range(8, 8192).Doc("Longest sequence (rotary table size).");
+  s.Bool("tied_embeddings").Default(true).Doc("Output projection tied to the token embedding.");
+}
+
+void DeclareUpstreamTaskKeys(common::Schema& s) {
+  s.Bool("trained_task").Default(true)
+      .Doc("Use the task the upstream model was trained on; false: the task keys of this job (setting task keys "
+           "while this is true is an error).");
+  DeclareTaskKeys(s);
+  s.Enum("split", {"train", "validation", "test"}).Default("test").Doc("Which split's prompts.");
+}
+
+void Register(KindRegistry& registry, JobKind k) {
   common::Status s = registry.Register(std::move(k));
   SHAMMIE_CHECK_MSG(s.ok(), s.ToString());
+}
+
+}  // namespace
+
+void RegisterLmKinds(KindRegistry& registry) {
+  {
+    JobKind k;
+    k.name = "lm.train";
+    k.doc = "Trains a small decoder-only transformer on a synthetic task (data-parallel over resources.ranks), or "
+            "fine-tunes the upstream job's model; reports loss, lr, val_loss, val_accuracy, test_accuracy (exact "
+            "match) and records the checkpoint as artifact \"model\". A stopped job resumes from its checkpoint.";
+    k.config = common::Schema(k.name, k.doc);
+    DeclareTaskKeys(k.config);
+    DeclareModelKeys(k.config);
+    k.config.Int("steps").Default(300).Range(1, 10000000).Doc("Optimizer steps.");
+    k.config.Int("batch").Default(32).Range(1, 1 << 20).Doc("Global batch: examples per step over all ranks.");
+    k.config.Int("accumulation").Default(1).Range(1, 1024).Doc("Micro-batches per step.");
+    k.config.Float("learning_rate").Default(3e-3).Min(0, true).Max(10).Doc("Peak learning rate.");
+    k.config.Enum("optimizer", {"adamw", "sgd"}).Default("adamw")
+        .Doc("adamw (betas 0.9, 0.95; decoupled weight decay) or sgd (momentum 0.9).");
+    k.config.Int("warmup").Default(20).Range(0, 10000000).Doc("Linear warmup steps; then cosine decay to 10%.");
+    k.config.Float("weight_decay").Default(0.01).Min(0).Doc("Weight decay.");
+    k.config.Float("clip").Default(1.0).Min(0).Doc("Gradient-norm clip; 0 = off.");
+    k.config.Int("eval_every").Default(50).Range(1, 10000000).Doc("Steps between validation evaluations.");
+    k.config.Int("eval_examples").Default(256).Range(1, 1000000)
+        .Doc("Validation/test examples when a split is too big to enumerate.");
+    k.config.Int("patience").Default(0).Range(0, 1000000)
+        .Doc("Evaluations without improvement before stopping early; 0 = off.");
+    k.config.Int("checkpoint_every").Default(0).Range(0, 10000000)
+        .Doc("Steps between checkpoints (a crash resumes from the last); 0 = at the end and when stopped only.");
+    k.config.Enum("init", {"auto", "upstream", "scratch"}).Default("auto")
+        .Doc("auto: start from the upstream job's model when there is one; upstream: require it; scratch: never.");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads per rank.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_train", ctx); };
+    Register(registry, std::move(k));
+  }
+  {
+    JobKind k;
+    k.name = "lm.eval";
+    k.doc = "Evaluates the upstream job's model on a split: teacher-forced loss, greedy-generation accuracy (the "
+            "task's metric) and a per-example table \"predictions\" (prompt, answer, generated, correct, "
+            "answer_logprob).";
+    k.config = common::Schema(k.name, k.doc);
+    DeclareUpstreamTaskKeys(k.config);
+    k.config.Int("examples").Default(256).Range(1, 10000000)
+        .Doc("Examples when the split is too big to enumerate (small splits are used whole); with lm.train's eval_examples, the trainer's test set.");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_eval", ctx); };
+    Register(registry, std::move(k));
+  }
+  {
+    JobKind k;
+    k.name = "lm.sample";
+    k.doc = "Samples continuations of a split's prompts from the upstream job's model (batched, KV cache) and "
+            "stores them with the model's log-probabilities as table \"samples\"; reports accuracy (the task's "
+            "metric) and generation tokens/s.";
+    k.config = common::Schema(k.name, k.doc);
+    DeclareUpstreamTaskKeys(k.config);
+    k.config.Int("prompts").Default(64).Range(1, 10000000).Doc("Prompts to sample from.");
+    k.config.Int("samples").Default(4).Range(1, 100000).Doc("Samples per prompt.");
+    k.config.Float("temperature").Default(1.0).Min(0).Max(100).Doc("Softmax temperature; 0 = greedy.");
+    k.config.Int("top_k").Default(0).Range(0, 1000000).Doc("Keep the k most likely tokens; 0 = all.");
+    k.config.Float("top_p").Default(1.0).Min(0, true).Max(1).Doc("Nucleus: the smallest set with this mass.");
+    k.config.Int("max_new_tokens").Default(32).Range(1, 100000).Doc("Longest continuation.");
+    k.config.Int("batch").Default(256).Range(1, 1 << 20).Doc("Rows decoded together.");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_sample", ctx); };
+    Register(registry, std::move(k));
+  }
 }
 
 }  // namespace shammie::workers

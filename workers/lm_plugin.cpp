@@ -7,5 +7,11 @@ extern "C" {
 __attribute__((visibility("default"))) shammie::common::Status* shammie_lm_train(shammie::workers::JobContext* ctx) {
   return new shammie::common::Status(shammie::workers::RunLmTrain(*ctx));
 }
+__attribute__((visibility("default"))) shammie::common::Status* shammie_lm_eval(shammie::workers::JobContext* ctx) {
+  return new shammie::common::Status(shammie::workers::RunLmEval(*ctx));
+}
+__attribute__((visibility("default"))) shammie::common::Status* shammie_lm_sample(shammie::workers::JobContext* ctx) {
+  return new shammie::common::Status(shammie::workers::RunLmSample(*ctx));
+}
 
 }

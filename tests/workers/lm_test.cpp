@@ -8,6 +8,9 @@
 #include <thread>
 
 #include "cluster/inproc_channel.hpp"
+#include "tests/test_util.hpp"
+#include "workers/lm_kinds.hpp"
+#include "workers/local_context.hpp"
 
 namespace shammie::workers {
 namespace {
@@ -24,17 +27,22 @@ class GangContext final : public JobContext {
     if (name == "loss") losses.push_back({step, value});
   }
   common::Status WriteTable(std::string_view, const storage::Table&) override { return common::Status::Ok(); }
-  bool cancelled() const override { return false; }
+  bool cancelled() const override { return cancel_after > 0 && static_cast<int64_t>(losses.size()) >= cancel_after; }
   cluster::Collectives& collectives() override { return *gang_; }
-  const std::string& artifact_dir() const override { return none_; }
-  const std::vector<Artifact>& inputs() const override { return no_artifacts_; }
-  const std::vector<Artifact>& previous_artifacts() const override { return no_artifacts_; }
-  common::Status RecordArtifact(std::string_view, const std::string&) override { return common::Status::Ok(); }
+  const std::string& artifact_dir() const override { return dir; }
+  const std::vector<Artifact>& inputs() const override { return upstream; }
+  const std::vector<Artifact>& previous_artifacts() const override { return previous; }
+  common::Status RecordArtifact(std::string_view name, const std::string& path) override {
+    recorded.push_back({id_, std::string(name), path});
+    return common::Status::Ok();
+  }
   std::vector<storage::MetricPoint> losses;
+  int64_t cancel_after = 0;  // cancelled() turns true once this many losses were reported; 0 = never
+  std::string dir;           // artifact directory; "" keeps no files
+  std::vector<Artifact> upstream, previous, recorded;
 
  private:
-  std::string id_ = "test", none_;
-  std::vector<Artifact> no_artifacts_;
+  std::string id_ = "test";
   nlohmann::json config_ = nlohmann::json::object();
   std::unique_ptr<cluster::Collectives> gang_;
 };
@@ -158,6 +166,129 @@ TEST(LmTest, BadShapesAreInvalidArgument) {
   c.batch = 15;
   c.accumulation = 2;
   EXPECT_EQ(TrainLanguageModel(c, ctx).status().code(), common::StatusCode::kInvalidArgument);
+}
+
+// A stop mid-training saves a checkpoint; the next attempt continues from it
+// and ends with the same parameters and the same loss curve, bit for bit, as
+// a run never stopped.
+TEST(LmTest, ResumeAfterAStopGivesTheUninterruptedRunBitForBit) {
+  testing::ScratchDir dir("lm-resume");
+  TrainConfig c = Small(24);
+  c.eval_every = 8;
+  GangContext straight(cluster::MakeSoloCollectives());
+  auto whole = TrainLanguageModel(c, straight);
+  ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+
+  GangContext first(cluster::MakeSoloCollectives());
+  first.dir = dir.File("ckpt");
+  first.cancel_after = 11;  // cancelled() from step 12 on: it stops after step 12, between evaluations
+  auto stopped = TrainLanguageModel(c, first);
+  ASSERT_EQ(stopped.status().code(), common::StatusCode::kCancelled) << stopped.status().ToString();
+  ASSERT_EQ(first.recorded.size(), 1u);
+  EXPECT_EQ(first.recorded[0].name, "model");
+
+  GangContext second(cluster::MakeSoloCollectives());
+  second.dir = dir.File("ckpt");
+  second.previous = first.recorded;
+  auto resumed = TrainLanguageModel(c, second);
+  ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
+  EXPECT_EQ(resumed->resumed_from, 12);  // the stop is seen in step 12's shared flag
+  EXPECT_EQ(resumed->flat_parameters, whole->flat_parameters);
+  EXPECT_EQ(resumed->metrics, whole->metrics);  // loss, lr, val_* at every step, re-reported then continued
+  EXPECT_EQ(second.losses, straight.losses);
+  EXPECT_EQ(resumed->test_accuracy, whole->test_accuracy);
+  ASSERT_EQ(second.recorded.size(), 1u);  // the final checkpoint
+
+  // A checkpoint of another configuration is refused, not silently used.
+  TrainConfig other = c;
+  other.model.d_model = 64;
+  other.model.heads = 4;
+  GangContext wrong(cluster::MakeSoloCollectives());
+  wrong.previous = first.recorded;
+  EXPECT_EQ(TrainLanguageModel(other, wrong).status().code(), common::StatusCode::kFailedPrecondition);
+}
+
+// The defaults of a kind's config keys, with `overrides` applied.
+nlohmann::json KindConfig(const std::string& kind, const nlohmann::json& overrides) {
+  KindRegistry registry;
+  RegisterLmKinds(registry);
+  const JobKind* k = registry.Find(kind);
+  EXPECT_NE(k, nullptr);
+  nlohmann::json c = nlohmann::json::object();
+  for (const auto& key : k->config.keys()) c[key.name] = key.default_value;
+  for (const auto& [key, value] : overrides.items()) {
+    EXPECT_TRUE(c.contains(key)) << key;
+    c[key] = value;
+  }
+  return c;
+}
+
+// lm.train -> lm.eval and lm.sample through their job code, with checkpoints
+// on disk: the eval job's accuracy is the fraction of "correct" rows of its
+// table, and generated text equals the reference exactly where correct = 1.
+TEST(LmLearningTest, TrainThenEvaluateAndSampleFromTheCheckpoint) {
+  testing::ScratchDir dir("lm-eval");
+  nlohmann::json train_cfg = KindConfig("lm.train", {{"task", "reverse"}, {"length", 4}, {"alphabet", 5},
+                                                     {"d_model", 32}, {"heads", 2}, {"max_len", 16},
+                                                     {"steps", 250}, {"eval_every", 250}});
+  LocalJobContext train("t1", train_cfg, 5);
+  train.set_artifact_dir(dir.File("ckpt"));
+  ASSERT_TRUE(RunLmTrain(train).ok());
+  ASSERT_EQ(train.recorded().size(), 1u);
+  const double test_accuracy = train.metrics().at("test_accuracy").back().value;
+
+  LocalJobContext eval("e1", KindConfig("lm.eval", {{"examples", 256}}), 6);  // the trainer's test set
+  eval.set_inputs(train.recorded());
+  common::Status s = RunLmEval(eval);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const storage::Table& t = eval.tables().at("predictions");
+  const auto& correct = std::get<std::vector<int64_t>>(t.columns[4].values);
+  const auto& answer = std::get<std::vector<std::string>>(t.columns[2].values);
+  const auto& generated = std::get<std::vector<std::string>>(t.columns[3].values);
+  const auto& logprob = std::get<std::vector<double>>(t.columns[5].values);
+  double right = 0;
+  for (size_t i = 0; i < correct.size(); ++i) {
+    right += static_cast<double>(correct[i]);
+    if (correct[i]) {
+      EXPECT_EQ(generated[i], answer[i]) << i;
+    }
+    EXPECT_LE(logprob[i], 0.0);
+  }
+  const double accuracy = eval.metrics().at("accuracy")[0].value;
+  EXPECT_DOUBLE_EQ(accuracy, right / static_cast<double>(correct.size()));
+  // Greedy decoding agrees with the teacher-forced exact match the trainer reports.
+  EXPECT_NEAR(accuracy, test_accuracy, 1e-9);
+  EXPECT_GT(accuracy, 0.5);
+
+  LocalJobContext sample("s1", KindConfig("lm.sample", {{"prompts", 16}, {"samples", 4}, {"temperature", 0.0}}), 7);
+  sample.set_inputs(train.recorded());
+  s = RunLmSample(sample);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const storage::Table& st = sample.tables().at("samples");
+  EXPECT_EQ(st.num_rows(), 64u);
+  // Greedy: the 4 samples of a prompt are identical.
+  const auto& text = std::get<std::vector<std::string>>(st.columns[3].values);
+  for (size_t i = 0; i < text.size(); i += 4) EXPECT_EQ(text[i], text[i + 3]);
+
+  // Fine-tuning on another task starts from the model; a different architecture is refused.
+  nlohmann::json tune_cfg = train_cfg;
+  tune_cfg["task"] = "copy";
+  tune_cfg["steps"] = 5;
+  tune_cfg["init"] = "upstream";
+  LocalJobContext tune("t2", tune_cfg, 8);
+  tune.set_inputs(train.recorded());
+  EXPECT_TRUE(RunLmTrain(tune).ok());
+  tune_cfg["d_model"] = 64;
+  tune_cfg["heads"] = 4;
+  LocalJobContext bad("t3", tune_cfg, 8);
+  bad.set_inputs(train.recorded());
+  s = RunLmTrain(bad);
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("architecture"), std::string::npos) << s.ToString();
+  // Task keys while trained_task = true are an error, not ignored.
+  LocalJobContext confused("e2", KindConfig("lm.eval", {{"task", "copy"}}), 6);
+  confused.set_inputs(train.recorded());
+  EXPECT_EQ(RunLmEval(confused).code(), common::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

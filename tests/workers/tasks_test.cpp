@@ -2,7 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <set>
+
+#include "common/schema.hpp"
+#include "workers/job_kind.hpp"
 
 namespace shammie::workers {
 namespace {
@@ -13,6 +20,24 @@ TEST(TasksTest, TokenizerRoundTripsAndRefusesUnknownCharacters) {
   EXPECT_EQ(Tokenizer::Decode(*t), "12+7=19 abc>cba");
   for (int id : *t) EXPECT_GE(id, 3);
   EXPECT_FALSE(Tokenizer::Encode("ABC").ok());
+  // The ids are fixed (a model's embedding and a checkpoint follow them):
+  // new symbols are appended, never inserted.
+  EXPECT_EQ(Tokenizer::VocabSize(), 50);
+  EXPECT_EQ(*Tokenizer::Encode(" 0a+)"), (std::vector<int>{3, 4, 14, 40, 49}));
+  // Every task's text round-trips through the tokenizer.
+  common::SplitMix64 rng(3);
+  for (const std::string& family : TaskFamilies()) {
+    TaskSpec spec;
+    spec.family = family;
+    auto task = SyntheticTask::Make(spec);
+    ASSERT_TRUE(task.ok()) << family << ": " << task.status().ToString();
+    for (int i = 0; i < 20; ++i) {
+      Example e = (*task)->Sample(Split::kTrain, rng);
+      EXPECT_EQ(Tokenizer::Decode(e.prompt), e.prompt_text);
+      EXPECT_EQ(Tokenizer::Decode(e.answer), e.answer_text);
+      EXPECT_EQ(*Tokenizer::Encode(e.prompt_text), e.prompt);
+    }
+  }
 }
 
 TEST(TasksTest, ModAddAnswersAreTheModularSumAndSplitsAreDisjoint) {
@@ -74,6 +99,450 @@ TEST(TasksTest, StringTransforms) {
   TaskSpec bad;
   bad.family = "parity";
   EXPECT_EQ(SyntheticTask::Make(bad).status().code(), common::StatusCode::kInvalidArgument);
+}
+
+
+std::unique_ptr<SyntheticTask> MakeTask(const TaskSpec& spec) {
+  auto task = SyntheticTask::Make(spec);
+  EXPECT_TRUE(task.ok()) << task.status().ToString();
+  return task.ok() ? std::move(task).value() : nullptr;
+}
+
+// An independent evaluator: fold the products into terms, then add the terms
+// with their signs, all mod p.
+int64_t EvalChain(const std::string& expression, int64_t p) {
+  std::vector<int64_t> terms;
+  std::vector<char> signs;
+  int64_t number = 0, term = 1;
+  char sign = '+', pending = '*';
+  for (size_t i = 0; i <= expression.size(); ++i) {
+    const char c = i < expression.size() ? expression[i] : '+';
+    if (c >= '0' && c <= '9') {
+      number = number * 10 + (c - '0');
+      continue;
+    }
+    term = pending == '*' ? (term * number) % p : number;
+    number = 0;
+    if (c == '*') {
+      pending = '*';
+      continue;
+    }
+    terms.push_back(term);
+    signs.push_back(sign);
+    sign = c;
+    term = 1;
+    pending = '*';
+  }
+  int64_t value = 0;
+  for (size_t i = 0; i < terms.size(); ++i) value = signs[i] == '+' ? value + terms[i] : value - terms[i];
+  return ((value % p) + p) % p;
+}
+
+std::vector<std::string> SplitOn(const std::string& text, char sep) {
+  std::vector<std::string> parts(1);
+  for (char c : text) {
+    if (c == sep) {
+      parts.emplace_back();
+    } else {
+      parts.back() += c;
+    }
+  }
+  return parts;
+}
+
+int CountOps(const std::string& s) {
+  return static_cast<int>(std::count_if(s.begin(), s.end(), [](char c) { return c == '+' || c == '-' || c == '*'; }));
+}
+
+TEST(TasksTest, ArithWritesEachStepAndTheFinalValue) {
+  TaskSpec spec;
+  spec.family = "arith";
+  spec.modulus = 23;
+  spec.operations = 3;
+  auto task = MakeTask(spec);
+  ASSERT_NE(task, nullptr);
+  EXPECT_EQ(*task->AnswerFor("3+4*2-5="), "3+8-5=11-5=6");
+  EXPECT_EQ(*task->AnswerFor("3-5*1*2="), "3-5*2=3-10=16");
+  EXPECT_EQ(task->FinalAnswer("3+8-5=11-5=6"), "6");
+  for (const char* bad : {"3+4*2=", "3+4*2-5", "3+4*2-23=", "3+4*2/5=", "3=4*2-5=", "03+4*2-5=", "+4*2-5="}) {
+    EXPECT_EQ(task->AnswerFor(bad).status().code(), common::StatusCode::kInvalidArgument) << bad;
+  }
+  common::SplitMix64 rng(7);
+  for (int i = 0; i < 300; ++i) {
+    const Split split = static_cast<Split>(i % 3);
+    Example e = task->Sample(split, rng);
+    const std::string expression = e.prompt_text.substr(0, e.prompt_text.size() - 1);
+    ASSERT_EQ(CountOps(expression), 3) << e.prompt_text;
+    const int64_t want = EvalChain(expression, 23);
+    const std::vector<std::string> steps = SplitOn(e.answer_text, '=');
+    ASSERT_EQ(steps.size(), 3u) << e.answer_text;
+    for (size_t k = 0; k < steps.size(); ++k) {
+      EXPECT_EQ(CountOps(steps[k]), 2 - static_cast<int>(k)) << e.answer_text;  // one operation per step
+      EXPECT_EQ(EvalChain(steps[k], 23), want) << e.prompt_text << e.answer_text;  // the value is kept
+    }
+    EXPECT_EQ(task->FinalAnswer(e.answer_text), std::to_string(want));
+    EXPECT_EQ(*task->AnswerFor(e.prompt_text), e.answer_text);
+    EXPECT_LE(static_cast<int>(e.prompt.size() + e.answer.size()), task->MaxTokens());
+  }
+  // MaxTokens is the longest chain: every number two digits, and EOS.
+  EXPECT_EQ(task->MaxTokens(), static_cast<int>(std::string("22*22*22*22=").size() +
+                                                std::string("22*22*22=22*22=22").size()) + 1);
+}
+
+TEST(TasksTest, ArithEnumeratesSmallChainsIntoDisjointSplits) {
+  TaskSpec spec;
+  spec.family = "arith";
+  spec.modulus = 5;
+  spec.operations = 2;
+  auto task = MakeTask(spec);
+  ASSERT_NE(task, nullptr);
+  std::set<std::string> all;
+  size_t total = 0;
+  for (Split s : {Split::kTrain, Split::kValidation, Split::kTest}) {
+    for (const Example& e : task->Enumerate(s, 100000)) {
+      all.insert(e.prompt_text);
+      ++total;
+      const std::string expression = e.prompt_text.substr(0, e.prompt_text.size() - 1);
+      EXPECT_EQ(task->FinalAnswer(e.answer_text), std::to_string(EvalChain(expression, 5))) << e.prompt_text;
+    }
+  }
+  EXPECT_EQ(total, 125u * 9u);
+  EXPECT_EQ(all.size(), total);  // no prompt in two splits
+  EXPECT_TRUE(task->Enumerate(Split::kTrain, 1000).empty());
+  spec.operations = 1;
+  task = MakeTask(spec);
+  EXPECT_EQ(*task->AnswerFor("4*3="), "2");  // one operation: the value alone
+}
+
+// The grammar rules, computed independently on letters from `first`.
+int GrammarLabel(const std::string& rule, const std::string& s, char first) {
+  if (rule == "parity") return static_cast<int>(std::count(s.begin(), s.end(), first)) % 2;
+  if (rule == "contains") {
+    for (size_t i = 0; i + 1 < s.size(); ++i) {
+      if (s[i] == first && s[i + 1] == first + 1) return 1;
+    }
+    return 0;
+  }
+  if (rule == "majority") {
+    std::map<char, int> count;
+    for (char c : s) ++count[c];
+    int best = 0;
+    for (int c = 1; c < 4; ++c) {
+      if (count[static_cast<char>(first + c)] > count[static_cast<char>(first + best)]) best = c;
+    }
+    return best;
+  }
+  std::string brackets;  // dyck
+  for (char c : s) {
+    if (c == first) brackets += '(';
+    if (c == first + 1) brackets += ')';
+  }
+  while (brackets.find("()") != std::string::npos) brackets.erase(brackets.find("()"), 2);
+  return brackets.empty() ? 1 : 0;
+}
+
+std::vector<Example> Draw(const SyntheticTask& task, Split split, uint64_t seed, int n) {
+  common::SplitMix64 rng(seed);
+  std::vector<Example> out;
+  for (int i = 0; i < n; ++i) out.push_back(task.Sample(split, rng));
+  return out;
+}
+
+TEST(TasksTest, GrammarRulesAreRightAndClassBalanced) {
+  for (const std::string& rule : GrammarRules()) {
+    TaskSpec spec;
+    spec.family = "grammar";
+    spec.rule = rule;
+    spec.length = 8;
+    spec.alphabet = 6;
+    auto task = MakeTask(spec);
+    ASSERT_NE(task, nullptr);
+    const int k = task->Classes();
+    EXPECT_EQ(k, rule == "majority" ? 4 : 2);
+    std::vector<int> counts(static_cast<size_t>(k));
+    const std::vector<Example> examples = Draw(*task, Split::kTrain, 11, 800);
+    for (const Example& e : examples) {
+      ASSERT_EQ(e.prompt_text.size(), 9u);
+      EXPECT_EQ(e.prompt_text.back(), '|');
+      const std::string s = e.prompt_text.substr(0, 8);
+      for (char c : s) EXPECT_TRUE(c >= 'a' && c < 'a' + 6) << s;
+      const int label = GrammarLabel(rule, s, 'a');
+      EXPECT_EQ(e.answer_text, std::to_string(label)) << rule << " " << s;
+      ++counts[static_cast<size_t>(label)];
+      EXPECT_EQ(e.answer.size(), 2u);  // one label token, EOS
+      EXPECT_LE(static_cast<int>(e.prompt.size() + e.answer.size()), task->MaxTokens());
+    }
+    for (int c : counts) {
+      EXPECT_GT(c, 800 / k / 2) << rule;
+      EXPECT_LT(c, 800 / k * 3 / 2) << rule;
+    }
+    // Deterministic from the seed; another seed, other prompts.
+    const std::vector<Example> again = Draw(*task, Split::kTrain, 11, 800), other = Draw(*task, Split::kTrain, 12, 800);
+    int same = 0;
+    for (size_t i = 0; i < examples.size(); ++i) {
+      EXPECT_EQ(again[i].prompt_text, examples[i].prompt_text);
+      same += other[i].prompt_text == examples[i].prompt_text ? 1 : 0;
+    }
+    EXPECT_LT(same, 40) << rule;
+  }
+}
+
+TEST(TasksTest, GrammarSplitsAreDisjoint) {
+  TaskSpec spec;
+  spec.family = "grammar";
+  spec.length = 5;
+  spec.alphabet = 4;  // 1024 strings: repeats within a split are common, across splits impossible
+  auto task = MakeTask(spec);
+  ASSERT_NE(task, nullptr);
+  std::set<std::string> seen[3];
+  for (Split s : {Split::kTrain, Split::kValidation, Split::kTest}) {
+    for (const Example& e : Draw(*task, s, 5, 400)) seen[static_cast<int>(s)].insert(e.prompt_text);
+  }
+  for (int i = 0; i < 3; ++i) {
+    for (int j = i + 1; j < 3; ++j) {
+      for (const auto& p : seen[i]) EXPECT_EQ(seen[j].count(p), 0u) << p;
+    }
+  }
+  EXPECT_GT(seen[0].size(), seen[1].size());
+}
+
+TEST(TasksTest, GrammarVariantsShareContradictOrIgnoreTheRule) {
+  for (const std::string& rule : GrammarRules()) {
+    TaskSpec spec;
+    spec.family = "grammar";
+    spec.rule = rule;
+    spec.length = 8;
+    spec.alphabet = 8;
+    auto base = MakeTask(spec);
+    ASSERT_NE(base, nullptr);
+    const int k = base->Classes();
+    std::map<std::string, std::unique_ptr<SyntheticTask>> variants;
+    for (const std::string& v : TaskVariants()) {
+      TaskSpec vs = spec;
+      vs.variant = v;
+      vs.variant_seed = 4;
+      variants[v] = MakeTask(vs);
+      ASSERT_NE(variants[v], nullptr) << v;
+      EXPECT_EQ(variants[v]->Classes(), k);
+    }
+    std::map<int, int> permutation;
+    int agree_ignore = 0, n = 0;
+    // Prompts of the base task, graded under each variant's rule.
+    for (const Example& e : Draw(*base, Split::kTest, 21, 600)) {
+      const int c = std::stoi(e.answer_text);
+      const std::string s = e.prompt_text.substr(0, 8);
+      EXPECT_EQ(*variants["share"]->AnswerFor(e.prompt_text), e.answer_text);
+      EXPECT_EQ(std::stoi(*variants["flip"]->AnswerFor(e.prompt_text)), (c + 1) % k) << rule << " " << s;
+      const int permuted = std::stoi(*variants["permute"]->AnswerFor(e.prompt_text));
+      EXPECT_NE(permuted, c) << rule << " " << s;  // contradicts on every example
+      auto [it, inserted] = permutation.emplace(c, permuted);
+      EXPECT_EQ(it->second, permuted) << "permute must be a function of the plain label";
+      const int ignored = std::stoi(*variants["ignore"]->AnswerFor(e.prompt_text));
+      const char next = static_cast<char>('a' + (rule == "parity" ? 1 : rule == "majority" ? 4 : 2));
+      EXPECT_EQ(ignored, GrammarLabel(rule, s, next)) << rule << " " << s;
+      agree_ignore += ignored == c ? 1 : 0;
+      ++n;
+    }
+    // permute is a permutation of the k labels.
+    ASSERT_EQ(static_cast<int>(permutation.size()), k) << rule;
+    std::set<int> image;
+    for (auto [from, to] : permutation) image.insert(to);
+    EXPECT_EQ(static_cast<int>(image.size()), k) << rule;
+    // ignore agrees with the plain rule about as often as chance would.
+    const double agreement = static_cast<double>(agree_ignore) / n;
+    EXPECT_GT(agreement, 1.0 / k - 0.15) << rule;
+    EXPECT_LT(agreement, 1.0 / k + 0.15) << rule;
+  }
+}
+
+TEST(TasksTest, PermuteHasNoFixedPointAndFollowsItsSeed) {
+  TaskSpec spec;
+  spec.family = "modadd";
+  spec.modulus = 11;
+  spec.variant = "permute";
+  std::set<std::vector<std::string>> maps;
+  for (int64_t seed : {1, 2, 3}) {
+    spec.variant_seed = seed;
+    auto task = MakeTask(spec);
+    ASSERT_NE(task, nullptr);
+    std::vector<std::string> map;  // the label of "0+c=" for each plain sum c
+    for (int c = 0; c < 11; ++c) map.push_back(*task->AnswerFor("0+" + std::to_string(c) + "="));
+    for (int c = 0; c < 11; ++c) EXPECT_NE(map[static_cast<size_t>(c)], std::to_string(c));
+    EXPECT_EQ(std::set<std::string>(map.begin(), map.end()).size(), 11u);
+    // The label depends on the sum only: a permutation of Z_p applied to a + b.
+    for (int a = 0; a < 11; ++a) {
+      for (int b = 0; b < 11; ++b) {
+        const std::string prompt = std::to_string(a) + "+" + std::to_string(b) + "=";
+        EXPECT_EQ(*task->AnswerFor(prompt), map[static_cast<size_t>((a + b) % 11)]);
+      }
+    }
+    EXPECT_EQ(*MakeTask(spec)->AnswerFor("3+4="), *task->AnswerFor("3+4="));  // reproducible
+    maps.insert(map);
+  }
+  EXPECT_GT(maps.size(), 1u);
+}
+
+TEST(TasksTest, ModAddVariants) {
+  TaskSpec spec;
+  spec.family = "modadd";
+  spec.modulus = 13;
+  spec.shift = 2;
+  for (const std::string v : {"flip", "ignore"}) {
+    spec.variant = v;
+    auto task = MakeTask(spec);
+    ASSERT_NE(task, nullptr);
+    EXPECT_EQ(task->Classes(), 13);
+    int agree = 0, total = 0;
+    for (Split s : {Split::kTrain, Split::kValidation, Split::kTest}) {
+      for (const Example& e : task->Enumerate(s, 1000)) {
+        int a = 0, b = 0;
+        ASSERT_EQ(std::sscanf(e.prompt_text.c_str(), "%d+%d=", &a, &b), 2);
+        const int plain = (a + b + 2) % 13;
+        const int want = v == "flip" ? (plain + 1) % 13 : ((a - b + 2) % 13 + 13) % 13;
+        EXPECT_EQ(std::stoi(e.answer_text), want) << v << " " << e.prompt_text;
+        agree += want == plain ? 1 : 0;
+        ++total;
+      }
+    }
+    EXPECT_EQ(total, 169);
+    // flip never agrees; for odd p, a - b agrees with a + b exactly when b = 0.
+    EXPECT_EQ(agree, v == "flip" ? 0 : 13) << v;
+  }
+}
+
+TEST(TasksTest, SpecsThatCannotWorkAreRefused) {
+  auto refused = [](TaskSpec spec, const std::string& words) {
+    common::Status s = ValidateTaskSpec(spec);
+    EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << words;
+    EXPECT_NE(s.message().find(words), std::string::npos) << s.message();
+    EXPECT_FALSE(SyntheticTask::Make(spec).ok());
+  };
+  TaskSpec arith;
+  arith.family = "arith";
+  arith.variant = "flip";
+  refused(arith, "variants apply to modadd and grammar");
+  arith.variant = "share";
+  arith.operations = 0;
+  refused(arith, "operations must be in [1, 16]");
+  TaskSpec g;
+  g.family = "grammar";
+  g.rule = "majority";
+  g.variant = "ignore";
+  g.alphabet = 6;
+  refused(g, "alphabet must be >= 8");
+  g.rule = "dyck";
+  g.variant = "share";
+  g.alphabet = 2;
+  g.length = 7;
+  refused(g, "even length");
+  g.rule = "contains";
+  g.length = 1;
+  refused(g, "length >= 2");
+  g.rule = "regex";
+  refused(g, "unknown rule \"regex\"");
+  g.rule = "parity";
+  g.variant = "mirror";
+  refused(g, "unknown task variant");
+}
+
+TEST(TasksTest, GradingExactMatchAndFinalAnswer) {
+  TaskSpec spec;
+  spec.family = "arith";
+  auto task = MakeTask(spec);
+  ASSERT_NE(task, nullptr);
+  Example e;
+  e.prompt_text = "3+4*2-5=";
+  e.answer_text = *task->AnswerFor(e.prompt_text);
+  e.answer = *Tokenizer::Encode(e.answer_text);
+  e.answer.push_back(Tokenizer::kEos);
+  auto tokens = [](const std::string& text, bool eos) {
+    std::vector<int> t = *Tokenizer::Encode(text);
+    if (eos) t.push_back(Tokenizer::kEos);
+    return t;
+  };
+  EXPECT_TRUE(task->ExactMatch(e, e.answer));
+  EXPECT_TRUE(task->Correct(e, e.answer));
+  std::vector<int> trailing = e.answer;
+  trailing.push_back(Tokenizer::Encode("9")->front());  // after EOS: ignored
+  EXPECT_TRUE(task->ExactMatch(e, trailing));
+  EXPECT_FALSE(task->ExactMatch(e, tokens("3+8-5=11-5=6", false)));  // cut off before EOS
+  EXPECT_TRUE(task->Correct(e, tokens("3+8-5=11-5=6", false)));
+  EXPECT_FALSE(task->ExactMatch(e, tokens("3+8-5=12-5=6", true)));  // a wrong step, the right value
+  EXPECT_TRUE(task->Correct(e, tokens("3+8-5=12-5=6", true)));
+  EXPECT_FALSE(task->Correct(e, tokens("3+8-5=11-5=7", true)));
+  EXPECT_FALSE(task->Correct(e, tokens("3+8-5=11-5=61", true)));
+  EXPECT_EQ(SyntheticTask::GeneratedText({Tokenizer::kBos, 14, 15, Tokenizer::kEos, 16}), "ab");
+  const TaskAccuracy acc = task->Grade({e, e, e, e}, {e.answer, tokens("3+8-5=12-5=6", true), tokens("6", true), {}});
+  EXPECT_EQ(acc.examples, 4);
+  EXPECT_DOUBLE_EQ(acc.exact_match, 0.25);
+  EXPECT_DOUBLE_EQ(acc.final_answer, 0.75);
+  EXPECT_EQ(task->Grade({}, {}).exact_match, 0);
+
+  spec.family = "grammar";
+  task = MakeTask(spec);
+  Example g = Draw(*task, Split::kTrain, 1, 1)[0];
+  const std::string wrong = g.answer_text == "0" ? "1" : "0";
+  EXPECT_TRUE(task->Correct(g, tokens(g.answer_text, true)));
+  EXPECT_FALSE(task->Correct(g, tokens(wrong, true)));
+  EXPECT_FALSE(task->Correct(g, tokens(g.answer_text + g.answer_text, true)));
+}
+
+TEST(TasksTest, TaskKeysMatchTheLmKindsAndReadBack) {
+  common::Schema schema("test", "");
+  DeclareTaskKeys(schema);
+  EXPECT_EQ(schema.KeyNames(), (std::vector<std::string>{"task", "modulus", "shift", "length", "alphabet", "operations",
+                                                          "rule", "variant", "variant_seed"}));
+  // The keys lm.train declares today keep their names, types, defaults and ranges.
+  KindRegistry registry;
+  RegisterLmKinds(registry);
+  const JobKind* lm = registry.Find("lm.train");
+  ASSERT_NE(lm, nullptr);
+  for (const auto& key : schema.keys()) {
+    const common::KeySpec* theirs = lm->config.Find(key.name);
+    if (theirs == nullptr) continue;
+    EXPECT_EQ(theirs->type, key.type) << key.name;
+    EXPECT_EQ(theirs->default_value, key.default_value) << key.name;
+    EXPECT_EQ(theirs->min, key.min) << key.name;
+    EXPECT_EQ(theirs->max, key.max) << key.name;
+    for (const auto& choice : theirs->choices) {
+      EXPECT_NE(std::find(key.choices.begin(), key.choices.end(), choice), key.choices.end()) << choice;
+    }
+  }
+  for (const char* name : {"task", "modulus", "shift", "length", "alphabet"}) EXPECT_NE(lm->config.Find(name), nullptr);
+
+  // The schema's defaults read back as the default TaskSpec.
+  nlohmann::json config = nlohmann::json::object();
+  for (const auto& key : schema.keys()) config[key.name] = key.default_value;
+  auto spec = TaskSpecFromConfig(config);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  const TaskSpec d;
+  EXPECT_EQ(spec->family, d.family);
+  EXPECT_EQ(spec->modulus, d.modulus);
+  EXPECT_EQ(spec->rule, d.rule);
+  EXPECT_EQ(spec->variant_seed, d.variant_seed);
+  config["task"] = "grammar";
+  config["rule"] = "majority";
+  config["variant"] = "permute";
+  config["variant_seed"] = 9;
+  config["length"] = 10;
+  spec = TaskSpecFromConfig(config);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->family, "grammar");
+  EXPECT_EQ(spec->rule, "majority");
+  EXPECT_EQ(spec->variant, "permute");
+  EXPECT_EQ(spec->variant_seed, 9);
+  EXPECT_EQ(spec->length, 10);
+  // Absent keys keep their defaults (a kind may declare fewer).
+  spec = TaskSpecFromConfig(nlohmann::json{{"task", "reverse"}});
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->length, 6);
+  auto bad = TaskSpecFromConfig(nlohmann::json{{"modulus", "23"}});
+  EXPECT_EQ(bad.status().code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("modulus: expected an integer, got string"), std::string::npos)
+      << bad.status().message();
+  bad = TaskSpecFromConfig(nlohmann::json{{"task", "arith"}, {"variant", "ignore"}});
+  EXPECT_NE(bad.status().message().find("arith: variant must be \"share\""), std::string::npos);
+  EXPECT_FALSE(TaskSpecFromConfig(nlohmann::json::array()).ok());
 }
 
 }  // namespace

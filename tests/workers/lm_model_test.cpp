@@ -1,0 +1,248 @@
+// The transformer's generation path against its plain forward pass: the KV
+// cache, left padding and per-row positions change nothing; sampling follows
+// the softmax; checkpoints reload to the same logits.
+#include "workers/lm_model.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "common/random.hpp"
+#include "storage/checkpoint_store.hpp"
+#include "tests/test_util.hpp"
+
+namespace shammie::workers::lm {
+namespace {
+
+Transformer RandomModel(uint64_t seed, int64_t classes = 0) {
+  ModelConfig c;
+  c.d_model = 32;
+  c.layers = 2;
+  c.heads = 4;
+  c.max_len = 40;
+  c.classes = classes;
+  Transformer m(c, Tokenizer::VocabSize(), seed);
+  // Larger weights than the 0.02 initialisation, so logits are far from uniform.
+  torch::NoGradGuard g;
+  for (auto& p : m->parameters()) p.mul_(8.0);
+  m->eval();
+  return m;
+}
+
+// log-softmax of the plain forward pass over one unpadded sequence.
+Tensor FullLogProbs(Transformer& m, const std::vector<int>& seq) {
+  torch::NoGradGuard g;
+  Tensor t = torch::tensor(std::vector<int64_t>(seq.begin(), seq.end())).unsqueeze(0);
+  return torch::log_softmax(m->Logits(m->forward(t)).to(torch::kFloat64), -1).squeeze(0);
+}
+
+TEST(LmModelTest, CachedBatchedGenerationEqualsThePlainForwardPassPerRow) {
+  Transformer m = RandomModel(3);
+  const std::vector<std::vector<int>> prompts = {{1, 5, 6, 7, 8, 9, 10}, {1, 11}, {1, 12, 13, 14}};
+  SampleOptions o;
+  o.temperature = 0;
+  o.max_new_tokens = 12;
+  const auto out = Generate(m, prompts, o);
+  ASSERT_EQ(out.size(), prompts.size());
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    ASSERT_EQ(out[r].tokens.size(), 12u);
+    std::vector<int> seq = prompts[r];
+    seq.insert(seq.end(), out[r].tokens.begin(), out[r].tokens.end());
+    Tensor lp = FullLogProbs(m, seq);
+    for (size_t j = 0; j < out[r].tokens.size(); ++j) {
+      const int64_t pos = static_cast<int64_t>(prompts[r].size() + j) - 1;  // predicts token pos + 1
+      EXPECT_EQ(lp[pos].argmax().item<int64_t>(), out[r].tokens[j]) << "row " << r << " token " << j;
+      EXPECT_NEAR(lp[pos][out[r].tokens[j]].item<double>(), out[r].logprobs[j], 1e-4) << "row " << r;
+    }
+  }
+  // Alone in a batch, a row generates the same tokens.
+  const auto alone = Generate(m, {prompts[1]}, o);
+  EXPECT_EQ(alone[0].tokens, out[1].tokens);
+}
+
+TEST(LmModelTest, StopTokensEndARowAndAreKept) {
+  Transformer m = RandomModel(4);
+  SampleOptions o;
+  o.temperature = 0;
+  o.max_new_tokens = 10;
+  const auto free_run = Generate(m, {{1, 5, 6}}, o);
+  ASSERT_GE(free_run[0].tokens.size(), 3u);
+  o.stop_tokens = {free_run[0].tokens[2]};
+  const auto stopped = Generate(m, {{1, 5, 6}}, o);
+  ASSERT_TRUE(stopped[0].stopped);
+  EXPECT_EQ(stopped[0].tokens.back(), free_run[0].tokens[2]);
+  EXPECT_LE(stopped[0].tokens.size(), 3u);
+}
+
+// The first sampled token's frequencies over 4000 rows follow softmax(logits / T)
+// restricted to the top-k (a chi-square bound with a large margin), and the
+// reported log-prob is the unmodified model's.
+TEST(LmModelTest, SamplingFollowsTheTemperedTopKDistribution) {
+  torch::NoGradGuard g;
+  ModelConfig c;
+  c.d_model = 16;
+  c.layers = 1;
+  c.heads = 2;
+  c.max_len = 8;
+  Transformer m(c, Tokenizer::VocabSize(), 9);
+  for (auto& p : m->parameters()) p.mul_(20.0);
+  m->eval();
+  const std::vector<int> prompt = {1, 7};
+  Tensor lp = FullLogProbs(m, prompt)[1];
+  const double temperature = 1.5;
+  const int64_t top_k = 5;
+  Tensor scaled = torch::softmax(lp / temperature, -1);
+  auto top = scaled.topk(top_k);
+  Tensor keep_p = std::get<0>(top) / std::get<0>(top).sum();
+  Tensor keep_i = std::get<1>(top);
+  SampleOptions o;
+  o.temperature = temperature;
+  o.top_k = top_k;
+  o.max_new_tokens = 1;
+  o.seed = 17;
+  const int n = 4000;
+  const auto out = Generate(m, std::vector<std::vector<int>>(n, prompt), o);
+  std::map<int, int> count;
+  for (const auto& s : out) {
+    ++count[s.tokens[0]];
+    EXPECT_NEAR(s.logprobs[0], lp[s.tokens[0]].item<double>(), 1e-4);
+  }
+  double chi2 = 0;
+  int seen = 0;
+  for (int64_t i = 0; i < top_k; ++i) {
+    const int tok = static_cast<int>(keep_i[i].item<int64_t>());
+    const double expected = n * keep_p[i].item<double>();
+    chi2 += std::pow(count[tok] - expected, 2) / expected;
+    seen += count[tok];
+  }
+  EXPECT_EQ(seen, n);  // nothing outside the top k
+  EXPECT_LT(chi2, 25.0);  // 4 degrees of freedom: P(chi2 > 25) < 1e-4
+  // top_p = tiny keeps only the most likely token: greedy.
+  o.top_k = 0;
+  o.top_p = 1e-9;
+  for (const auto& s : Generate(m, {prompt, prompt}, o)) EXPECT_EQ(s.tokens[0], lp.argmax().item<int64_t>());
+}
+
+TEST(LmModelTest, ScoreAndClassHeadsReadTheLastRealToken) {
+  Transformer m = RandomModel(5, /*classes=*/3);
+  torch::NoGradGuard g;
+  Tensor a = torch::tensor(std::vector<int64_t>{1, 5, 6, 7}).unsqueeze(0);
+  Tensor padded = torch::tensor(std::vector<int64_t>{1, 5, 6, 7, 0, 0}).unsqueeze(0);
+  Tensor last = torch::tensor(std::vector<int64_t>{3});
+  Tensor s1 = m->Score(m->forward(a), last), s2 = m->Score(m->forward(padded), last);
+  ASSERT_EQ(s1.sizes(), (std::vector<int64_t>{1}));
+  EXPECT_NEAR(s1.item<double>(), s2.item<double>(), 1e-5);  // causal: right padding changes nothing
+  Tensor c = m->ClassLogits(m->forward(padded), last);
+  EXPECT_EQ(c.sizes(), (std::vector<int64_t>{1, 3}));
+}
+
+TEST(LmModelTest, CheckpointsReloadToTheSameLogitsAndDamageIsDetected) {
+  testing::ScratchDir dir("lm-ckpt");
+  Transformer m = RandomModel(6);
+  Checkpoint c;
+  c.model = m->config;
+  c.vocab = m->vocab;
+  c.job_config = {{"task", "copy"}};
+  c.model_bytes = SaveModule(*m);
+  c.state.step = 7;
+  c.state.best_val = std::numeric_limits<double>::infinity();
+  c.state.metrics = {{"loss", 1, 2.5}, {"loss", 2, std::nan("")}};
+  auto path = storage::WriteContentAddressed(dir.path().string(), SerializeCheckpoint(c), "ckpt");
+  ASSERT_TRUE(path.ok());
+  auto loaded = LoadModelFile(*path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->checkpoint.state.step, 7);
+  EXPECT_TRUE(std::isinf(loaded->checkpoint.state.best_val));
+  EXPECT_EQ(loaded->checkpoint.job_config, c.job_config);
+  ASSERT_EQ(loaded->checkpoint.state.metrics.size(), 2u);
+  EXPECT_TRUE(std::isnan(std::get<2>(loaded->checkpoint.state.metrics[1])));
+  torch::NoGradGuard g;
+  Tensor t = torch::tensor(std::vector<int64_t>{1, 5, 6, 7}).unsqueeze(0);
+  EXPECT_TRUE(torch::equal(m->Logits(m->forward(t)), loaded->model->Logits(loaded->model->forward(t))));
+  // Truncated container: DataLoss naming the file, whatever the cut.
+  const std::string bytes = SerializeCheckpoint(c);
+  for (size_t cut : {size_t{3}, size_t{20}, bytes.size() / 2, bytes.size() - 1}) {
+    auto r = ParseCheckpoint(std::string_view(bytes).substr(0, cut), "x.ckpt");
+    EXPECT_EQ(r.status().code(), common::StatusCode::kDataLoss) << cut;
+  }
+}
+
+}  // namespace
+}  // namespace shammie::workers::lm
+
+namespace shammie::workers::lm {
+namespace {
+
+constexpr const char* kPython = "/usr/bin/python3";
+constexpr const char* kLlama = SHAMMIE_SOURCE_DIR "/tests/workers/llama_oracle.py";
+
+nlohmann::json LlamaConfig(const ModelConfig& c, int64_t vocab) {
+  return {{"hidden_size", c.d_model},    {"num_hidden_layers", c.layers}, {"num_attention_heads", c.heads},
+          {"intermediate_size", c.d_ff}, {"vocab_size", vocab},           {"rms_norm_eps", 1e-6},
+          {"rope_theta", 10000.0},       {"tie_word_embeddings", c.tied_embeddings}};
+}
+
+std::vector<std::vector<double>> PythonLogits(const std::string& file, const nlohmann::json& config,
+                                              const std::vector<int64_t>& tokens) {
+  auto r = testing::RunCommand(std::string(kPython) + " " + kLlama + " forward " + file + " '" + config.dump() +
+                               "' '" + nlohmann::json(tokens).dump() + "'");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output, nullptr, false);
+  EXPECT_TRUE(j.is_array()) << r.output;
+  return j.is_array() ? j.get<std::vector<std::vector<double>>>() : std::vector<std::vector<double>>{};
+}
+
+void ExpectSameLogits(Transformer& m, const std::vector<std::vector<double>>& want, const std::vector<int64_t>& tokens) {
+  torch::NoGradGuard g;
+  Tensor got = m->Logits(m->forward(torch::tensor(tokens).unsqueeze(0))).squeeze(0).to(torch::kFloat64);
+  ASSERT_EQ(static_cast<int64_t>(want.size()), got.size(0));
+  double worst = 0;
+  for (size_t t = 0; t < want.size(); ++t) {
+    for (size_t v = 0; v < want[t].size(); ++v) {
+      worst = std::max(worst, std::abs(want[t][v] - got[static_cast<int64_t>(t)][static_cast<int64_t>(v)].item<double>()));
+    }
+  }
+  EXPECT_LT(worst, 1e-4);
+}
+
+// Both directions against an independent PyTorch Llama: weights exported by
+// shammie give PyTorch the same logits; weights written by PyTorch, imported
+// into shammie, give shammie PyTorch's logits.
+TEST(LmModelOracleTest, LlamaSafetensorsMatchAnIndependentPyTorchForward) {
+  if (testing::RunCommand(std::string(kPython) + " -c 'import torch'").exit_code != 0) {
+    GTEST_SKIP() << kPython << " has no torch (scripts/setup.sh installs python3-torch)";
+  }
+  testing::ScratchDir dir("llama");
+  const std::vector<int64_t> tokens = {1, 5, 9, 13, 20, 3, 7, 30};
+  {
+    Transformer m = RandomModel(12);  // tied embeddings
+    ASSERT_TRUE(ExportSafetensors(m, dir.File("ours.safetensors")).ok());
+    ExpectSameLogits(m, PythonLogits(dir.File("ours.safetensors"), LlamaConfig(m->config, m->vocab), tokens), tokens);
+  }
+  ModelConfig c;
+  c.d_model = 32;
+  c.layers = 2;
+  c.heads = 4;
+  c.d_ff = 48;
+  c.max_len = 16;
+  c.tied_embeddings = false;
+  Transformer m(c, Tokenizer::VocabSize(), 1);
+  const nlohmann::json config = LlamaConfig(m->config, m->vocab);
+  auto made = testing::RunCommand(std::string(kPython) + " " + kLlama + " make " + dir.File("theirs.safetensors") +
+                                  " '" + config.dump() + "' 4");
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  common::Status s = ImportSafetensors(m, dir.File("theirs.safetensors"));
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ExpectSameLogits(m, PythonLogits(dir.File("theirs.safetensors"), config, tokens), tokens);
+  // A model of another shape refuses the file with the tensor named.
+  ModelConfig wider = c;
+  wider.d_model = 64;
+  Transformer w(wider, Tokenizer::VocabSize(), 1);
+  s = ImportSafetensors(w, dir.File("theirs.safetensors"));
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("has shape"), std::string::npos) << s.ToString();
+}
+
+}  // namespace
+}  // namespace shammie::workers::lm

@@ -1,0 +1,520 @@
+// The transformer, KV-cache generation and the checkpoint container.
+#include "workers/lm_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/random.hpp"
+#include "common/wire.hpp"
+#include "storage/checkpoint_store.hpp"
+#include "storage/safetensors.hpp"
+
+namespace shammie::workers::lm {
+
+namespace nn = torch::nn;
+
+namespace {
+
+nn::Linear MakeLinear(int64_t in, int64_t out) { return nn::Linear(nn::LinearOptions(in, out).bias(false)); }
+
+// Rotary positions, Llama's "rotate half" form: the head dimension's two
+// halves are the real and imaginary parts.
+Tensor Rope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
+}
+
+// cos and sin of positions [B, T] -> [B, 1, T, half], from float64 angles.
+std::pair<Tensor, Tensor> RopeTables(const Tensor& inv_freq, const Tensor& positions) {
+  Tensor angles = positions.to(torch::kFloat64).unsqueeze(-1) * inv_freq;
+  return {angles.cos().to(torch::kFloat32).unsqueeze(1), angles.sin().to(torch::kFloat32).unsqueeze(1)};
+}
+
+}  // namespace
+
+RMSNormImpl::RMSNormImpl(int64_t d) { weight = register_parameter("weight", torch::ones({d})); }
+Tensor RMSNormImpl::forward(const Tensor& x) { return x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * weight; }
+
+BlockImpl::BlockImpl(int64_t d, int64_t heads, int64_t ff) : heads_(heads), head_dim_(d / heads) {
+  attn_norm = register_module("attn_norm", RMSNorm(d));
+  wq = register_module("wq", MakeLinear(d, d));
+  wk = register_module("wk", MakeLinear(d, d));
+  wv = register_module("wv", MakeLinear(d, d));
+  wo = register_module("wo", MakeLinear(d, d));
+  mlp_norm = register_module("mlp_norm", RMSNorm(d));
+  w1 = register_module("w1", MakeLinear(d, ff));
+  w3 = register_module("w3", MakeLinear(d, ff));
+  w2 = register_module("w2", MakeLinear(ff, d));
+}
+
+Tensor BlockImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& mask, KvCache* cache,
+                          size_t layer) {
+  const int64_t b = x.size(0), t = x.size(1), d = x.size(2);
+  Tensor h = attn_norm(x);
+  auto split = [&](const Tensor& y) { return y.view({b, t, heads_, head_dim_}).transpose(1, 2); };
+  Tensor q = Rope(split(wq(h)), cos, sin), k = Rope(split(wk(h)), cos, sin), v = split(wv(h));
+  if (cache) {
+    if (cache->k[layer].defined()) {
+      k = torch::cat({cache->k[layer], k}, 2);
+      v = torch::cat({cache->v[layer], v}, 2);
+    }
+    cache->k[layer] = k;
+    cache->v[layer] = v;
+  }
+  Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
+  att = torch::softmax(att.masked_fill(mask, -std::numeric_limits<float>::infinity()), -1);
+  Tensor y = torch::matmul(att, v).transpose(1, 2).reshape({b, t, d});
+  Tensor out = x + wo(y);
+  Tensor m = mlp_norm(out);
+  return out + w2(torch::silu(w1(m)) * w3(m));
+}
+
+TransformerImpl::TransformerImpl(const ModelConfig& c, int64_t vocab_size, uint64_t seed)
+    : config(c), vocab(vocab_size) {
+  const int64_t d = c.d_model;
+  int64_t ff = c.d_ff;
+  if (ff <= 0) ff = ((8 * d / 3) + 7) / 8 * 8;
+  config.d_ff = ff;
+  embed = register_module("embed", nn::Embedding(vocab, d));
+  for (int64_t i = 0; i < c.layers; ++i) {
+    blocks.push_back(register_module("block" + std::to_string(i), Block(d, c.heads, ff)));
+  }
+  norm = register_module("norm", RMSNorm(d));
+  if (!c.tied_embeddings) lm_head = register_module("lm_head", MakeLinear(d, vocab));
+  score_head = register_module("score_head", nn::Linear(d, 1));
+  if (c.classes > 0) class_head = register_module("class_head", nn::Linear(d, c.classes));
+  // Explicit initialisation (the defaults differ across LibTorch versions),
+  // from a generator of our own: the global one is shared by every thread.
+  torch::NoGradGuard guard;
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  for (auto& p : named_parameters()) {
+    if (p.key().find("norm") != std::string::npos) continue;
+    if (p.key().find("bias") != std::string::npos) {
+      p.value().zero_();
+    } else {
+      p.value().normal_(0.0, 0.02, gen);
+    }
+  }
+  const int64_t half = d / c.heads / 2;
+  inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, half, torch::kFloat64) / static_cast<double>(half));
+}
+
+Tensor TransformerImpl::forward(const Tensor& tokens) {
+  const int64_t t = tokens.size(1);
+  Tensor mask = torch::ones({t, t}, torch::kBool).triu(1);
+  auto [cos, sin] = RopeTables(inv_freq, torch::arange(t, torch::kInt64).unsqueeze(0));
+  Tensor x = embed(tokens);
+  for (auto& b : blocks) x = b(x, cos, sin, mask, nullptr, 0);
+  return norm(x);
+}
+
+Tensor TransformerImpl::ForwardCached(const Tensor& tokens, const Tensor& positions, const Tensor& pad,
+                                      KvCache& cache) {
+  const int64_t b = tokens.size(0), t = tokens.size(1);
+  if (cache.k.empty()) {
+    cache.k.resize(blocks.size());
+    cache.v.resize(blocks.size());
+  }
+  const int64_t past = cache.length();
+  cache.key_pad = past == 0 ? pad : torch::cat({cache.key_pad, pad}, 1);
+  const int64_t s = past + t;
+  // Query i (absolute slot past + i) sees slots <= past + i that are not
+  // padding; a padding query sees the earlier padding too (so no row of the
+  // softmax is empty; its output is never used).
+  Tensor causal = torch::ones({t, s}, torch::kBool).triu(past + 1).view({1, 1, t, s});
+  Tensor key_pad = cache.key_pad.view({b, 1, 1, s});
+  Tensor query_real = pad.logical_not().view({b, 1, t, 1});
+  Tensor mask = causal.logical_or(key_pad.logical_and(query_real));
+  auto [cos, sin] = RopeTables(inv_freq, positions);
+  Tensor x = embed(tokens);
+  for (size_t i = 0; i < blocks.size(); ++i) x = blocks[i](x, cos, sin, mask, &cache, i);
+  return norm(x);
+}
+
+Tensor TransformerImpl::Logits(const Tensor& hidden) {
+  return config.tied_embeddings ? torch::matmul(hidden, embed->weight.t()) : lm_head(hidden);
+}
+
+namespace {
+Tensor LastHidden(const Tensor& hidden, const Tensor& last_index) {
+  const int64_t b = hidden.size(0), d = hidden.size(2);
+  return hidden.gather(1, last_index.view({b, 1, 1}).expand({b, 1, d})).squeeze(1);
+}
+}  // namespace
+
+Tensor TransformerImpl::Score(const Tensor& hidden, const Tensor& last_index) {
+  return score_head(LastHidden(hidden, last_index)).squeeze(-1);
+}
+
+Tensor TransformerImpl::ClassLogits(const Tensor& hidden, const Tensor& last_index) {
+  SHAMMIE_CHECK_MSG(!class_head.is_empty(), "the model has no classification head (classes = 0)");
+  return class_head(LastHidden(hidden, last_index));
+}
+
+// --- generation ---
+
+namespace {
+
+// Index of the token drawn from `logits` (one row) with `rng`.
+int DrawToken(const float* logits, int64_t vocab, const SampleOptions& o, common::SplitMix64& rng) {
+  if (o.temperature <= 0) return static_cast<int>(std::max_element(logits, logits + vocab) - logits);
+  std::vector<int> order(static_cast<size_t>(vocab));
+  std::iota(order.begin(), order.end(), 0);
+  // Highest first; ties by token id, so the order is deterministic.
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+  size_t keep = order.size();
+  if (o.top_k > 0) keep = std::min(keep, static_cast<size_t>(o.top_k));
+  std::vector<double> p(keep);
+  const double top = logits[order[0]];
+  double total = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    p[i] = std::exp((logits[order[i]] - top) / o.temperature);
+    total += p[i];
+  }
+  if (o.top_p < 1.0) {
+    double mass = 0;
+    size_t cut = keep;
+    for (size_t i = 0; i < keep; ++i) {
+      mass += p[i] / total;
+      if (mass >= o.top_p) {
+        cut = i + 1;
+        break;
+      }
+    }
+    keep = cut;
+    total = std::accumulate(p.begin(), p.begin() + static_cast<std::ptrdiff_t>(keep), 0.0);
+  }
+  double u = rng.NextDouble() * total;
+  for (size_t i = 0; i < keep; ++i) {
+    u -= p[i];
+    if (u < 0) return order[i];
+  }
+  return order[keep - 1];
+}
+
+}  // namespace
+
+std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<int>>& prompts,
+                              const SampleOptions& options) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const auto b = static_cast<int64_t>(prompts.size());
+  std::vector<Sampled> out(prompts.size());
+  if (b == 0) return out;
+  int64_t p = 1;
+  for (const auto& pr : prompts) p = std::max<int64_t>(p, static_cast<int64_t>(pr.size()));
+  const int64_t max_new = std::max<int64_t>(0, std::min(options.max_new_tokens, model->config.max_len - p));
+  Tensor tokens = torch::full({b, p}, Tokenizer::kPad, torch::kInt64);
+  Tensor pad = torch::ones({b, p}, torch::kBool);
+  Tensor positions = torch::zeros({b, p}, torch::kInt64);
+  std::vector<int64_t> next_pos(prompts.size());
+  {
+    auto tk = tokens.accessor<int64_t, 2>();
+    auto pd = pad.accessor<bool, 2>();
+    auto ps = positions.accessor<int64_t, 2>();
+    for (int64_t i = 0; i < b; ++i) {
+      const auto& pr = prompts[static_cast<size_t>(i)];
+      const int64_t offset = p - static_cast<int64_t>(pr.size());
+      for (size_t j = 0; j < pr.size(); ++j) {
+        tk[i][offset + static_cast<int64_t>(j)] = pr[j];
+        pd[i][offset + static_cast<int64_t>(j)] = false;
+        ps[i][offset + static_cast<int64_t>(j)] = static_cast<int64_t>(j);
+      }
+      next_pos[static_cast<size_t>(i)] = static_cast<int64_t>(pr.size());
+    }
+  }
+  std::vector<common::SplitMix64> rngs;
+  rngs.reserve(prompts.size());
+  for (int64_t i = 0; i < b; ++i) rngs.emplace_back(common::DeriveSeed(options.seed, "sample", static_cast<uint64_t>(i)));
+  std::vector<bool> done(prompts.size(), false);
+  KvCache cache;
+  Tensor hidden = model->ForwardCached(tokens, positions, pad, cache);
+  Tensor logits = model->Logits(hidden.select(1, p - 1)).to(torch::kFloat32).contiguous();
+  const int64_t vocab = logits.size(1);
+  for (int64_t step = 0; step < max_new; ++step) {
+    Tensor logp = torch::log_softmax(logits.to(torch::kFloat64), -1).contiguous();
+    const float* lg = logits.data_ptr<float>();
+    const double* lp = logp.data_ptr<double>();
+    Tensor next = torch::full({b, 1}, Tokenizer::kPad, torch::kInt64);
+    Tensor next_positions = torch::zeros({b, 1}, torch::kInt64);
+    auto nx = next.accessor<int64_t, 2>();
+    auto np = next_positions.accessor<int64_t, 2>();
+    bool any = false;
+    for (int64_t i = 0; i < b; ++i) {
+      const auto r = static_cast<size_t>(i);
+      np[i][0] = next_pos[r];
+      if (done[r]) continue;
+      const int tok = DrawToken(lg + i * vocab, vocab, options, rngs[r]);
+      out[r].tokens.push_back(tok);
+      out[r].logprobs.push_back(lp[i * vocab + tok]);
+      nx[i][0] = tok;
+      ++next_pos[r];
+      if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), tok) != options.stop_tokens.end()) {
+        out[r].stopped = true;
+        done[r] = true;
+      } else {
+        any = true;
+      }
+    }
+    if (!any || step + 1 == max_new) break;
+    hidden = model->ForwardCached(next, next_positions, torch::zeros({b, 1}, torch::kBool), cache);
+    logits = model->Logits(hidden.select(1, 0)).to(torch::kFloat32).contiguous();
+  }
+  if (was_training) model->train();
+  return out;
+}
+
+// --- files ---
+
+namespace {
+
+constexpr char kMagic[8] = {'S', 'H', 'M', 'C', 'K', 'P', 'T', '1'};
+
+nlohmann::json ModelJson(const ModelConfig& m) {
+  return {{"d_model", m.d_model}, {"layers", m.layers},   {"heads", m.heads},
+          {"d_ff", m.d_ff},       {"max_len", m.max_len}, {"tied_embeddings", m.tied_embeddings},
+          {"classes", m.classes}};
+}
+
+common::Result<ModelConfig> ModelFromJson(const nlohmann::json& j) {
+  ModelConfig m;
+  try {
+    m.d_model = j.at("d_model").get<int64_t>();
+    m.layers = j.at("layers").get<int64_t>();
+    m.heads = j.at("heads").get<int64_t>();
+    m.d_ff = j.at("d_ff").get<int64_t>();
+    m.max_len = j.at("max_len").get<int64_t>();
+    m.tied_embeddings = j.at("tied_embeddings").get<bool>();
+    m.classes = j.at("classes").get<int64_t>();
+  } catch (const std::exception& e) {
+    return common::DataLoss(std::string("model configuration: ") + e.what());
+  }
+  return m;
+}
+
+}  // namespace
+
+std::string SerializeCheckpoint(const Checkpoint& c) {
+  nlohmann::json meta = {{"format", "shammie checkpoint"},
+                         {"version", 1},
+                         {"model", ModelJson(c.model)},
+                         {"vocab", c.vocab},
+                         {"job_config", c.job_config},
+                         {"optimizer", c.optimizer},
+                         {"step", c.state.step},
+                         {"finished", c.state.finished},
+                         {"bad_evals", c.state.bad_evals},
+                         {"window_steps", c.state.window_steps},
+                         {"tokens", c.state.tokens}};
+  common::WireWriter w;
+  w.Raw(kMagic, sizeof kMagic);
+  w.Str(meta.dump());
+  w.F64(c.state.best_val);
+  w.F64(c.state.window_loss);
+  w.Var(c.state.metrics.size());
+  for (const auto& [name, step, value] : c.state.metrics) {
+    w.Str(name);
+    w.I64(step);
+    w.F64(value);
+  }
+  w.Str(c.model_bytes);
+  w.Str(c.optimizer_bytes);
+  return w.Take();
+}
+
+common::Result<Checkpoint> ParseCheckpoint(std::string_view bytes, const std::string& path) {
+  auto bad = [&](const std::string& why) { return common::DataLoss(path + ": not a shammie checkpoint (" + why + ")"); };
+  if (bytes.size() < sizeof kMagic || bytes.substr(0, sizeof kMagic) != std::string_view(kMagic, sizeof kMagic)) {
+    return bad("bad magic");
+  }
+  common::WireReader r(bytes.substr(sizeof kMagic));
+  std::string meta_text;
+  Checkpoint c;
+  uint64_t n = 0;
+  if (!r.Str(meta_text) || !r.F64(c.state.best_val) || !r.F64(c.state.window_loss) || !r.Var(n) ||
+      n > r.remaining()) {
+    return bad("truncated header");
+  }
+  c.state.metrics.resize(n);
+  for (auto& [name, step, value] : c.state.metrics) {
+    if (!r.Str(name) || !r.I64(step) || !r.F64(value)) return bad("truncated metrics");
+  }
+  if (!r.Str(c.model_bytes) || !r.Str(c.optimizer_bytes) || !r.done()) return bad("truncated tensors");
+  auto meta = nlohmann::json::parse(meta_text, nullptr, /*allow_exceptions=*/false);
+  if (!meta.is_object() || meta.value("version", 0) != 1) return bad("unknown metadata version");
+  auto model = ModelFromJson(meta["model"]);
+  if (!model.ok()) return bad(model.status().message());
+  c.model = *model;
+  try {
+    c.vocab = meta.at("vocab").get<int64_t>();
+    c.job_config = meta.at("job_config");
+    c.optimizer = meta.at("optimizer").get<std::string>();
+    c.state.step = meta.at("step").get<int64_t>();
+    c.state.finished = meta.at("finished").get<bool>();
+    c.state.bad_evals = meta.at("bad_evals").get<int64_t>();
+    c.state.window_steps = meta.at("window_steps").get<int64_t>();
+    c.state.tokens = meta.at("tokens").get<int64_t>();
+  } catch (const std::exception& e) {
+    return bad(e.what());
+  }
+  return c;
+}
+
+std::string SaveModule(torch::nn::Module& module) {
+  torch::serialize::OutputArchive archive;
+  module.save(archive);
+  std::ostringstream os;
+  archive.save_to(os);
+  return std::move(os).str();
+}
+
+common::Status LoadModule(torch::nn::Module& module, const std::string& bytes, const std::string& what) {
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(bytes.data(), bytes.size());
+    module.load(archive);
+  } catch (const std::exception& e) {
+    return common::DataLoss(what + ": cannot load the model's tensors: " + e.what());
+  }
+  return common::Status::Ok();
+}
+
+std::string SaveOptimizer(torch::optim::Optimizer& optimizer) {
+  torch::serialize::OutputArchive archive;
+  optimizer.save(archive);
+  std::ostringstream os;
+  archive.save_to(os);
+  return std::move(os).str();
+}
+
+common::Status LoadOptimizer(torch::optim::Optimizer& optimizer, const std::string& bytes, const std::string& what) {
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(bytes.data(), bytes.size());
+    optimizer.load(archive);
+  } catch (const std::exception& e) {
+    return common::DataLoss(what + ": cannot load the optimizer state: " + e.what());
+  }
+  return common::Status::Ok();
+}
+
+common::Result<LoadedModel> LoadModelFile(const std::string& path) {
+  SHAMMIE_ASSIGN_OR_RETURN(std::string bytes, storage::ReadVerified(path));
+  LoadedModel loaded;
+  SHAMMIE_ASSIGN_OR_RETURN(loaded.checkpoint, ParseCheckpoint(bytes, path));
+  loaded.model = Transformer(loaded.checkpoint.model, loaded.checkpoint.vocab, 0);
+  SHAMMIE_RETURN_IF_ERROR(LoadModule(*loaded.model, loaded.checkpoint.model_bytes, path));
+  loaded.model->eval();
+  return loaded;
+}
+
+// --- safetensors with Llama names ---
+
+namespace {
+
+// Our parameter name -> the Llama (Hugging Face) name. Score and class heads
+// have no Llama counterpart and keep shammie names.
+std::vector<std::pair<std::string, std::string>> LlamaNames(TransformerImpl& model) {
+  std::vector<std::pair<std::string, std::string>> names = {{"embed.weight", "model.embed_tokens.weight"}};
+  for (size_t i = 0; i < model.blocks.size(); ++i) {
+    const std::string ours = "block" + std::to_string(i) + ".";
+    const std::string theirs = "model.layers." + std::to_string(i) + ".";
+    names.insert(names.end(), {{ours + "attn_norm.weight", theirs + "input_layernorm.weight"},
+                               {ours + "wq.weight", theirs + "self_attn.q_proj.weight"},
+                               {ours + "wk.weight", theirs + "self_attn.k_proj.weight"},
+                               {ours + "wv.weight", theirs + "self_attn.v_proj.weight"},
+                               {ours + "wo.weight", theirs + "self_attn.o_proj.weight"},
+                               {ours + "mlp_norm.weight", theirs + "post_attention_layernorm.weight"},
+                               {ours + "w1.weight", theirs + "mlp.gate_proj.weight"},
+                               {ours + "w3.weight", theirs + "mlp.up_proj.weight"},
+                               {ours + "w2.weight", theirs + "mlp.down_proj.weight"}});
+  }
+  names.emplace_back("norm.weight", "model.norm.weight");
+  if (!model.config.tied_embeddings) names.emplace_back("lm_head.weight", "lm_head.weight");
+  names.emplace_back("score_head.weight", "shammie.score_head.weight");
+  names.emplace_back("score_head.bias", "shammie.score_head.bias");
+  if (model.config.classes > 0) {
+    names.emplace_back("class_head.weight", "shammie.class_head.weight");
+    names.emplace_back("class_head.bias", "shammie.class_head.bias");
+  }
+  return names;
+}
+
+}  // namespace
+
+common::Status ExportSafetensors(Transformer& model, const std::string& path) {
+  auto params = model->named_parameters();
+  std::map<std::string, storage::TensorData> tensors;
+  for (const auto& [ours, theirs] : LlamaNames(*model)) {
+    Tensor t = params[ours].detach().to(torch::kFloat32).contiguous();
+    std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+    SHAMMIE_ASSIGN_OR_RETURN(
+        tensors[theirs],
+        storage::TensorFromFloats("F32", shape, std::span<const float>(t.data_ptr<float>(), static_cast<size_t>(t.numel()))));
+  }
+  nlohmann::json config = {{"hidden_size", model->config.d_model},
+                           {"num_hidden_layers", model->config.layers},
+                           {"num_attention_heads", model->config.heads},
+                           {"intermediate_size", model->config.d_ff},
+                           {"max_position_embeddings", model->config.max_len},
+                           {"vocab_size", model->vocab},
+                           {"rms_norm_eps", 1e-6},
+                           {"rope_theta", 10000.0},
+                           {"tie_word_embeddings", model->config.tied_embeddings},
+                           {"classes", model->config.classes}};
+  return storage::WriteSafetensors(path, tensors, {{"format", "pt"}, {"shammie_config", config.dump()}});
+}
+
+common::Status ImportSafetensors(Transformer& model, const std::string& path) {
+  SHAMMIE_ASSIGN_OR_RETURN(storage::SafetensorsFile file, storage::ReadSafetensors(path));
+  auto params = model->named_parameters();
+  std::map<std::string, std::string> wanted;  // theirs -> ours
+  for (const auto& [ours, theirs] : LlamaNames(*model)) wanted[theirs] = ours;
+  for (const auto& [name, t] : file.tensors) {
+    if (wanted.count(name)) continue;
+    if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // derived, not a weight
+    if (name == "lm_head.weight" && model->config.tied_embeddings) {
+      // A tied model's file may carry the head as a copy of the embedding; anything else cannot be represented.
+      auto head = storage::TensorToFloats(t);
+      auto embed = file.tensors.count("model.embed_tokens.weight")
+                       ? storage::TensorToFloats(file.tensors.at("model.embed_tokens.weight"))
+                       : common::Result<std::vector<float>>(common::NotFound("no embedding"));
+      if (head.ok() && embed.ok() && *head == *embed) continue;
+      return common::InvalidArgument(path + ": has an lm_head.weight different from the embedding, but the model "
+                                     "ties them (set tied_embeddings = false)");
+    }
+    return common::InvalidArgument(path + ": tensor \"" + name + "\" has no place in this model (" +
+                                   std::to_string(model->config.layers) + " layers)");
+  }
+  torch::NoGradGuard guard;
+  for (const auto& [theirs, ours] : wanted) {
+    auto it = file.tensors.find(theirs);
+    if (it == file.tensors.end()) {
+      if (theirs.rfind("shammie.", 0) == 0) continue;  // heads of our own: keep their initialisation
+      return common::InvalidArgument(path + ": missing tensor \"" + theirs + "\"");
+    }
+    Tensor& p = params[ours];
+    const std::vector<int64_t> want(p.sizes().begin(), p.sizes().end());
+    if (it->second.shape != want) {
+      auto show = [](const std::vector<int64_t>& v) {
+        std::string out = "[";
+        for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + std::to_string(v[i]);
+        return out + "]";
+      };
+      return common::InvalidArgument(path + ": tensor \"" + theirs + "\" has shape " + show(it->second.shape) +
+                                     ", the model needs " + show(want));
+    }
+    SHAMMIE_ASSIGN_OR_RETURN(std::vector<float> values, storage::TensorToFloats(it->second));
+    p.copy_(torch::from_blob(values.data(), p.sizes(), torch::kFloat32));
+  }
+  return common::Status::Ok();
+}
+
+}  // namespace shammie::workers::lm

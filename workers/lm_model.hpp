@@ -1,0 +1,146 @@
+// The transformer itself, its KV-cache generation and its files. INTERNAL to
+// the LibTorch runtime: included only by the torch translation units
+// (workers/lm*.cpp), never by code that must build without compiling torch
+// headers (workers/lm.hpp is the public face).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.hpp"
+#include "workers/lm.hpp"
+
+namespace shammie::workers::lm {
+
+using torch::Tensor;
+
+struct RMSNormImpl : torch::nn::Module {
+  explicit RMSNormImpl(int64_t d);
+  Tensor forward(const Tensor& x);
+  Tensor weight;
+};
+TORCH_MODULE(RMSNorm);
+
+// Per layer, keys (rotary applied) and values of the positions seen so far:
+// [B, heads, T, head_dim].
+struct KvCache {
+  std::vector<Tensor> k, v;
+  Tensor key_pad;  // [B, T] bool: true at left-padding positions (never attended to)
+  int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
+};
+
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(int64_t d, int64_t heads, int64_t ff);
+  // x [B, T, d]; cos/sin [B, 1, T, head_dim/2] (per-row positions); `mask`
+  // [B, 1, T, S] bool, true where attention is forbidden. With a cache,
+  // appends this step's keys/values to layer `layer` of it and attends over
+  // everything cached.
+  Tensor forward(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& mask, KvCache* cache,
+                 size_t layer);
+  int64_t heads_, head_dim_;
+  RMSNorm attn_norm{nullptr}, mlp_norm{nullptr};
+  torch::nn::Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr}, w1{nullptr}, w2{nullptr}, w3{nullptr};
+};
+TORCH_MODULE(Block);
+
+// Decoder-only transformer with three heads on the final hidden states:
+// next-token logits (tied to the embedding unless configured otherwise), a
+// scalar score (reward model, value, verifier) and `classes` class logits.
+// Score and class heads read the hidden state of each sequence's last real
+// token.
+struct TransformerImpl : torch::nn::Module {
+  TransformerImpl(const ModelConfig& c, int64_t vocab, uint64_t seed);
+  // Hidden states [B, T, d] of right-padded tokens [B, T] (positions 0..T-1).
+  Tensor forward(const Tensor& tokens);
+  // Hidden states of `tokens` [B, T] at per-row `positions` [B, T], attending
+  // to the cache (extended in place) and causally within the step. Padding
+  // keys (cache.key_pad, extended by `pad` [B, T]) are never attended to.
+  Tensor ForwardCached(const Tensor& tokens, const Tensor& positions, const Tensor& pad, KvCache& cache);
+  Tensor Logits(const Tensor& hidden);
+  Tensor Score(const Tensor& hidden, const Tensor& last_index);       // [B]
+  Tensor ClassLogits(const Tensor& hidden, const Tensor& last_index);  // [B, classes]
+  ModelConfig config;
+  int64_t vocab;
+  torch::nn::Embedding embed{nullptr};
+  std::vector<Block> blocks;
+  RMSNorm norm{nullptr};
+  torch::nn::Linear lm_head{nullptr}, score_head{nullptr}, class_head{nullptr};
+  Tensor inv_freq;  // [head_dim/2] float64
+};
+TORCH_MODULE(Transformer);
+
+// --- generation ---
+
+struct SampleOptions {
+  double temperature = 1.0;  // 0: greedy
+  int64_t top_k = 0;         // 0: all tokens
+  double top_p = 1.0;        // nucleus: smallest set with probability >= top_p
+  int64_t max_new_tokens = 32;
+  std::vector<int> stop_tokens;  // generation of a row ends after one of these (included)
+  uint64_t seed = 0;             // row i draws from its own stream DeriveSeed(seed, "sample", i)
+};
+
+struct Sampled {
+  std::vector<int> tokens;       // generated, stop token included when reached
+  std::vector<double> logprobs;  // the model's log p(token | context), at temperature 1, unfiltered
+  bool stopped = false;          // ended on a stop token (not max_new_tokens)
+};
+
+// Samples a continuation of every prompt (token ids, no padding) in one
+// batch: prompts are left-padded, the prefix is encoded once, then one token
+// per step through the KV cache. A row's tokens depend only on (model, its
+// prompt, options, its index), never on the other rows.
+std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<int>>& prompts,
+                              const SampleOptions& options);
+
+// --- files ---
+
+// Training state saved with the model so a resumed run continues exactly.
+struct TrainState {
+  int64_t step = 0;               // optimizer steps done
+  bool finished = false;          // training ended (all steps, or early stop)
+  double best_val = 0;            // +inf before the first evaluation
+  int64_t bad_evals = 0;
+  double window_loss = 0;         // the current loss-logging window
+  int64_t window_steps = 0;
+  int64_t tokens = 0;
+  std::vector<std::tuple<std::string, int64_t, double>> metrics;  // everything reported so far
+};
+
+struct Checkpoint {
+  ModelConfig model;            // d_ff resolved
+  nlohmann::json job_config;    // the training job's config (its task keys say what it learned)
+  int64_t vocab = 0;
+  std::string optimizer;          // "" when no optimizer state is stored
+  std::string optimizer_bytes;    // torch archive
+  std::string model_bytes;        // torch archive of the parameters and buffers
+  TrainState state;
+};
+
+// Serializes / parses the checkpoint container (magic, version, JSON
+// metadata, torch archives). Parse fails with DataLoss on anything malformed.
+std::string SerializeCheckpoint(const Checkpoint& c);
+common::Result<Checkpoint> ParseCheckpoint(std::string_view bytes, const std::string& path);
+std::string SaveModule(torch::nn::Module& module);
+common::Status LoadModule(torch::nn::Module& module, const std::string& bytes, const std::string& what);
+std::string SaveOptimizer(torch::optim::Optimizer& optimizer);
+common::Status LoadOptimizer(torch::optim::Optimizer& optimizer, const std::string& bytes, const std::string& what);
+
+// Reads a checkpoint file (hash-verified) and builds its model.
+struct LoadedModel {
+  Checkpoint checkpoint;
+  Transformer model{nullptr};
+};
+common::Result<LoadedModel> LoadModelFile(const std::string& path);
+
+// Llama-style safetensors (model.embed_tokens.weight, model.layers.N.
+// self_attn.q_proj.weight, ..., model.norm.weight, lm_head.weight).
+common::Status ExportSafetensors(Transformer& model, const std::string& path);
+common::Status ImportSafetensors(Transformer& model, const std::string& path);
+
+}  // namespace shammie::workers::lm
