@@ -7,21 +7,44 @@
 // The task is `copy` with a fixed length L, so every batch is [B, 2L+2]
 // tokens (BOS, L letters, '>', L letters; EOS is the last target).
 //
-// Usage: lm_throughput train --d D --layers N --heads H --length L --batch B
-//                            --steps S --threads T [--warmup W]
-// Prints one line of JSON:
-//   tokens_per_second  the runtime's own figure (TrainResult), over the S
-//                      steps of the timed run (it includes one evaluation of
-//                      8 examples at the end, <1% of a step's work)
+// Usage:
+//   lm_throughput train --d D --layers N --heads H --length L --batch B
+//                       --steps S --threads T [--warmup W]
+//   lm_throughput sample --d D --layers N --heads H --length L --batch B
+//                        --rows R --new K --threads T
+// Prints one line of JSON.
+//
+// train: TrainLanguageModel for S steps of batch B.
+//   tokens_per_second  the runtime's own figure (TrainResult: input positions,
+//                      B x (2L+2) per step, over the steps; it includes one
+//                      evaluation of 8 examples at the end, <1% of a step)
 //   wall_s             the timed TrainLanguageModel call, end to end
 //   loss               mean training loss over the S steps (sanity check)
-// A first run of W steps (default 2) warms the process (allocator, BLAS and
-// OpenMP thread pools) and is not timed.
+//   A first run of W steps (default 2) warms the process (allocator, BLAS and
+//   OpenMP thread pools) and is not timed.
+// sample: the lm.sample job (RunLmSample) on a model of this configuration:
+//   greedy decoding of R prompts of the copy task (BOS, L letters, '>': L+2
+//   tokens, no padding) in batches of B rows, K new tokens each (the model's
+//   max_len is L+2+K). The model is the runtime's initialisation after one
+//   training step at learning rate 0 (weights do not matter for speed, and
+//   greedy decoding of it must not stop early: a row that emits EOS before K
+//   tokens fails the run, so both sides decode exactly R x K tokens).
+//   tokens_per_second  lm.sample's own metric (generated tokens per second of
+//                      its sampling loop: prefill, decoding, and the per-row
+//                      bookkeeping of the samples table)
+//   One untimed lm.sample of one batch warms the process first.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <memory>
+#include <set>
 #include <string>
+#include <variant>
+
+#include <unistd.h>
 
 #include "workers/lm.hpp"
 #include "workers/local_context.hpp"
@@ -71,6 +94,20 @@ workers::TrainConfig MakeConfig(const Args& a, int64_t steps) {
   return c;
 }
 
+// The BLAS libraries mapped into this process, as a JSON array (to show that
+// both sides use the same one).
+std::string BlasLibraries() {
+  std::ifstream maps("/proc/self/maps");
+  std::set<std::string> libs;
+  for (std::string line; std::getline(maps, line);) {
+    const size_t slash = line.find('/');
+    if (slash != std::string::npos && line.find("blas") != std::string::npos) libs.insert(line.substr(slash));
+  }
+  std::string out = "[";
+  for (const auto& l : libs) out += (out.size() > 1 ? ", \"" : "\"") + l + "\"";
+  return out + "]";
+}
+
 int Train(const Args& a) {
   const int64_t warmup = a.Get("warmup", 2);
   if (warmup > 0) {
@@ -93,10 +130,87 @@ int Train(const Args& a) {
   const int64_t seq = 2 * config.task.length + 2;
   std::printf(
       "{\"side\": \"shammie\", \"mode\": \"train\", \"parameters\": %lld, \"batch\": %lld, \"seq\": %lld, "
-      "\"steps\": %lld, \"threads\": %lld, \"tokens_per_second\": %.3f, \"wall_s\": %.4f, \"loss\": %.5f}\n",
+      "\"steps\": %lld, \"threads\": %lld, \"tokens_per_second\": %.3f, \"wall_s\": %.4f, \"loss\": %.5f, \"blas\": %s}\n",
       static_cast<long long>(r->parameters), static_cast<long long>(config.batch), static_cast<long long>(seq),
       static_cast<long long>(r->steps), static_cast<long long>(config.threads), r->tokens_per_second, wall,
-      r->train_loss);
+      r->train_loss, BlasLibraries().c_str());
+  return 0;
+}
+
+// The "tokens" and "stopped" columns of the samples table: total tokens, and
+// whether any row ended on a stop token.
+std::pair<int64_t, bool> Generated(const workers::LocalJobContext& ctx) {
+  int64_t tokens = 0;
+  bool stopped = false;
+  const auto& table = ctx.tables().at("samples");
+  for (const auto& column : table.columns) {
+    const auto* values = std::get_if<std::vector<int64_t>>(&column.values);
+    if (!values) continue;
+    for (int64_t v : *values) {
+      if (column.name == "tokens") tokens += v;
+      if (column.name == "stopped") stopped = stopped || v != 0;
+    }
+  }
+  return {tokens, stopped};
+}
+
+int Sample(const Args& a) {
+  const int64_t length = a.Get("length", 31), batch = a.Get("batch", 8), rows = a.Get("rows", 32);
+  const int64_t new_tokens = a.Get("new", 64), threads = a.Get("threads", 1);
+  const nlohmann::json task = {{"task", "copy"}, {"length", length}, {"alphabet", 8}};
+  // 1. The model: one step at learning rate 0, checkpointed into a scratch directory.
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("shammie-lm-throughput-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  workers::TrainConfig tc = MakeConfig(a, 1);
+  tc.model.max_len = length + 2 + new_tokens;
+  tc.batch = 1;
+  tc.learning_rate = 0;
+  workers::LocalJobContext train_ctx("model", task, 1);
+  train_ctx.set_artifact_dir(dir.string());
+  auto trained = workers::TrainLanguageModel(tc, train_ctx);
+  if (!trained.ok() || train_ctx.recorded().empty()) {
+    std::fprintf(stderr, "lm_throughput: making the model failed: %s\n",
+                 trained.ok() ? "no checkpoint recorded" : trained.status().ToString().c_str());
+    std::filesystem::remove_all(dir);
+    return 1;
+  }
+  // 2. lm.sample: once on one batch to warm up, then timed.
+  auto run = [&](int64_t n, double* wall, common::Status* status) {
+    nlohmann::json config = {{"split", "test"}, {"prompts", n},      {"samples", 1},
+                             {"temperature", 0.0}, {"top_k", 0},     {"top_p", 1.0},
+                             {"max_new_tokens", new_tokens}, {"batch", batch}, {"threads", threads}};
+    auto ctx = std::make_unique<workers::LocalJobContext>("sample", config, 1);
+    ctx->set_inputs(train_ctx.recorded());
+    const auto t0 = std::chrono::steady_clock::now();
+    *status = workers::RunLmSample(*ctx);
+    *wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return ctx;
+  };
+  double wall = 0;
+  common::Status status;
+  run(batch, &wall, &status);
+  std::unique_ptr<workers::LocalJobContext> ctx;
+  if (status.ok()) ctx = run(rows, &wall, &status);
+  std::filesystem::remove_all(dir);
+  if (!status.ok()) {
+    std::fprintf(stderr, "lm_throughput: lm.sample failed: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  const auto [tokens, stopped] = Generated(*ctx);
+  if (stopped || tokens != rows * new_tokens) {
+    std::fprintf(stderr, "lm_throughput: greedy decoding stopped early (%lld of %lld tokens); the two sides would "
+                 "not decode the same number of tokens\n", static_cast<long long>(tokens),
+                 static_cast<long long>(rows * new_tokens));
+    return 1;
+  }
+  const double tps = ctx->metrics().at("tokens_per_second").back().value;
+  std::printf(
+      "{\"side\": \"shammie\", \"mode\": \"sample\", \"parameters\": %lld, \"batch\": %lld, \"rows\": %lld, "
+      "\"prompt\": %lld, \"new\": %lld, \"threads\": %lld, \"tokens_per_second\": %.3f, \"wall_s\": %.4f, \"blas\": %s}\n",
+      static_cast<long long>(trained->parameters), static_cast<long long>(batch), static_cast<long long>(rows),
+      static_cast<long long>(length + 2), static_cast<long long>(new_tokens), static_cast<long long>(threads), tps,
+      wall, BlasLibraries().c_str());
   return 0;
 }
 
@@ -104,11 +218,13 @@ int Train(const Args& a) {
 
 int main(int argc, char** argv) {
   Args args;
-  if (!Parse(argc, argv, args) || args.mode != "train") {
+  if (!Parse(argc, argv, args) || (args.mode != "train" && args.mode != "sample")) {
     std::fprintf(stderr,
                  "usage: lm_throughput train --d D --layers N --heads H --length L --batch B --steps S "
-                 "--threads T [--warmup W]\n");
+                 "--threads T [--warmup W]\n"
+                 "       lm_throughput sample --d D --layers N --heads H --length L --batch B --rows R --new K "
+                 "--threads T\n");
     return 2;
   }
-  return Train(args);
+  return args.mode == "train" ? Train(args) : Sample(args);
 }

@@ -6,6 +6,7 @@ and BLAS as libtorch-dev).
 
 Usage:
   lm_throughput_torch.py train --d D --layers N --heads H --length L --batch B --steps S --threads T [--warmup W] [--exact 1]
+  lm_throughput_torch.py sample --d D --layers N --heads H --length L --batch B --rows R --new K --threads T
   lm_throughput_torch.py peak --n 2048 --threads T
 Prints one line of JSON.
 
@@ -23,6 +24,14 @@ keeps only train-split prompts, and fills the batch tensors element by
 element); the runtime also computes per-example exact match (an argmax over
 the logits) every step and evaluates 8 examples at the end of its run; this
 side does neither.
+
+Generation (sample) mirrors lm::Generate (workers/lm_model.cpp) step for step:
+prefill of the [B, L+2] prompts through the KV cache, then one token per
+step with the cache grown by torch.cat, the padding-aware attention mask and
+the rotary tables rebuilt from per-row positions (float64) at every step, and
+float64 log-softmax for the tokens' log-probabilities. Greedy: the runtime
+takes each row's argmax in a C++ loop, this side with one argmax over the
+batch; both check for EOS every step.
 """
 import json
 import math
@@ -117,17 +126,33 @@ class Transformer(nn.Module):
                     p.normal_(0.0, 0.02, generator=gen)
         half = d // heads // 2
         inv = 1.0 / torch.pow(10000.0, torch.arange(0, half, dtype=torch.float64) / half)
-        angles = torch.outer(torch.arange(0, max_len, dtype=torch.float64), inv)
-        self.register_buffer("rope_cos", angles.cos().float())
-        self.register_buffer("rope_sin", angles.sin().float())
+        self.inv_freq = inv
 
     def forward(self, tokens):
         t = tokens.size(1)
         mask = torch.ones(t, t, dtype=torch.bool).triu(1)
-        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        angles = torch.arange(t).unsqueeze(0).double().unsqueeze(-1) * self.inv_freq  # as the runtime: per call
+        cos, sin = angles.cos().float().unsqueeze(1), angles.sin().float().unsqueeze(1)
         x = self.embed(tokens)
         for b in self.blocks:
             x = b(x, cos, sin, mask)
+        return self.norm(x)
+
+    def forward_cached(self, tokens, positions, pad, cache):
+        """lm::TransformerImpl::ForwardCached: cache = {"k": [...], "v": [...], "key_pad": tensor}."""
+        b, t = tokens.shape
+        past = 0 if cache["layers"][0][0] is None else cache["layers"][0][0].size(2)
+        cache["key_pad"] = pad if past == 0 else torch.cat([cache["key_pad"], pad], 1)
+        s = past + t
+        causal = torch.ones(t, s, dtype=torch.bool).triu(past + 1).view(1, 1, t, s)
+        key_pad = cache["key_pad"].view(b, 1, 1, s)
+        query_real = pad.logical_not().view(b, 1, t, 1)
+        mask = causal.logical_or(key_pad.logical_and(query_real))
+        angles = positions.double().unsqueeze(-1) * self.inv_freq
+        cos, sin = angles.cos().float().unsqueeze(1), angles.sin().float().unsqueeze(1)
+        x = self.embed(tokens)
+        for blk, layer_cache in zip(self.blocks, cache["layers"]):
+            x = blk(x, cos, sin, mask, layer_cache)
         return self.norm(x)
 
     def logits(self, hidden):
@@ -158,9 +183,13 @@ def train(a):
     exact = a.get("exact", 0)
     t = 2 * length + 2
     torch.manual_seed(1)
-    model = Transformer(a.get("d", 128), a.get("layers", 5), a.get("heads", 4), t + 1, seed=1)
-    params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=3e-3, betas=(0.9, 0.95), weight_decay=0.01)
+
+    def fresh():  # like the runtime: the warm-up and the timed run train models of their own
+        model = Transformer(a.get("d", 128), a.get("layers", 5), a.get("heads", 4), t + 1, seed=1)
+        params = list(model.parameters())
+        return model, params, torch.optim.AdamW(params, lr=3e-3, betas=(0.9, 0.95), weight_decay=0.01)
+
+    model, params, opt = fresh()
 
     def step(i, total):
         inp, tgt, mask = copy_batch(b, length)
@@ -182,6 +211,7 @@ def train(a):
 
     for i in range(warmup):
         step(i, warmup)
+    model, params, opt = fresh()
     t0 = time.perf_counter()
     tokens, loss_sum = 0, 0.0
     for i in range(steps):
@@ -192,6 +222,57 @@ def train(a):
     return {"side": "pytorch", "mode": "train", "parameters": sum(p.numel() for p in params), "batch": b,
             "seq": t, "steps": steps, "threads": torch.get_num_threads(), "tokens_per_second": tokens / wall,
             "wall_s": wall, "loss": loss_sum / steps, "exact": exact}
+
+
+@torch.no_grad()
+def generate(model, prompts, max_new):
+    """lm::Generate with temperature 0 on equal-length prompts [B, P]: tokens and log-probs."""
+    model.eval()
+    b, p = prompts.shape
+    pad = torch.zeros(b, p, dtype=torch.bool)
+    positions = torch.arange(p).unsqueeze(0).expand(b, p)
+    cache = {"layers": [[None, None] for _ in model.blocks], "key_pad": None}
+    hidden = model.forward_cached(prompts, positions, pad, cache)
+    logits = model.logits(hidden.select(1, p - 1)).float().contiguous()
+    next_pos = torch.full((b, 1), p)
+    done = torch.zeros(b, dtype=torch.bool)
+    tokens, logprobs, alive = [], [], []
+    for step in range(max_new):
+        logp = torch.log_softmax(logits.double(), -1)
+        nxt = logits.argmax(-1, keepdim=True)
+        nxt = torch.where(done.unsqueeze(1), torch.zeros_like(nxt), nxt)
+        alive.append(done.logical_not())
+        tokens.append(nxt)
+        logprobs.append(logp.gather(1, nxt))
+        done = done | (nxt.squeeze(1) == EOS)
+        if bool(done.all()) or step + 1 == max_new:
+            break
+        hidden = model.forward_cached(nxt, next_pos, torch.zeros(b, 1, dtype=torch.bool), cache)
+        next_pos = next_pos + 1
+        logits = model.logits(hidden.select(1, 0)).float().contiguous()
+    return torch.cat(tokens, 1), torch.cat(logprobs, 1), int(torch.stack(alive).sum())
+
+
+def sample(a):
+    length, b, rows, new = a.get("length", 31), a.get("batch", 8), a.get("rows", 32), a.get("new", 64)
+    torch.manual_seed(1)
+    model = Transformer(a.get("d", 128), a.get("layers", 5), a.get("heads", 4), length + 2 + new, seed=1)
+
+    def prompts(n):
+        s = torch.randint(0, 8, (n, length)) + LETTER_A
+        return torch.cat([torch.full((n, 1), BOS), s, torch.full((n, 1), ARROW)], 1)
+
+    generate(model, prompts(b), new)  # warm-up
+    t0 = time.perf_counter()
+    generated = 0
+    for i in range(0, rows, b):
+        out, logprobs, n = generate(model, prompts(min(b, rows - i)), new)
+        generated += n
+        out.tolist(), logprobs.tolist()  # the runtime hands back per-row vectors
+    wall = time.perf_counter() - t0
+    return {"side": "pytorch", "mode": "sample", "parameters": sum(p.numel() for p in model.parameters()),
+            "batch": b, "rows": rows, "prompt": length + 2, "new": new, "threads": torch.get_num_threads(),
+            "generated": generated, "tokens_per_second": generated / wall, "wall_s": wall}
 
 
 def peak(a):
@@ -215,7 +296,7 @@ def blas_libraries():
 def main():
     mode, a = parse(sys.argv)
     torch.set_num_threads(a.get("threads", 1))
-    out = {"train": train, "peak": peak}[mode](a)
+    out = {"train": train, "sample": sample, "peak": peak}[mode](a)
     out["blas"] = blas_libraries()
     out["torch"] = torch.__version__
     print(json.dumps(out))
