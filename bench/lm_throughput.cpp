@@ -16,8 +16,13 @@
 //
 // train: TrainLanguageModel for S steps of batch B.
 //   tokens_per_second  the runtime's own figure (TrainResult: input positions,
-//                      B x (2L+2) per step, over the steps; it includes one
-//                      evaluation of 8 examples at the end, <1% of a step)
+//                      B x (2L+2) per step, per wall second of its loop; it
+//                      includes one evaluation of 1 example at the end)
+//   cpu_tokens_per_second  the same positions per CPU second of the process,
+//                      from the difference between a run of W steps and the
+//                      run of S steps (setup and evaluations cancel): robust
+//                      on a shared machine at one thread, where wall time
+//                      also counts time the scheduler gave to others
 //   wall_s             the timed TrainLanguageModel call, end to end
 //   loss               mean training loss over the S steps (sanity check)
 //   A first run of W steps (default 2) warms the process (allocator, BLAS and
@@ -32,7 +37,10 @@
 //   tokens_per_second  lm.sample's own metric (generated tokens per second of
 //                      its sampling loop: prefill, decoding, and the per-row
 //                      bookkeeping of the samples table)
+//   cpu_tokens_per_second  per CPU second, from the difference between an
+//                      lm.sample of B rows and one of R rows
 //   One untimed lm.sample of one batch warms the process first.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -44,6 +52,7 @@
 #include <string>
 #include <variant>
 
+#include <time.h>
 #include <unistd.h>
 
 #include "workers/lm.hpp"
@@ -87,7 +96,7 @@ workers::TrainConfig MakeConfig(const Args& a, int64_t steps) {
   c.learning_rate = 3e-3;
   c.warmup = 2;
   c.eval_every = steps;   // one evaluation, at the last step
-  c.eval_examples = 8;
+  c.eval_examples = 1;    // its cost is in the runtime's tokens/s: keep it to one example
   c.log_every = steps;    // train_loss = mean over all steps
   c.threads = a.Get("threads", 1);
   c.seed = 1;
@@ -108,31 +117,46 @@ std::string BlasLibraries() {
   return out + "]";
 }
 
+// CPU seconds of this process (all threads).
+double CpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 int Train(const Args& a) {
-  const int64_t warmup = a.Get("warmup", 2);
-  if (warmup > 0) {
-    workers::LocalJobContext ctx("warmup", nlohmann::json::object(), 1);
-    auto r = workers::TrainLanguageModel(MakeConfig(a, warmup), ctx);
+  const int64_t warmup = std::max<int64_t>(1, a.Get("warmup", 2)), steps = a.Get("steps", 20);
+  if (steps <= warmup) {
+    std::fprintf(stderr, "lm_throughput: --steps must exceed --warmup\n");
+    return 2;
+  }
+  // Runs of `n` steps: the first warms the process; the second and third
+  // differ only in their step count, so their CPU-time difference is the
+  // CPU cost of steps - warmup steps (setup and evaluations cancel).
+  double cpu[3] = {0, 0, 0}, wall = 0;
+  common::Result<workers::TrainResult> r = common::Internal("not run");
+  const int64_t runs[3] = {warmup, warmup, steps};
+  for (int i = 0; i < 3; ++i) {
+    workers::LocalJobContext ctx("train", nlohmann::json::object(), 1);
+    const double c0 = CpuSeconds();
+    const auto t0 = std::chrono::steady_clock::now();
+    r = workers::TrainLanguageModel(MakeConfig(a, runs[i]), ctx);
+    wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    cpu[i] = CpuSeconds() - c0;
     if (!r.ok()) {
-      std::fprintf(stderr, "lm_throughput: warm-up run failed: %s\n", r.status().ToString().c_str());
+      std::fprintf(stderr, "lm_throughput: training failed: %s\n", r.status().ToString().c_str());
       return 1;
     }
   }
-  const workers::TrainConfig config = MakeConfig(a, a.Get("steps", 20));
-  workers::LocalJobContext ctx("train", nlohmann::json::object(), 1);
-  const auto t0 = std::chrono::steady_clock::now();
-  auto r = workers::TrainLanguageModel(config, ctx);
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!r.ok()) {
-    std::fprintf(stderr, "lm_throughput: training failed: %s\n", r.status().ToString().c_str());
-    return 1;
-  }
+  const workers::TrainConfig config = MakeConfig(a, steps);
   const int64_t seq = 2 * config.task.length + 2;
+  const double cpu_tps = static_cast<double>((steps - warmup) * config.batch * seq) / (cpu[2] - cpu[1]);
   std::printf(
       "{\"side\": \"shammie\", \"mode\": \"train\", \"parameters\": %lld, \"batch\": %lld, \"seq\": %lld, "
-      "\"steps\": %lld, \"threads\": %lld, \"tokens_per_second\": %.3f, \"wall_s\": %.4f, \"loss\": %.5f, \"blas\": %s}\n",
+      "\"steps\": %lld, \"threads\": %lld, \"tokens_per_second\": %.3f, \"cpu_tokens_per_second\": %.3f, "
+      "\"wall_s\": %.4f, \"loss\": %.5f, \"blas\": %s}\n",
       static_cast<long long>(r->parameters), static_cast<long long>(config.batch), static_cast<long long>(seq),
-      static_cast<long long>(r->steps), static_cast<long long>(config.threads), r->tokens_per_second, wall,
+      static_cast<long long>(r->steps), static_cast<long long>(config.threads), r->tokens_per_second, cpu_tps, wall,
       r->train_loss, BlasLibraries().c_str());
   return 0;
 }
@@ -157,6 +181,10 @@ std::pair<int64_t, bool> Generated(const workers::LocalJobContext& ctx) {
 int Sample(const Args& a) {
   const int64_t length = a.Get("length", 31), batch = a.Get("batch", 8), rows = a.Get("rows", 32);
   const int64_t new_tokens = a.Get("new", 64), threads = a.Get("threads", 1);
+  if (rows <= batch) {
+    std::fprintf(stderr, "lm_throughput: --rows must exceed --batch\n");
+    return 2;
+  }
   const nlohmann::json task = {{"task", "copy"}, {"length", length}, {"alphabet", 8}};
   // 1. The model: one step at learning rate 0, checkpointed into a scratch directory.
   const std::filesystem::path dir = std::filesystem::temp_directory_path() /
@@ -187,11 +215,22 @@ int Sample(const Args& a) {
     *wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return ctx;
   };
-  double wall = 0;
+  // lm.sample of one batch warms the process; then one batch and R rows,
+  // whose CPU-time difference is the cost of R - B rows (setup cancels).
+  double wall = 0, cpu_one = 0, cpu_all = 0;
   common::Status status;
   run(batch, &wall, &status);
   std::unique_ptr<workers::LocalJobContext> ctx;
-  if (status.ok()) ctx = run(rows, &wall, &status);
+  if (status.ok()) {
+    const double c0 = CpuSeconds();
+    run(batch, &wall, &status);
+    cpu_one = CpuSeconds() - c0;
+  }
+  if (status.ok()) {
+    const double c0 = CpuSeconds();
+    ctx = run(rows, &wall, &status);
+    cpu_all = CpuSeconds() - c0;
+  }
   std::filesystem::remove_all(dir);
   if (!status.ok()) {
     std::fprintf(stderr, "lm_throughput: lm.sample failed: %s\n", status.ToString().c_str());
@@ -205,12 +244,14 @@ int Sample(const Args& a) {
     return 1;
   }
   const double tps = ctx->metrics().at("tokens_per_second").back().value;
+  const double cpu_tps = static_cast<double>((rows - batch) * new_tokens) / (cpu_all - cpu_one);
   std::printf(
       "{\"side\": \"shammie\", \"mode\": \"sample\", \"parameters\": %lld, \"batch\": %lld, \"rows\": %lld, "
-      "\"prompt\": %lld, \"new\": %lld, \"threads\": %lld, \"tokens_per_second\": %.3f, \"wall_s\": %.4f, \"blas\": %s}\n",
+      "\"prompt\": %lld, \"new\": %lld, \"threads\": %lld, \"tokens_per_second\": %.3f, \"cpu_tokens_per_second\": %.3f, "
+      "\"wall_s\": %.4f, \"blas\": %s}\n",
       static_cast<long long>(trained->parameters), static_cast<long long>(batch), static_cast<long long>(rows),
       static_cast<long long>(length + 2), static_cast<long long>(new_tokens), static_cast<long long>(threads), tps,
-      wall, BlasLibraries().c_str());
+      cpu_tps, wall, BlasLibraries().c_str());
   return 0;
 }
 
