@@ -7,7 +7,9 @@
 #   THREADS="1 2"  intra-op thread counts to measure (OMP_NUM_THREADS and the
 #                  runtime's `threads` / torch.set_num_threads)
 #   REPS=3         runs of each side per case, alternating which goes first;
-#                  the table shows each side's best
+#                  the table shows each side's best run and the median of
+#                  the shammie / PyTorch ratios of back-to-back pairs
+#   RESULTS=FILE   keep every run's JSON line there
 # Needs: python3-torch and libopenblas0-openmp (Debian); builds the
 # lm_throughput target (which pulls in shammie_lm) in BUILD_DIR if needed.
 set -euo pipefail
@@ -19,8 +21,9 @@ py=/usr/bin/python3
 cmake --build "$build" --target lm_throughput >/dev/null
 bin=$build/bench/lm_throughput
 peer=$root/bench/lm_throughput_torch.py
-results=$(mktemp /tmp/shammie-lm-throughput.XXXXXX)
-trap 'rm -f "$results"' EXIT
+results=${RESULTS:-$(mktemp /tmp/shammie-lm-throughput.XXXXXX)}
+[ -n "${RESULTS:-}" ] || trap 'rm -f "$results"' EXIT
+: > "$results"
 # Passive OpenMP waiting: spinning threads fight OpenBLAS and other processes
 # on a small shared machine. Same for both sides.
 export OMP_WAIT_POLICY=passive
@@ -66,7 +69,7 @@ done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 "$py" - "$results" <<'PY'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 peak = {}
 for r in rows:
@@ -76,15 +79,27 @@ for r in rows:
         p["gflops"], p["cpu_gflops"] = max(p["gflops"], x["gflops"]), max(p["cpu_gflops"], x["cpu_gflops"])
 order = list(dict.fromkeys(r["case"] for r in rows if r["case"] != "peak"))
 best, best_cpu = {}, {}  # each side's best run, by wall and by CPU time
+runs = {}  # (case, threads) -> results in run order: pairs of back-to-back shammie/PyTorch runs
 for r in rows:
     if r["case"] == "peak":
         continue
     x = r["result"]
     key = (r["case"], x["threads"], x["side"])
+    runs.setdefault((r["case"], x["threads"]), []).append(x)
     if key not in best or x["tokens_per_second"] > best[key]["tokens_per_second"]:
         best[key] = x
     if key not in best_cpu or x["cpu_tokens_per_second"] > best_cpu[key]["cpu_tokens_per_second"]:
         best_cpu[key] = x
+
+def paired(case, t, field):
+    """Median and range of shammie / PyTorch over back-to-back pairs: robust to
+    a quiet or busy spell that only one side's best run happened to get."""
+    ratios = []
+    rs = runs[(case, t)]
+    for a, b in zip(rs[0::2], rs[1::2]):
+        s, p = (a, b) if a["side"] == "shammie" else (b, a)
+        ratios.append(s[field] / p[field])
+    return statistics.median(ratios), sorted(ratios)
 
 VOCAB = 51
 def shape(case):  # d, layers, ff
@@ -104,12 +119,13 @@ print("float32 GEMM 2048^3 (torch.mm, OpenBLAS), best of 3 before each case: " +
       ", ".join(f"{p['gflops']:.1f} GFLOP/s per wall second, {p['cpu_gflops']:.1f} per CPU second at {t} thread(s)"
                 for t, p in sorted(peak.items())))
 print()
-print("Wall: each side's best run (tokens/s as the runtime reports it). CPU: tokens per CPU second of the process "
-      "(best run), which discounts time the scheduler gave to other processes; meaningful at 1 thread.")
+print("tok/s: each side's best run (per wall second, as the runtime reports it). Ratios: median (and range) of "
+      "shammie / PyTorch over back-to-back pairs of runs, per wall second and per CPU second of the process (which "
+      "discounts time the scheduler gave to other processes; meaningful at 1 thread).")
 print("Training GFLOP/s = tokens/s x FLOP/token (6 x matmul parameters + 12 x layers x T x d); % of the GEMM peak "
       "per wall second (per CPU second in brackets, 1 thread).")
 print()
-print("| case | threads | parameters | shammie tok/s (wall) | PyTorch tok/s (wall) | ratio (wall) | ratio (CPU) | "
+print("| case | threads | parameters | shammie tok/s | PyTorch tok/s | shammie / PyTorch (wall) | (CPU) | "
       "shammie training GFLOP/s, % of peak | PyTorch, % of peak |")
 print("|---|---|---|---|---|---|---|---|---|")
 for (case, t, side), x in sorted(best.items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]))):
@@ -117,8 +133,8 @@ for (case, t, side), x in sorted(best.items(), key=lambda kv: (kv[0][1], order.i
         continue
     y = best[(case, t, "pytorch")]
     xc, yc = best_cpu[(case, t, "shammie")], best_cpu[(case, t, "pytorch")]
-    ratio = x["tokens_per_second"] / y["tokens_per_second"]
-    ratio_cpu = xc["cpu_tokens_per_second"] / yc["cpu_tokens_per_second"]
+    ratio, rw = paired(case, t, "tokens_per_second")
+    ratio_cpu, rc = paired(case, t, "cpu_tokens_per_second")
     flops = " – | – |"
     if x["mode"] == "train":
         f = train_flops_per_token(case, x["seq"]) / 1e9
@@ -130,7 +146,7 @@ for (case, t, side), x in sorted(best.items(), key=lambda kv: (kv[0][1], order.i
         flops = (f" {cell(x['tokens_per_second'], xc['cpu_tokens_per_second'])} |"
                  f" {cell(y['tokens_per_second'], yc['cpu_tokens_per_second'])} |")
     print(f"| {case} | {t} | {x['parameters']:,} | {x['tokens_per_second']:.0f} | {y['tokens_per_second']:.0f} | "
-          f"**{ratio:.2f}×** | **{ratio_cpu:.2f}×** |{flops}")
+          f"**{ratio:.2f}×** ({rw[0]:.2f}–{rw[-1]:.2f}) | **{ratio_cpu:.2f}×** ({rc[0]:.2f}–{rc[-1]:.2f}) |{flops}")
 print()
 print("training losses (mean over the timed steps; same task, different random draws): " +
       ", ".join(f"{c}@{t} shammie {best[(c, t, 'shammie')]['loss']:.2f} / PyTorch {best[(c, t, 'pytorch')]['loss']:.2f}"
