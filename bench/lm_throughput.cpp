@@ -30,7 +30,7 @@
 // sample: the lm.sample job (RunLmSample) on a model of this configuration:
 //   greedy decoding of R prompts of the copy task (BOS, L letters, '>': L+2
 //   tokens, no padding) in batches of B rows, K new tokens each (the model's
-//   max_len is L+2+K). The model is the runtime's initialisation after one
+//   max_len is at least L+2+K). The model is the runtime's initialisation after one
 //   training step at learning rate 0 (weights do not matter for speed, and
 //   greedy decoding of it must not stop early: a row that emits EOS before K
 //   tokens fails the run, so both sides decode exactly R x K tokens).
@@ -191,7 +191,7 @@ int Sample(const Args& a) {
                                     ("shammie-lm-throughput-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   workers::TrainConfig tc = MakeConfig(a, 1);
-  tc.model.max_len = length + 2 + new_tokens;
+  tc.model.max_len = std::max(2 * length + 3, length + 2 + new_tokens);  // training needs 2L+3, decoding L+2+K
   tc.batch = 1;
   tc.learning_rate = 0;
   workers::LocalJobContext train_ctx("model", task, 1);

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """PyTorch eager peer for bench/lm_throughput.cpp: the runtime's transformer,
-loss and optimizer step (workers/lm.cpp) written the way a PyTorch user would,
+loss and optimizer step (workers/lm_model.cpp, workers/lm.cpp) written the way a PyTorch user would,
 on batches of the same shape. Run with Debian's python3-torch (same 1.13 build
 and BLAS as libtorch-dev).
 
@@ -22,7 +22,7 @@ What differs: batches of the copy task are drawn with torch.randint on the
 whole [B, L] at once (the runtime draws each example through the task library,
 keeps only train-split prompts, and fills the batch tensors element by
 element); the runtime also computes per-example exact match (an argmax over
-the logits) every step and evaluates 8 examples at the end of its run; this
+the logits) every step and evaluates 1 example at the end of its run; this
 side does neither.
 
 Generation (sample) mirrors lm::Generate (workers/lm_model.cpp) step for step:
