@@ -649,6 +649,31 @@ common::Result<std::unique_ptr<SyntheticTask>> TaskFor(const JobContext& ctx, co
   return SyntheticTask::Make(spec);
 }
 
+// What lm.eval and lm.sample start from: the upstream model, the task and
+// up to `n` examples of the configured split.
+struct UpstreamWork {
+  lm::LoadedModel loaded;
+  std::unique_ptr<SyntheticTask> task;
+  std::vector<Example> examples;
+};
+
+common::Result<UpstreamWork> OpenUpstream(const JobContext& ctx, const std::string& kind, int64_t n) {
+  const auto& c = ctx.config();
+  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, UpstreamModel(ctx, true, kind));
+  UpstreamWork work;
+  SHAMMIE_ASSIGN_OR_RETURN(work.loaded, lm::LoadModelFile(up->path));
+  SHAMMIE_ASSIGN_OR_RETURN(work.task, TaskFor(ctx, work.loaded.checkpoint));
+  SHAMMIE_ASSIGN_OR_RETURN(Split split, SplitFromName(c["split"].get<std::string>()));
+  const int64_t max_len = work.loaded.model->config.max_len;
+  if (work.task->MaxTokens() + 1 > max_len) {
+    return common::InvalidArgument("examples of this task need " + std::to_string(work.task->MaxTokens() + 1) +
+                                   " positions; the model has max_len " + std::to_string(max_len));
+  }
+  work.examples = EvalSet(*work.task, split, n);
+  return work;
+}
+
 std::vector<int> PromptTokens(const Example& e) {
   std::vector<int> p = {Tokenizer::kBos};
   p.insert(p.end(), e.prompt.begin(), e.prompt.end());
@@ -691,17 +716,10 @@ common::Status RunLmTrain(JobContext& ctx) {
 
 common::Status RunLmEval(JobContext& ctx) {
   const auto& c = ctx.config();
-  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
-  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, UpstreamModel(ctx, true, "lm.eval"));
-  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(up->path));
-  SHAMMIE_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTask> task, TaskFor(ctx, loaded.checkpoint));
-  SHAMMIE_ASSIGN_OR_RETURN(Split split, SplitFromName(c["split"].get<std::string>()));
-  Transformer& model = loaded.model;
-  if (task->MaxTokens() + 1 > model->config.max_len) {
-    return common::InvalidArgument("examples of this task need " + std::to_string(task->MaxTokens() + 1) +
-                                   " positions; the model has max_len " + std::to_string(model->config.max_len));
-  }
-  const std::vector<Example> set = EvalSet(*task, split, c["examples"].get<int64_t>());
+  SHAMMIE_ASSIGN_OR_RETURN(UpstreamWork work, OpenUpstream(ctx, "lm.eval", c["examples"].get<int64_t>()));
+  Transformer& model = work.loaded.model;
+  const std::unique_ptr<SyntheticTask>& task = work.task;
+  const std::vector<Example>& set = work.examples;
   // Teacher-forced loss per example, then greedy generation in batches.
   std::vector<double> answer_logprob(set.size());
   double loss = 0, tokens = 0, forced_exact = 0;
@@ -764,12 +782,9 @@ common::Status RunLmEval(JobContext& ctx) {
 
 common::Status RunLmSample(JobContext& ctx) {
   const auto& c = ctx.config();
-  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
-  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, UpstreamModel(ctx, true, "lm.sample"));
-  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(up->path));
-  SHAMMIE_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTask> task, TaskFor(ctx, loaded.checkpoint));
-  SHAMMIE_ASSIGN_OR_RETURN(Split split, SplitFromName(c["split"].get<std::string>()));
-  const std::vector<Example> prompts_set = EvalSet(*task, split, c["prompts"].get<int64_t>());
+  SHAMMIE_ASSIGN_OR_RETURN(UpstreamWork work, OpenUpstream(ctx, "lm.sample", c["prompts"].get<int64_t>()));
+  const std::unique_ptr<SyntheticTask>& task = work.task;
+  const std::vector<Example>& prompts_set = work.examples;
   const size_t n_prompts = std::min(prompts_set.size(), static_cast<size_t>(c["prompts"].get<int64_t>()));
   const int64_t per_prompt = c["samples"].get<int64_t>();
   lm::SampleOptions o;
@@ -804,7 +819,7 @@ common::Status RunLmSample(JobContext& ctx) {
                                         rows.begin() + static_cast<std::ptrdiff_t>(end));
     lm::SampleOptions chunk_options = o;
     chunk_options.seed = common::DeriveSeed(ctx.seed(), "rows", i);
-    const std::vector<lm::Sampled> out = lm::Generate(loaded.model, chunk, chunk_options);
+    const std::vector<lm::Sampled> out = lm::Generate(work.loaded.model, chunk, chunk_options);
     for (size_t k = 0; k < out.size(); ++k) {
       const size_t r = i + k;
       text[r] = Tokenizer::Decode(out[k].tokens);

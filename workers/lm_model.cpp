@@ -30,12 +30,6 @@ Tensor Rope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
   return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
 }
 
-// cos and sin of positions [B, T] -> [B, 1, T, half], from float64 angles.
-std::pair<Tensor, Tensor> RopeTables(const Tensor& inv_freq, const Tensor& positions) {
-  Tensor angles = positions.to(torch::kFloat64).unsqueeze(-1) * inv_freq;
-  return {angles.cos().to(torch::kFloat32).unsqueeze(1), angles.sin().to(torch::kFloat32).unsqueeze(1)};
-}
-
 }  // namespace
 
 RMSNormImpl::RMSNormImpl(int64_t d) { weight = register_parameter("weight", torch::ones({d})); }
@@ -101,14 +95,19 @@ TransformerImpl::TransformerImpl(const ModelConfig& c, int64_t vocab_size, uint6
       p.value().normal_(0.0, 0.02, gen);
     }
   }
+  // Rotary tables for every position, once (angles in float64, then float32).
   const int64_t half = d / c.heads / 2;
-  inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, half, torch::kFloat64) / static_cast<double>(half));
+  Tensor inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, half, torch::kFloat64) / static_cast<double>(half));
+  Tensor angles = torch::outer(torch::arange(0, c.max_len, torch::kFloat64), inv_freq);
+  rope_cos = register_buffer("rope_cos", angles.cos().to(torch::kFloat32));
+  rope_sin = register_buffer("rope_sin", angles.sin().to(torch::kFloat32));
 }
 
 Tensor TransformerImpl::forward(const Tensor& tokens) {
   const int64_t t = tokens.size(1);
   Tensor mask = torch::ones({t, t}, torch::kBool).triu(1);
-  auto [cos, sin] = RopeTables(inv_freq, torch::arange(t, torch::kInt64).unsqueeze(0));
+  const int64_t half = rope_cos.size(1);
+  Tensor cos = rope_cos.narrow(0, 0, t).view({1, 1, t, half}), sin = rope_sin.narrow(0, 0, t).view({1, 1, t, half});
   Tensor x = embed(tokens);
   for (auto& b : blocks) x = b(x, cos, sin, mask, nullptr, 0);
   return norm(x);
@@ -131,7 +130,10 @@ Tensor TransformerImpl::ForwardCached(const Tensor& tokens, const Tensor& positi
   Tensor key_pad = cache.key_pad.view({b, 1, 1, s});
   Tensor query_real = pad.logical_not().view({b, 1, t, 1});
   Tensor mask = causal.logical_or(key_pad.logical_and(query_real));
-  auto [cos, sin] = RopeTables(inv_freq, positions);
+  const int64_t half = rope_cos.size(1);
+  Tensor flat = positions.reshape({-1});
+  Tensor cos = rope_cos.index_select(0, flat).view({b, 1, t, half});
+  Tensor sin = rope_sin.index_select(0, flat).view({b, 1, t, half});
   Tensor x = embed(tokens);
   for (size_t i = 0; i < blocks.size(); ++i) x = blocks[i](x, cos, sin, mask, &cache, i);
   return norm(x);
@@ -367,44 +369,43 @@ common::Result<Checkpoint> ParseCheckpoint(std::string_view bytes, const std::st
   return c;
 }
 
-std::string SaveModule(torch::nn::Module& module) {
+namespace {
+
+// Modules and optimizers serialize the same way: through an archive.
+template <typename T>
+std::string SaveArchive(T& object) {
   torch::serialize::OutputArchive archive;
-  module.save(archive);
+  object.save(archive);
   std::ostringstream os;
   archive.save_to(os);
   return std::move(os).str();
 }
 
-common::Status LoadModule(torch::nn::Module& module, const std::string& bytes, const std::string& what,
-                          torch::Device device) {
+template <typename T>
+common::Status LoadArchive(T& object, const std::string& bytes, torch::Device device, const std::string& what) {
   try {
     torch::serialize::InputArchive archive;
     archive.load_from(bytes.data(), bytes.size(), device);
-    module.load(archive);
+    object.load(archive);
   } catch (const std::exception& e) {
-    return common::DataLoss(what + ": cannot load the model's tensors: " + e.what());
+    return common::DataLoss(what + ": " + e.what());
   }
   return common::Status::Ok();
 }
 
-std::string SaveOptimizer(torch::optim::Optimizer& optimizer) {
-  torch::serialize::OutputArchive archive;
-  optimizer.save(archive);
-  std::ostringstream os;
-  archive.save_to(os);
-  return std::move(os).str();
+}  // namespace
+
+std::string SaveModule(torch::nn::Module& module) { return SaveArchive(module); }
+std::string SaveOptimizer(torch::optim::Optimizer& optimizer) { return SaveArchive(optimizer); }
+
+common::Status LoadModule(torch::nn::Module& module, const std::string& bytes, const std::string& what,
+                          torch::Device device) {
+  return LoadArchive(module, bytes, device, what + ": cannot load the model's tensors");
 }
 
 common::Status LoadOptimizer(torch::optim::Optimizer& optimizer, const std::string& bytes, const std::string& what,
                              torch::Device device) {
-  try {
-    torch::serialize::InputArchive archive;
-    archive.load_from(bytes.data(), bytes.size(), device);
-    optimizer.load(archive);
-  } catch (const std::exception& e) {
-    return common::DataLoss(what + ": cannot load the optimizer state: " + e.what());
-  }
-  return common::Status::Ok();
+  return LoadArchive(optimizer, bytes, device, what + ": cannot load the optimizer state");
 }
 
 common::Result<LoadedModel> LoadModelFile(const std::string& path) {

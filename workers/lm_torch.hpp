@@ -70,7 +70,7 @@ struct TransformerImpl : torch::nn::Module {
   std::vector<Block> blocks;
   RMSNorm norm{nullptr};
   torch::nn::Linear lm_head{nullptr}, score_head{nullptr}, class_head{nullptr};
-  Tensor inv_freq;  // [head_dim/2] float64
+  Tensor rope_cos, rope_sin;  // [max_len, head_dim/2]: rotary tables of every position
 };
 TORCH_MODULE(Transformer);
 

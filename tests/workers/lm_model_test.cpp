@@ -266,7 +266,7 @@ TEST(LmDeviceTest, CudaWithoutCudaIsUnavailableNotAFallback) {
   c.batch = 4;
   c.device = "cuda";
   LocalJobContext ctx("cuda", nlohmann::json::object(), 1);
-  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is visible: bench/gpu_check.sh covers this path";
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is visible: this test checks the error without one";
   auto r = TrainLanguageModel(c, ctx);
   EXPECT_EQ(r.status().code(), common::StatusCode::kUnavailable);
   EXPECT_NE(r.status().message().find("not falling back"), std::string::npos) << r.status().ToString();
