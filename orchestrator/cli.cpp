@@ -124,6 +124,49 @@ int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& ki
   run->add_option("--stall-timeout", run_args.stall_timeout_s,
                   "Seconds without a heartbeat before a busy worker is declared stalled")
       ->check(CLI::Range(1.0, 1e6));
+  run->add_option("--shard", run_args.shard,
+                  "I/N: run only shard I (0-based) of N of the DAG's independent parts (job arrays; docs/slurm.md)");
+
+  SubmitArgs submit_args;
+  submit_args.argv = args;
+  CLI::App* submit = app.add_subcommand(
+      "submit", "Write DIR/slurm/job.sbatch (all #SBATCH lines, the srun line, the environment) and submit it with "
+                "sbatch; on SIGUSR1 before the time limit or a preemption the job checkpoints and requeues itself. "
+                "Defaults come from the experiment's [slurm] table; options here win.");
+  submit->add_option("file", submit_args.spec, "Experiment TOML file")->required()->check(CLI::ExistingFile);
+  submit->add_option("--out", submit_args.out, "Run directory (default: the spec's experiment.output, runs/<name>)");
+  submit->add_option("-N,--nodes", submit_args.nodes, "Nodes (default 1)")->check(CLI::Range(1, 100000));
+  submit->add_option("--ntasks-per-node", submit_args.ntasks_per_node,
+                     "MPI ranks per node; rank 0 is the controller (default: --gpus-per-node, else 2 on one node, 1 on "
+                     "more)")
+      ->check(CLI::Range(1, 4096));
+  submit->add_option("--gpus-per-node", submit_args.gpus_per_node, "GPUs per node; one per rank, by SLURM_LOCALID")
+      ->check(CLI::Range(0, 64));
+  submit->add_option("-c,--cpus-per-task", submit_args.cpus_per_task,
+                     "Cores per rank, and OMP_NUM_THREADS (default 1)")
+      ->check(CLI::Range(1, 4096));
+  submit->add_option("-t,--time", submit_args.time, "Time limit: HH:MM:SS, D-HH:MM:SS, MM:SS or minutes");
+  submit->add_option("-p,--partition", submit_args.partition, "Partition");
+  submit->add_option("-A,--account", submit_args.account, "Account");
+  submit->add_option("-q,--qos", submit_args.qos, "Quality of service");
+  submit->add_option("-J,--job-name", submit_args.job_name, "Job name (default: the experiment's name)");
+  submit->add_option("--mem-per-cpu", submit_args.mem_per_cpu, "Memory per core, in Slurm's units (e.g. 2G)");
+  submit->add_option("--grace", submit_args.grace_s,
+                     "Seconds before the time limit at which Slurm sends SIGUSR1: checkpoint and requeue (default 120)")
+      ->check(CLI::Range(1, 86400));
+  submit->add_option("--max-requeues", submit_args.max_requeues,
+                     "Times the job requeues itself after such a stop (default 3)")
+      ->check(CLI::Range(0, 1000));
+  submit->add_option("--array", submit_args.array,
+                     "Split the DAG's independent parts into a job array of N tasks, each with its own results under "
+                     "DIR/shards/<i>/ (join them with `shammie merge DIR`)")
+      ->check(CLI::Range(1, 100000));
+  submit->add_flag("--dry-run", submit_args.dry_run, "Write and print the script; do not submit it");
+
+  std::string merge_dir;
+  CLI::App* merge = app.add_subcommand(
+      "merge", "Join the shards of a job array (DIR/shards/*/results.h5) into DIR/results.h5, every job once.");
+  merge->add_option("dir", merge_dir, "Run directory of `shammie submit --array`")->required();
 
   std::string status_dir;
   bool status_json = false;
@@ -182,6 +225,8 @@ int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& ki
   }
   if (run->parsed()) return RunCommand(run_args, kinds, out, err);
   if (status->parsed()) return StatusCommand(status_dir, status_json, out, err);
+  if (submit->parsed()) return SubmitCommand(submit_args, kinds, out, err);
+  if (merge->parsed()) return MergeCommand(merge_dir, out, err);
   if (export_cmd->parsed()) return ExportCommand(export_target, export_format, export_output, out, err);
   if (analyze->parsed()) {
     if (analyze_args.dir.empty() == analyze_args.csv.empty()) {

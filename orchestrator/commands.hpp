@@ -52,6 +52,7 @@ struct RunArgs {
   bool resume = false;      // DIR must hold an earlier run
   std::string progress = "auto";  // auto, tty, plain, none
   double stall_timeout_s = 60;
+  std::string shard;        // "I/N": run only shard I of N of the plan (orchestrator/shard.hpp); "" = all
   std::vector<std::string> argv;  // the whole command line (provenance)
 };
 
@@ -59,7 +60,29 @@ struct RunArgs {
 // one, rank 0 is the controller and the other ranks are workers.
 int RunCommand(const RunArgs& args, const workers::KindRegistry& kinds, std::ostream& out, std::ostream& err);
 
-// `shammie status DIR`: what finished, what failed (with the error), what is left.
+// `shammie status DIR`: what finished, what failed (with the error), what is
+// left; the Slurm jobs and their states when the run was submitted; for a job
+// array, every shard.
 int StatusCommand(const std::string& dir, bool json, std::ostream& out, std::ostream& err);
+
+struct SubmitArgs {
+  std::string spec;
+  std::string out;  // run directory; default: the spec's experiment.output
+  // Unset: from the spec's [slurm] table, else the defaults (docs/slurm.md).
+  std::optional<int64_t> nodes, ntasks_per_node, gpus_per_node, cpus_per_task, max_requeues, array, grace_s;
+  std::optional<std::string> time, partition, account, qos, job_name, mem_per_cpu;
+  bool dry_run = false;
+  std::vector<std::string> argv;  // the whole command line (provenance)
+};
+
+// `shammie submit`: writes DIR/slurm/job.sbatch and submits it with sbatch.
+int SubmitCommand(const SubmitArgs& args, const workers::KindRegistry& kinds, std::ostream& out, std::ostream& err);
+
+// `shammie merge DIR`: joins DIR/shards/*/results.h5 of a job array into DIR/results.h5.
+int MergeCommand(const std::string& dir, std::ostream& out, std::ostream& err);
+
+// Files under RUN_DIR/slurm/ that submit writes and status reads.
+std::string SlurmDir(const std::string& run_dir);
+std::string SlurmJobsFile(const std::string& run_dir);  // one line per submission: "<job id> <array tasks> <time>"
 
 }  // namespace shammie::orchestrator

@@ -20,6 +20,8 @@
 #include "orchestrator/engine.hpp"
 #include "orchestrator/plan.hpp"
 #include "orchestrator/run_journal.hpp"
+#include "orchestrator/shard.hpp"
+#include "cluster/slurm.hpp"
 #include "orchestrator/spec_loader.hpp"
 #include "workers/protocol.hpp"
 #include "workers/worker.hpp"
@@ -83,6 +85,14 @@ std::optional<Loaded> LoadForRun(const RunArgs& args, const workers::KindRegistr
           << stage.kind << "\" has no code in this build of shammie (it can be validated, not run)\n";
       return std::nullopt;
     }
+  }
+  if (!args.shard.empty()) {
+    auto shard = ParseShard(args.shard);
+    if (!shard.ok()) {
+      err << "shammie run: " << shard.status().message() << "\n";
+      return std::nullopt;
+    }
+    *plan = ShardOf(*plan, shard->index, shard->count);
   }
   Loaded l{std::move(*spec), std::move(*plan), args.out};
   if (l.dir.empty()) l.dir = l.spec.output;
@@ -177,6 +187,10 @@ int Launch(const RunArgs& args, const workers::KindRegistry& kinds, const cluste
   launch.as_root = ::geteuid() == 0;
   launch.program = {cluster::SelfExecutable(), "run", args.spec, "--out", loaded->dir,
                     "--stall-timeout", std::to_string(args.stall_timeout_s)};
+  if (!args.shard.empty()) {
+    launch.program.push_back("--shard");
+    launch.program.push_back(args.shard);
+  }
   launch.env = {{kExitFileEnv, exit_file},
                 {kProgressEnv, progress},
                 {"SHAMMIE_COMMAND_LINE", JoinArgs(args.argv)},
@@ -261,6 +275,11 @@ int Controller(const RunArgs& args, const workers::KindRegistry& kinds, cluster:
     out << "shammie: stopped with " << r.not_run << " jobs not run; resume with: " << ResumeHint(args, loaded->dir)
         << "\n";
   }
+  // Under `shammie submit`'s script: tell it that work is left, so that it
+  // requeues the Slurm job (cluster/slurm.hpp, the protocol's step 2).
+  if (const char* stop_file = std::getenv("SHAMMIE_STOP_FILE"); stop_file && *stop_file && r.stopped && r.not_run > 0) {
+    std::ofstream(stop_file) << r.not_run << " of " << r.total << " jobs left\n";
+  }
   out << std::flush;
   if (r.workers_lost) {
     // A rank is stuck in job code: MPI_Finalize would wait for it forever.
@@ -309,12 +328,12 @@ int RunCommand(const RunArgs& args, const workers::KindRegistry& kinds, std::ost
   return code;
 }
 
-int StatusCommand(const std::string& dir, bool json, std::ostream& out, std::ostream& err) {
+namespace {
+
+// The job table of one run directory (its journal).
+int JournalStatus(const std::string& dir, bool json, const nlohmann::json& slurm, std::ostream& out,
+                  std::ostream& err) {
   const std::string path = JournalPath(dir);
-  if (!fs::exists(path)) {
-    err << "shammie status: " << dir << " holds no run (no journal.bin)\n";
-    return kExitBadInput;
-  }
   auto st = ReplayJournal(path);
   if (!st.ok()) {
     err << "shammie status: " << st.status().ToString() << "\n";
@@ -368,6 +387,7 @@ int StatusCommand(const std::string& dir, bool json, std::ostream& out, std::ost
     for (const auto* e : skipped) j["skipped"].push_back({{"id", e->id}, {"job", e->label}, {"reason", history(*e)->error}});
     j["left"] = nlohmann::json::array();
     for (const auto* e : left) j["left"].push_back({{"id", e->id}, {"job", e->label}});
+    if (!slurm.empty()) j["slurm"] = slurm;
     out << j.dump(2) << "\n";
     return kExitOk;
   }
@@ -407,6 +427,153 @@ int StatusCommand(const std::string& dir, bool json, std::ostream& out, std::ost
     out << "\nleft: " << left.size() << " jobs";
     if (last) out << "; run the same file into " << dir << " again to run them (done jobs are not rerun)";
     out << "\n";
+  }
+  return kExitOk;
+}
+
+struct Submission {
+  std::string job_id;
+  int64_t array_tasks = 0;
+  std::string time;
+};
+
+std::vector<Submission> ReadSubmissions(const std::string& dir) {
+  std::vector<Submission> subs;
+  std::ifstream in(SlurmJobsFile(dir));
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream words(line);
+    Submission s;
+    if (words >> s.job_id >> s.array_tasks >> s.time) subs.push_back(s);
+  }
+  return subs;
+}
+
+// Done / failed / skipped / left over a journal's plan.
+struct ShardCounts {
+  int64_t total = 0, done = 0, failed = 0, skipped = 0, left = 0;
+  bool ended = false;
+};
+common::Result<ShardCounts> CountJournal(const std::string& dir) {
+  SHAMMIE_ASSIGN_OR_RETURN(JournalState st, ReplayJournal(JournalPath(dir)));
+  ShardCounts c;
+  c.total = static_cast<int64_t>(st.plan.size());
+  for (const auto& e : st.plan) {
+    auto it = st.jobs.find(e.id);
+    const JobHistory* h = it == st.jobs.end() ? nullptr : &it->second;
+    if (h && h->done_attempt > 0) {
+      ++c.done;
+    } else if (h && h->final_failure) {
+      ++c.failed;
+    } else if (h && h->skipped) {
+      ++c.skipped;
+    } else {
+      ++c.left;
+    }
+  }
+  c.ended = !st.run_ended.empty() && st.run_ended.back();
+  return c;
+}
+
+// Shard directories DIR/shards/<index>, by index.
+std::vector<std::pair<int64_t, std::string>> ShardDirs(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> shards;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir + "/shards", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    shards.emplace_back(std::stoll(name), entry.path().string());
+  }
+  std::sort(shards.begin(), shards.end());
+  return shards;
+}
+
+}  // namespace
+
+std::string SlurmDir(const std::string& run_dir) { return run_dir + "/slurm"; }
+std::string SlurmJobsFile(const std::string& run_dir) { return SlurmDir(run_dir) + "/jobs.txt"; }
+
+int StatusCommand(const std::string& dir, bool json, std::ostream& out, std::ostream& err) {
+  const std::vector<Submission> subs = ReadSubmissions(dir);
+  const bool has_journal = fs::exists(JournalPath(dir));
+  const auto shards = ShardDirs(dir);
+  if (!has_journal && shards.empty() && subs.empty()) {
+    err << "shammie status: " << dir << " holds no run (no journal.bin) and no Slurm submission\n";
+    return kExitBadInput;
+  }
+  nlohmann::json slurm = nlohmann::json::array();
+  if (!subs.empty()) {
+    std::vector<std::string> ids;
+    for (const auto& s : subs) ids.push_back(s.job_id);
+    for (const auto& s : cluster::QueryJobStates(ids)) {
+      slurm.push_back({{"job", s.id}, {"state", s.state}, {"reason", s.reason}, {"elapsed", s.elapsed},
+                       {"restarts", s.restarts}});
+    }
+    if (!json) {
+      out << "Slurm: " << subs.size() << " submission" << (subs.size() == 1 ? "" : "s") << " (" << SlurmJobsFile(dir)
+          << "); script " << SlurmDir(dir) << "/job.sbatch\n";
+      char line[256];
+      std::snprintf(line, sizeof line, "  %-14s %-12s %-10s %-8s %s\n", "job", "state", "elapsed", "restarts",
+                    "reason");
+      out << line;
+      for (const auto& s : slurm) {
+        const int64_t restarts = s["restarts"].get<int64_t>();
+        std::snprintf(line, sizeof line, "  %-14s %-12s %-10s %-8s %s\n", s["job"].get<std::string>().c_str(),
+                      s["state"].get<std::string>().c_str(), s["elapsed"].get<std::string>().c_str(),
+                      restarts < 0 ? "-" : std::to_string(restarts).c_str(), s["reason"].get<std::string>().c_str());
+        out << line;
+      }
+      out << "\n";
+    }
+  }
+  if (has_journal) return JournalStatus(dir, json, slurm, out, err);
+  if (shards.empty()) {
+    if (json) {
+      out << nlohmann::json{{"slurm", slurm}, {"jobs", nullptr}}.dump(2) << "\n";
+    } else {
+      out << "no job has started yet in " << dir << "\n";
+    }
+    return kExitOk;
+  }
+  // A job array: one run directory per shard.
+  nlohmann::json j = {{"slurm", slurm}, {"shards", nlohmann::json::array()}};
+  ShardCounts total;
+  char line[256];
+  if (!json) {
+    std::snprintf(line, sizeof line, "  %-8s %8s %8s %8s %8s %8s  %s\n", "shard", "jobs", "done", "failed", "skipped",
+                  "left", "last run");
+    out << "job array: " << shards.size() << " shard directories under " << dir << "/shards\n" << line;
+  }
+  for (const auto& [index, shard_dir] : shards) {
+    if (!fs::exists(JournalPath(shard_dir))) {
+      j["shards"].push_back({{"shard", index}, {"started", false}});
+      if (!json) out << "  " << index << ": not started\n";
+      continue;
+    }
+    auto c = CountJournal(shard_dir);
+    if (!c.ok()) {
+      err << "shammie status: " << shard_dir << ": " << c.status().ToString() << "\n";
+      return common::ExitCodeFor(c.status().code());
+    }
+    total.total += c->total, total.done += c->done, total.failed += c->failed, total.skipped += c->skipped,
+        total.left += c->left;
+    j["shards"].push_back({{"shard", index}, {"started", true}, {"total", c->total}, {"done", c->done},
+                           {"failed", c->failed}, {"skipped", c->skipped}, {"left", c->left}, {"ended", c->ended}});
+    if (!json) {
+      std::snprintf(line, sizeof line, "  %-8lld %8lld %8lld %8lld %8lld %8lld  %s\n", static_cast<long long>(index),
+                    static_cast<long long>(c->total), static_cast<long long>(c->done),
+                    static_cast<long long>(c->failed), static_cast<long long>(c->skipped),
+                    static_cast<long long>(c->left), c->ended ? "ended" : "running or killed");
+      out << line;
+    }
+  }
+  j["jobs"] = {{"total", total.total}, {"done", total.done}, {"failed", total.failed}, {"skipped", total.skipped},
+               {"left", total.left}};
+  if (json) {
+    out << j.dump(2) << "\n";
+  } else {
+    out << "all shards: " << total.total << " jobs: " << total.done << " done, " << total.failed << " failed, "
+        << total.skipped << " skipped, " << total.left << " left; details: shammie status " << ShellQuote(dir)
+        << "/shards/N; one results.h5: shammie merge " << ShellQuote(dir) << "\n";
   }
   return kExitOk;
 }

@@ -105,6 +105,16 @@ struct AnalysisSpec {
   Location location;
 };
 
+// [slurm]: what `shammie submit` asks Slurm for (docs/slurm.md). Keys left
+// out come from the command line or the defaults; the command line wins.
+struct SlurmSpec {
+  bool present = false;
+  Location location;  // where the [slurm] table starts
+  std::optional<int64_t> nodes, ntasks_per_node, gpus_per_node, cpus_per_task, max_requeues, array;
+  std::optional<int64_t> time_s, grace_s, mem_per_cpu_bytes;
+  std::optional<std::string> partition, account, qos, job_name;
+};
+
 struct ExperimentSpec {
   std::string name;
   std::string description;
@@ -112,6 +122,7 @@ struct ExperimentSpec {
   std::string output;  // run directory; default "runs/<name>"
   std::vector<Stage> stages;  // dependencies before dependents
   std::vector<AnalysisSpec> analyses;
+  SlurmSpec slurm;
   std::string path;            // the file given on the command line
   std::vector<std::string> files;  // it and every file it extends
   std::string canonical_text;  // canonical TOML of the merged spec

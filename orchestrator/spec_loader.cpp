@@ -233,6 +233,7 @@ class Loader {
                                             const std::string& dotted);
   void CheckDag(std::vector<Stage>& stages);
   void CheckAnalyses(const MValue& analyses, ExperimentSpec& spec);
+  void CheckSlurm(const MValue& table, SlurmSpec& slurm);
 
   const workers::KindRegistry& kinds_;
   std::string root_path_;
@@ -966,8 +967,8 @@ LoadResult Loader::Load(const std::string& path, const std::optional<std::string
   spec.path = path;
   spec.files = files_;
   for (const auto& [key, value] : root.entries) {
-    if (key == "experiment" || key == "stage" || key == "analysis") continue;
-    ErrorAt(KeyLoc(value), key, UnknownKeyMessage(key, {"experiment", "stage", "analysis", "extends"}));
+    if (key == "experiment" || key == "stage" || key == "analysis" || key == "slurm") continue;
+    ErrorAt(KeyLoc(value), key, UnknownKeyMessage(key, {"experiment", "stage", "analysis", "slurm", "extends"}));
   }
 
   const MValue* experiment = root.Get("experiment");
@@ -1002,6 +1003,7 @@ LoadResult Loader::Load(const std::string& path, const std::optional<std::string
     CheckDag(spec.stages);
   }
   if (const MValue* analyses = root.Get("analysis")) CheckAnalyses(*analyses, spec);
+  if (const MValue* slurm = root.Get("slurm"); slurm && RequireTable(slurm, "slurm")) CheckSlurm(*slurm, spec.slurm);
 
   // Errors in file order, each once.
   std::stable_sort(errors_.begin(), errors_.end(), [](const Diagnostic& a, const Diagnostic& b) {
@@ -1032,9 +1034,52 @@ LoadResult LoadExperimentFromString(const std::string& text, const std::string& 
   return Loader(kinds).Load(path, text);
 }
 
+void Loader::CheckSlurm(const MValue& table, SlurmSpec& slurm) {
+  json s = CheckTable(&table, SlurmSchema(), "slurm", {}, nullptr);
+  slurm.present = true;
+  slurm.location = Loc(table.node);
+  auto integer = [&](const char* key, std::optional<int64_t>& into) {
+    if (s.contains(key)) into = s[key].get<int64_t>();
+  };
+  integer("nodes", slurm.nodes);
+  integer("ntasks_per_node", slurm.ntasks_per_node);
+  integer("gpus_per_node", slurm.gpus_per_node);
+  integer("cpus_per_task", slurm.cpus_per_task);
+  integer("max_requeues", slurm.max_requeues);
+  integer("array", slurm.array);
+  integer("time", slurm.time_s);
+  integer("grace", slurm.grace_s);
+  integer("mem_per_cpu", slurm.mem_per_cpu_bytes);
+  // Names go into #SBATCH lines: quoted there, but a line cannot hold a newline.
+  auto text = [&](const char* key, std::optional<std::string>& into) {
+    if (!s.contains(key)) return;
+    const std::string v = s[key].get<std::string>();
+    const MValue* node = table.Get(key);
+    if (v.empty()) {
+      Error(node->node, std::string("slurm.") + key, "must not be empty");
+      return;
+    }
+    if (std::any_of(v.begin(), v.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+      Error(node->node, std::string("slurm.") + key,
+            "control characters (newlines, tabs) cannot go into an #SBATCH line");
+      return;
+    }
+    into = v;
+  };
+  text("partition", slurm.partition);
+  text("account", slurm.account);
+  text("qos", slurm.qos);
+  text("job_name", slurm.job_name);
+  if (slurm.time_s && slurm.grace_s && *slurm.grace_s >= *slurm.time_s) {
+    Error(table.Get("grace")->node, "slurm.grace",
+          std::to_string(*slurm.grace_s) + " s is not shorter than slurm.time (" + std::to_string(*slurm.time_s) +
+              " s): the warning would come before the job starts");
+  }
+}
+
 std::string ExplainSpec() {
   std::string out;
-  out += "Top level: `extends` (a file or list of files to merge this one over), [experiment], [[stage]], [[analysis]].\n\n";
+  out += "Top level: `extends` (a file or list of files to merge this one over), [experiment], [[stage]], [[analysis]], [slurm].\n\n";
   out += ExperimentSchema().Explain("experiment") + "\n";
   out += StageSchema().Explain("[stage]") + "\n";
   out += "[stage.config]  the kind's own keys: `shammie validate --explain KIND`\n\n";
@@ -1042,7 +1087,8 @@ std::string ExplainSpec() {
   out += RetrySchema().Explain("stage.retry") + "\n";
   out += SweepSchema().Explain("stage.sweep") + "\n";
   out += RandomSweepSchema().Explain("stage.sweep.random") + "\n";
-  out += AnalysisSchema().Explain("[analysis]");
+  out += AnalysisSchema().Explain("[analysis]") + "\n";
+  out += SlurmSchema().Explain("slurm");
   return out;
 }
 

@@ -118,4 +118,30 @@ const Schema& AnalysisSchema() {
   return schema;
 }
 
+const Schema& SlurmSchema() {
+  static const Schema schema = [] {
+    Schema s("slurm", "How `shammie submit` runs the experiment as a Slurm batch job (docs/slurm.md). Every key "
+                      "can be given on the command line too (--nodes, --ntasks-per-node, ...), which wins. Not part "
+                      "of any job id.");
+    s.Int("nodes").Range(1, 100000).Doc("Nodes of the allocation (#SBATCH --nodes; default 1).");
+    s.Int("ntasks_per_node").Range(1, 4096)
+        .Doc("MPI ranks per node; rank 0 is the controller (default: gpus_per_node, else 2 on one node, 1 on more).");
+    s.Int("gpus_per_node").Range(0, 64).Doc("GPUs per node (#SBATCH --gpus-per-node); ranks use one each, by SLURM_LOCALID.");
+    s.Int("cpus_per_task").Range(1, 4096).Doc("Cores per rank; also OMP_NUM_THREADS (default 1: one intra-op thread per rank).");
+    s.Add("time", ValueType::kDuration).Min(60).Doc("Time limit, e.g. \"02:00:00\" or \"90m\" (#SBATCH --time).");
+    s.String("partition").Doc("#SBATCH --partition.");
+    s.String("account").Doc("#SBATCH --account.");
+    s.String("qos").Doc("#SBATCH --qos.");
+    s.String("job_name").Doc("#SBATCH --job-name (default: the experiment's name).");
+    s.Add("mem_per_cpu", ValueType::kSize).Min(1 << 20).Doc("#SBATCH --mem-per-cpu, e.g. \"2G\".");
+    s.Add("grace", ValueType::kDuration).Min(1)
+        .Doc("Seconds of warning before the time limit: SIGUSR1 then, to checkpoint and requeue (default 120).");
+    s.Int("max_requeues").Range(0, 1000).Doc("Times the job requeues itself after a stop with work left (default 3).");
+    s.Int("array").Range(1, 100000)
+        .Doc("Split the independent parts of the DAG into a job array of this many tasks (shammie merge joins them).");
+    return s;
+  }();
+  return schema;
+}
+
 }  // namespace shammie::orchestrator

@@ -14,6 +14,7 @@ const common::Schema& RetrySchema();
 const common::Schema& SweepSchema();
 const common::Schema& RandomSweepSchema();
 const common::Schema& AnalysisSchema();
+const common::Schema& SlurmSchema();
 
 // Largest number of jobs one stage may expand to.
 inline constexpr int64_t kMaxJobsPerStage = 1000000;
