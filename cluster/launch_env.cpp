@@ -41,6 +41,18 @@ LaunchEnvironment DetectLaunchEnvironment(const EnvLookup& env) {
       break;
     }
   }
+  // srun --mpi=pmix sets PMIX_RANK but no PMIX_SIZE: the step's size and
+  // rank come from Slurm (the batch shell itself has no PMIX_RANK, so a
+  // `shammie run` there still launches mpirun inside the allocation).
+  if (!out.inside_mpi && env("PMIX_RANK")) {
+    auto size = PositiveInt(env("SLURM_STEP_NUM_TASKS"));
+    auto rank = PositiveInt(env("SLURM_PROCID"));
+    if (size && *size > 0 && rank) {
+      out.inside_mpi = true;
+      out.world_size = *size;
+      out.world_rank = *rank;
+    }
+  }
   for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"}) {
     if (!out.inside_mpi) break;
     if (auto local = PositiveInt(env(name))) {

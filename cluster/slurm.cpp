@@ -201,9 +201,9 @@ std::string RenderBatchScript(const BatchScript& s) {
        "  kill -USR1 \"$srun_pid\" 2>/dev/null\n"
        "}\n"
        "trap forward_usr1 USR1\n\n";
-  o << "srun --mpi=pmix --kill-on-bad-exit=1";
+  o << "srun --mpi=pmix --kill-on-bad-exit=1 \\\n   ";
   for (const auto& word : s.program) {
-    o << " \\\n    ";
+    o << " ";
     // Literal pieces quoted, placeholders as quoted expansions, concatenated.
     std::string rest = word;
     bool any = false;

@@ -97,10 +97,11 @@ int MergeCommand(const std::string& dir, std::ostream& out, std::ostream& err) {
       return common::ExitCodeFor(rows.status().code());
     }
     for (auto& row : *rows) {
-      auto it = picks.find(row.id);
+      const std::string id = row.id;
+      auto it = picks.find(id);
       if (it == picks.end()) {
-        order.push_back(row.id);
-        picks.emplace(row.id, Pick{i, std::move(row)});
+        order.push_back(id);
+        picks.emplace(id, Pick{i, std::move(row)});
         continue;
       }
       ++duplicates;

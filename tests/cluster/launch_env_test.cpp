@@ -41,6 +41,29 @@ TEST(LaunchEnvTest, UnderSrunWithPmix) {
   EXPECT_EQ(env.usable_cores, 16);
 }
 
+// What Slurm 22.05's srun --mpi=pmix really sets (no PMIX_SIZE; checked on
+// the test cluster, tests/slurm/).
+TEST(LaunchEnvTest, UnderRealSrunWithPmix) {
+  auto env = DetectLaunchEnvironment(Fake({{"PMIX_RANK", "3"}, {"PMIX_NAMESPACE", "slurm.pmix.5.0"},
+                                           {"SLURM_STEP_NUM_TASKS", "4"}, {"SLURM_NTASKS", "4"},
+                                           {"SLURM_PROCID", "3"}, {"SLURM_LOCALID", "1"}, {"SLURM_JOB_ID", "5"}}));
+  EXPECT_TRUE(env.inside_mpi);
+  EXPECT_EQ(env.world_size, 4);
+  EXPECT_EQ(env.world_rank, 3);
+  EXPECT_EQ(env.local_rank, 1);
+  EXPECT_TRUE(env.inside_slurm);
+}
+
+// The batch shell of an allocation is not an MPI job: `shammie run` there
+// launches mpirun inside the allocation.
+TEST(LaunchEnvTest, BatchShellIsNotAnMpiJob) {
+  auto env = DetectLaunchEnvironment(Fake({{"SLURM_JOB_ID", "5"}, {"SLURM_NTASKS", "4"}, {"SLURM_PROCID", "0"},
+                                           {"SLURM_LOCALID", "0"}, {"SLURM_CPUS_ON_NODE", "2"}}));
+  EXPECT_FALSE(env.inside_mpi);
+  EXPECT_TRUE(env.inside_slurm);
+  EXPECT_EQ(env.usable_cores, 2);
+}
+
 TEST(LaunchEnvTest, LocalRank) {
   EXPECT_EQ(DetectLaunchEnvironment(Fake({})).local_rank, 0);
   auto mpirun = DetectLaunchEnvironment(Fake({{"OMPI_COMM_WORLD_SIZE", "4"}, {"OMPI_COMM_WORLD_RANK", "3"},
