@@ -338,6 +338,43 @@ class Controller {
     return static_cast<int>(std::clamp(depth, 1.0, static_cast<double>(opt_.max_prefetch)));
   }
 
+  // k idle workers on as few hosts as possible (hosts as the workers named
+  // them: the Slurm node, else the MPI processor name): the host with the
+  // fewest idle workers that still holds the whole gang, else hosts with the
+  // most idle workers first. Ranks ascending (gang rank 0 = lowest). Empty
+  // when fewer than k workers are idle.
+  std::vector<int> ChooseGang(int64_t k) const {
+    std::vector<std::pair<std::string, std::vector<int>>> hosts;  // in order of their lowest idle rank
+    int64_t idle = 0;
+    for (int r = 1; r < ch_.size(); ++r) {
+      const WorkerRt& w = workers_[static_cast<size_t>(r)];
+      if (w.lost || !w.tasks.empty()) continue;
+      auto it = std::find_if(hosts.begin(), hosts.end(), [&](const auto& h) { return h.first == w.host; });
+      if (it == hosts.end()) it = hosts.insert(hosts.end(), {w.host, {}});
+      it->second.push_back(r);
+      ++idle;
+    }
+    if (idle < k) return {};
+    std::vector<int> gang;
+    const auto fits = [&](const auto& h) { return static_cast<int64_t>(h.second.size()) >= k; };
+    auto best = hosts.end();
+    for (auto it = hosts.begin(); it != hosts.end(); ++it) {
+      if (fits(*it) && (best == hosts.end() || it->second.size() < best->second.size())) best = it;
+    }
+    if (best != hosts.end()) {
+      gang.assign(best->second.begin(), best->second.begin() + k);
+      return gang;
+    }
+    std::stable_sort(hosts.begin(), hosts.end(), [](const auto& a, const auto& b) { return a.second.size() > b.second.size(); });
+    for (const auto& h : hosts) {
+      for (int r : h.second) {
+        if (static_cast<int64_t>(gang.size()) < k) gang.push_back(r);
+      }
+    }
+    std::sort(gang.begin(), gang.end());
+    return gang;
+  }
+
   Status Dispatch() {
     std::unordered_map<int, std::vector<workers::Task>> batches;
     while (!ready_.empty()) {
@@ -345,11 +382,8 @@ class Controller {
       const PlannedJob& pj = plan_.jobs[static_cast<size_t>(i)];
       std::vector<int> gang;
       if (pj.resources.ranks > 1) {
-        for (int r = 1; r < ch_.size() && static_cast<int64_t>(gang.size()) < pj.resources.ranks; ++r) {
-          const WorkerRt& w = workers_[static_cast<size_t>(r)];
-          if (!w.lost && w.tasks.empty()) gang.push_back(r);
-        }
-        if (static_cast<int64_t>(gang.size()) < pj.resources.ranks) break;  // wait for idle workers
+        gang = ChooseGang(pj.resources.ranks);
+        if (gang.empty()) break;  // wait for idle workers
       } else {
         int best = -1;
         size_t best_load = 0;

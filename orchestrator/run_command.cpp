@@ -308,7 +308,9 @@ int RunCommand(const RunArgs& args, const workers::KindRegistry& kinds, std::ost
       signal(SIGINT, SIG_IGN);  // the controller decides; workers hear it as a cancel message
       signal(SIGUSR1, SIG_IGN);
       workers::WorkerOptions wopt;
-      wopt.host = (*mpi)->processor_name();
+      // Under Slurm the node's name (several slurmd may share a host); gangs are placed by it.
+      const char* node = std::getenv("SLURMD_NODENAME");
+      wopt.host = node && *node ? std::string(node) : (*mpi)->processor_name();
       common::Status s = workers::RunWorker(*channel, kinds, wopt);
       if (!s.ok()) {
         err << "shammie worker rank " << (*mpi)->rank() << ": " << s.ToString() << "\n";

@@ -109,7 +109,7 @@ class SlurmTest : public ::testing::Test {
 };
 
 // 1. A small experiment on both nodes: 4 ranks, a 3-rank gang that spans
-//    n1 and n2; the job name from the [slurm] table holds shell syntax that
+//    n1 and n2, a 2-rank gang placed on one node; the job name from the [slurm] table holds shell syntax that
 //    must stay a name; the run directory's name too.
 TEST_F(SlurmTest, SubmitRunsOnTwoNodesAndStoresResults) {
   ScratchDir scratch("slurm-submit");
@@ -132,11 +132,16 @@ TEST_F(SlurmTest, SubmitRunsOnTwoNodesAndStoresResults) {
   ASSERT_TRUE(store.ok()) << store.status().ToString() << "\n" << testing::ReadFileText(out + "/slurm/" + id + ".out");
   auto rows = (*store)->ReadJobs();
   ASSERT_TRUE(rows.ok());
-  ASSERT_EQ(rows->size(), 6u);
+  ASSERT_EQ(rows->size(), 7u);
   for (const auto& row : *rows) {
     EXPECT_EQ(row.status, storage::JobStatus::kDone) << row.stage << ": " << row.error;
     if (row.stage == "gang") {
       EXPECT_EQ(row.ranks, "1,2,3");  // rank 1 on n1, ranks 2 and 3 on n2
+      EXPECT_EQ(row.host, "n1");      // gang rank 0's node
+    }
+    if (row.stage == "pair") {
+      EXPECT_EQ(row.ranks, "2,3");  // both on n2: one node, not two
+      EXPECT_EQ(row.host, "n2");
     }
   }
   // `shammie status` shows the Slurm job next to the job table.
@@ -144,7 +149,7 @@ TEST_F(SlurmTest, SubmitRunsOnTwoNodesAndStoresResults) {
   EXPECT_EQ(status.exit_code, 0) << status.output;
   EXPECT_NE(status.output.find(id), std::string::npos) << status.output;
   EXPECT_NE(status.output.find("COMPLETED"), std::string::npos) << status.output;
-  EXPECT_NE(status.output.find("6 jobs: 6 done"), std::string::npos) << status.output;
+  EXPECT_NE(status.output.find("7 jobs: 7 done"), std::string::npos) << status.output;
 }
 
 // 2. Preemption: SIGUSR1 to the batch shell (what --signal=B:USR1@GRACE
