@@ -238,3 +238,107 @@ TEST(CliAnalyzeTest, BadInputExitsTwoWithAClearMessage) {
 
 }  // namespace
 }  // namespace shammie::orchestrator
+
+namespace shammie::orchestrator {
+namespace {
+
+// `shammie submit --dry-run` (no Slurm needed): the [slurm] table, command
+// line overrides, and bad input that writes nothing. Real submissions:
+// tests/slurm/slurm_test.cpp.
+TEST(CliSubmitTest, DryRunWritesTheScriptFromTheTableAndTheCommandLine) {
+  testing::ScratchDir dir("cli-submit");
+  const std::string spec = dir.File("exp.toml");
+  testing::WriteFile(spec, R"([experiment]
+name = "sub"
+
+[[stage]]
+name = "train"
+kind = "toy.quadratic"
+sweep = { seeds = 5 }
+
+[[stage]]
+name = "gang"
+kind = "bench.allreduce"
+resources = { ranks = 3 }
+
+[slurm]
+nodes = 2
+ntasks_per_node = 2
+partition = "cpu"
+time = "2h"
+job_name = "x; rm -rf ~"
+max_requeues = 7
+)");
+  const std::string out = dir.File("run");
+  auto r = RunShammie({"submit", spec, "--out", out, "--partition", "big mem", "--grace", "600", "--dry-run"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string script = testing::ReadFileText(out + "/slurm/job.sbatch");
+  EXPECT_EQ(r.out, script);
+  for (const char* line : {"#SBATCH --nodes=2\n", "#SBATCH --ntasks-per-node=2\n", "#SBATCH --partition=\"big mem\"\n",
+                           "#SBATCH --time=02:00:00\n", "#SBATCH --job-name=\"x; rm -rf ~\"\n",
+                           "#SBATCH --signal=B:USR1@600\n", "max_requeues=7\n"}) {
+    EXPECT_NE(script.find(line), std::string::npos) << line << "\n" << script;
+  }
+  EXPECT_NE(script.find(" run " + spec + " --out " + out + " --resume"), std::string::npos) << script;
+  EXPECT_NE(r.err.find("not submitted: --dry-run"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(out + "/slurm/jobs.txt"));
+
+  // Array mode: 5 independent toy jobs and the gang: 6 parts.
+  r = RunShammie({"submit", spec, "--out", out, "--array", "10", "--dry-run"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("using 6 array tasks instead of 10"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("#SBATCH --array=0-5\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--shard \"$shard\"/6"), std::string::npos) << r.out;
+}
+
+TEST(CliSubmitTest, BadInputExitsTwoAndWritesNothing) {
+  testing::ScratchDir dir("cli-submit-bad");
+  const std::string spec = dir.File("exp.toml");
+  testing::WriteFile(spec, R"([experiment]
+name = "sub"
+
+[[stage]]
+name = "gang"
+kind = "bench.allreduce"
+resources = { ranks = 3 }
+
+[slurm]
+time = "00:10:00"
+)");
+  const std::string out = dir.File("run");
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--time", "2 hours"}, "shammie submit: --time: \"2 hours\": expected a Slurm time limit"},
+      {{"--nodes", "1", "--ntasks-per-node", "1"}, "shammie submit: --ntasks-per-node: the job has 1 rank"},
+      {{"--nodes", "1", "--ntasks-per-node", "3"}, "stage \"gang\" needs resources.ranks = 3 but the job has 3 ranks"},
+      {{"--grace", "900", "--ntasks-per-node", "4"}, "shammie submit: --grace: 900 s is not shorter than the time limit 00:10:00"},
+      {{"--partition", "a\nb", "--ntasks-per-node", "4"}, "shammie submit: --partition: control characters"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> args = {"submit", spec, "--out", out, "--dry-run"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    auto r = RunShammie(args);
+    EXPECT_EQ(r.code, 2) << c.message << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(out)) << c.message;
+  }
+  // An error in the [slurm] table: file:line:col, nothing written.
+  testing::WriteFile(spec, "[experiment]\nname = \"sub\"\n[[stage]]\nname = \"a\"\nkind = \"bench.noop\"\n[slurm]\nnodez = 2\n");
+  auto r = RunShammie({"submit", spec, "--out", out, "--dry-run"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find(spec + ":7:1: slurm.nodez: unknown key (did you mean `nodes`?)"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+TEST(CliMergeTest, NoShardsIsBadInput) {
+  testing::ScratchDir dir("cli-merge");
+  auto r = RunShammie({"merge", dir.path().string()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("no shard results under"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace shammie::orchestrator
