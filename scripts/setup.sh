@@ -10,6 +10,8 @@ packages=(
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libxxhash-dev libhdf5-dev libboost-math-dev
   # MPI: the engine's ranks (mpirun) and gang collectives
   libopenmpi-dev openmpi-bin
+  # Slurm: `shammie submit`, and the real one-machine cluster the `slurm` tests bring up
+  slurmctld slurmd slurm-client munge
   # LibTorch (CPU) and the BLAS it is fast with
   libtorch-dev libopenblas0-openmp
   # tests: GoogleTest, and the tools results.h5 is checked against
