@@ -9,7 +9,7 @@
 #
 # Clients find the cluster through SLURM_CONF=DIR/slurm.conf. Needs root
 # (slurmd runs jobs as their user) and slurmctld slurmd slurm-client munge
-# (scripts/setup.sh installs them). See ../../../shared notes in docs/slurm.md.
+# (scripts/setup.sh installs them). The gotchas it works around: docs/slurm.md.
 set -euo pipefail
 
 cmd=${1:?usage: cluster.sh up|down|env DIR [NODES]}
@@ -31,15 +31,18 @@ free_port() {  # a TCP port nobody listens on, from a range unlikely to be used
   exit 1
 }
 
-stop_pidfile() {  # kill the daemon named by a pid file and wait for it (by PID only)
-  local f=$1 pid
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f" 2>/dev/null || true)
-  rm -f "$f"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
+stop_pidfiles() {  # TERM every daemon named by these pid files at once, wait, then KILL (by PID only)
+  local f pid pids=()
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f" 2>/dev/null || true)
+    rm -f "$f"
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
 }
 
 case "$cmd" in
@@ -49,9 +52,7 @@ case "$cmd" in
   down)
     [ -d "$dir" ] || exit 0
     export SLURM_CONF=$dir/slurm.conf
-    for f in "$dir"/run/slurmd-*.pid; do stop_pidfile "$f"; done
-    stop_pidfile "$dir/run/slurmctld.pid"
-    stop_pidfile "$dir/munge/munged.pid"
+    stop_pidfiles "$dir"/run/slurmd-*.pid "$dir/run/slurmctld.pid" "$dir/munge/munged.pid"
     echo "cluster.sh: stopped the cluster in $dir"
     ;;
   up)
