@@ -307,6 +307,11 @@ int RunCommand(const RunArgs& args, const workers::KindRegistry& kinds, std::ost
     if ((*mpi)->rank() != 0) {
       signal(SIGINT, SIG_IGN);  // the controller decides; workers hear it as a cancel message
       signal(SIGUSR1, SIG_IGN);
+      // Under srun, Slurm's own stop (time limit, preemption, scancel) sends
+      // SIGTERM to every task: the controller decides here too, so running
+      // jobs are cancelled and checkpoint before Slurm's SIGKILL (KillWait).
+      // Under mpirun SIGTERM stays an abort (the launcher's second Ctrl-C).
+      if (env.inside_slurm && !std::getenv("OMPI_COMM_WORLD_SIZE")) signal(SIGTERM, SIG_IGN);
       workers::WorkerOptions wopt;
       // Under Slurm the node's name (several slurmd may share a host); gangs are placed by it.
       const char* node = std::getenv("SLURMD_NODENAME");

@@ -230,6 +230,48 @@ TEST_F(SlurmTest, PreemptionRequeuesAndTrainingResumes) {
   for (size_t i = 1; i < loss->size(); ++i) ASSERT_LT((*loss)[i - 1].step, (*loss)[i].step) << "step " << i;
 }
 
+// 2b. SIGTERM to every task (what Slurm sends at a time limit or preemption
+//     without the warning, here `scancel --signal=TERM`, which spares the
+//     batch shell): workers leave it to the controller, which stops cleanly;
+//     the script requeues, and the second start runs only what was left.
+TEST_F(SlurmTest, SigtermToTheTasksStopsCleanlyAndRequeues) {
+  ScratchDir scratch("slurm-sigterm");
+  const std::string out = scratch.File("run");
+  const std::string id = Submit(scratch.path().string(), Q(kData + "naps.toml") + " --out " + Q(out) +
+                                                             " --nodes 2 --ntasks-per-node 2 --time 10:00 --grace 60");
+  ASSERT_FALSE(id.empty());
+  // Wait until one nap is done (so there is something not to rerun).
+  const auto deadline = std::chrono::steady_clock::now() + kHangGuard;
+  bool one_done = false;
+  while (!one_done && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (!fs::exists(out + "/journal.bin")) continue;
+    auto st = ReplayJournal(JournalPath(out));
+    if (!st.ok()) continue;
+    int64_t done = 0;
+    for (const auto& [job, h] : st->jobs) done += h.done_attempt > 0 ? 1 : 0;
+    one_done = done >= 1 && done < 6;
+    if (done == 6) FAIL() << "every nap finished before the signal";
+  }
+  ASSERT_TRUE(one_done) << testing::ReadFileText(out + "/slurm/" + id + ".out");
+  auto sig = testing::RunCommand("scancel --signal=TERM " + id);
+  ASSERT_EQ(sig.exit_code, 0) << sig.output;
+
+  auto jobs = WaitForEnd(id);
+  const std::string log = testing::ReadFileText(out + "/slurm/" + id + ".out");
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0]["JobState"], "COMPLETED") << log;
+  EXPECT_EQ(jobs[0]["Restarts"], "1") << log;
+  EXPECT_NE(log.find("requeueing job " + id), std::string::npos) << log;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(log, m,
+                                std::regex("6 jobs: 6 done \\(([0-9]+) stored by an earlier run, not rerun\\), 0 "
+                                           "failed, 0 skipped, 0 not run; ([0-9]+) attempts")))
+      << log;
+  EXPECT_GE(std::stoi(m[1].str()), 1) << log;
+  EXPECT_EQ(std::stoi(m[1].str()) + std::stoi(m[2].str()), 6) << log;
+}
+
 // 3. A 60-job sweep as a job array of 4 tasks ([slurm] array = 4), each with
 //    its own results under shards/<i>/, merged into one results.h5 holding
 //    every planned job exactly once.
