@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -247,7 +248,7 @@ std::string RenderBatchScript(const BatchScript& s) {
   return o.str();
 }
 
-common::Result<CommandOutput> RunProgram(const std::vector<std::string>& argv) {
+common::Result<CommandOutput> RunProgram(const std::vector<std::string>& argv, std::chrono::milliseconds deadline) {
   if (argv.empty()) return common::Internal("RunProgram: empty argv");
   auto path = FindOnPath(argv[0]);
   if (!path) return common::Unavailable(argv[0] + " not found on PATH");
@@ -278,8 +279,16 @@ common::Result<CommandOutput> RunProgram(const std::vector<std::string>& argv) {
   std::string* sinks[2] = {&result.out, &result.err};
   int open_fds = 2;
   char buf[4096];
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  bool timed_out = false;
   while (open_fds > 0) {
-    if (::poll(fds, 2, -1) < 0) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    if (::poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 1000))) < 0) {
       if (errno == EINTR) continue;
       break;
     }
@@ -295,8 +304,15 @@ common::Result<CommandOutput> RunProgram(const std::vector<std::string>& argv) {
       }
     }
   }
+  for (auto& f : fds) {
+    if (f.fd >= 0) ::close(f.fd);
+  }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out) {
+    return common::Unavailable(argv[0] + " did not finish within " + std::to_string(deadline.count() / 1000) +
+                               " s (is slurmctld reachable?)");
   }
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return result;

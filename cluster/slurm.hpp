@@ -19,6 +19,7 @@
 //     done jobs come from the journal, stopped training from its checkpoint.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -93,8 +94,10 @@ struct CommandOutput {
   std::string out;
   std::string err;
 };
-// Runs argv[0] (looked up on PATH) with argv, stdin from /dev/null; waits.
-common::Result<CommandOutput> RunProgram(const std::vector<std::string>& argv);
+// Runs argv[0] (looked up on PATH) with argv, stdin from /dev/null; waits at
+// most `deadline`, then kills it (SIGKILL) and answers Unavailable.
+common::Result<CommandOutput> RunProgram(const std::vector<std::string>& argv,
+                                         std::chrono::milliseconds deadline = std::chrono::seconds(60));
 
 // `sbatch --parsable SCRIPT` from `workdir`; returns the job id (for an
 // array, the array's job id). Unavailable when sbatch is missing or fails.

@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <filesystem>
 #include <optional>
 
 #include "common/build_info.hpp"
@@ -238,6 +239,10 @@ int RunCli(const std::vector<std::string>& args, const workers::KindRegistry& ki
       err << "shammie analyze: --label, --pred and --method go with --csv; a run directory's analyses are declared in "
              "its experiment's [[analysis]] tables\n";
       return kExitBadInput;
+    }
+    // A job array's run directory: join the shards first (docs/slurm.md).
+    if (std::error_code ec; std::filesystem::is_directory(analyze_args.dir + "/shards", ec)) {
+      if (int rc = MergeCommand(analyze_args.dir, err, err); rc != kExitOk) return rc;
     }
     return AnalyzeRunCommand(analyze_args, kinds, out, err);
   }

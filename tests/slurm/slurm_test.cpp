@@ -240,6 +240,12 @@ TEST_F(SlurmTest, SigtermToTheTasksStopsCleanlyAndRequeues) {
   const std::string id = Submit(scratch.path().string(), Q(kData + "naps.toml") + " --out " + Q(out) +
                                                              " --nodes 2 --ntasks-per-node 2 --time 10:00 --grace 60");
   ASSERT_FALSE(id.empty());
+  // A second submission into the same directory while the job is queued or running is refused.
+  auto again = testing::RunCommand(kShammie + " submit " + Q(kData + "naps.toml") + " --out " + Q(out) +
+                                   " --nodes 2 --ntasks-per-node 2");
+  EXPECT_EQ(again.exit_code, 2) << again.output;
+  EXPECT_NE(again.output.find("Slurm job " + id), std::string::npos) << again.output;
+  EXPECT_NE(again.output.find("already runs in"), std::string::npos) << again.output;
   // Wait until one nap is done (so there is something not to rerun).
   const auto deadline = std::chrono::steady_clock::now() + kHangGuard;
   bool one_done = false;
@@ -324,6 +330,13 @@ TEST_F(SlurmTest, ArrayOf60JobsMergesIntoOneResultsFile) {
   auto status = testing::RunCommand(kShammie + " status " + Q(out));
   EXPECT_EQ(status.exit_code, 0) << status.output;
   EXPECT_NE(status.output.find("all shards: 60 jobs: 60 done"), std::string::npos) << status.output;
+  // `shammie analyze DIR` on the array's directory merges by itself.
+  fs::remove(out + "/results.h5");
+  auto analyze = testing::RunCommand(kShammie + " analyze " + Q(out));
+  EXPECT_EQ(analyze.exit_code, 0) << analyze.output;
+  EXPECT_NE(analyze.output.find("4 shards -> " + out + "/results.h5: 60 jobs (60 done), 60 runs"), std::string::npos)
+      << analyze.output;
+  EXPECT_TRUE(fs::exists(out + "/results.h5"));
 }
 
 }  // namespace
