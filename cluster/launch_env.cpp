@@ -64,6 +64,7 @@ LaunchEnvironment DetectLaunchEnvironment(const EnvLookup& env) {
     out.inside_slurm = true;
     out.slurm_job_id = *job;
   }
+  if (auto tasks = PositiveInt(env("SLURM_NTASKS")); out.inside_slurm && tasks) out.slurm_tasks = *tasks;
   if (auto cpus = PositiveInt(env("SLURM_CPUS_ON_NODE")); out.inside_slurm && cpus && *cpus > 0) {
     out.usable_cores = *cpus;
   } else {

@@ -26,9 +26,13 @@ struct LaunchEnvironment {
   bool inside_slurm = false;  // SLURM_JOB_ID is set
   std::string slurm_job_id;
   int usable_cores = 1;       // SLURM_CPUS_ON_NODE, else the CPU affinity mask, else hardware threads
+  int slurm_tasks = 0;        // SLURM_NTASKS: the allocation's tasks (sbatch -n / --ntasks-per-node); 0 = unknown
 
-  // Ranks a local run uses by default: one worker per usable core plus the controller.
-  int DefaultLocalRanks() const { return usable_cores + 1; }
+  // Ranks `shammie run` launches with mpirun by default: inside a Slurm
+  // allocation of at least 2 tasks, one rank per task (mpirun places them on
+  // the allocation's nodes); otherwise one worker per usable core plus the
+  // controller.
+  int DefaultLocalRanks() const { return inside_slurm && slurm_tasks >= 2 ? slurm_tasks : usable_cores + 1; }
 };
 
 LaunchEnvironment DetectLaunchEnvironment(const EnvLookup& env);

@@ -62,6 +62,8 @@ TEST(LaunchEnvTest, BatchShellIsNotAnMpiJob) {
   EXPECT_FALSE(env.inside_mpi);
   EXPECT_TRUE(env.inside_slurm);
   EXPECT_EQ(env.usable_cores, 2);
+  EXPECT_EQ(env.slurm_tasks, 4);
+  EXPECT_EQ(env.DefaultLocalRanks(), 4);  // one rank per task of the allocation, not cores + 1
 }
 
 TEST(LaunchEnvTest, LocalRank) {

@@ -339,5 +339,31 @@ TEST_F(SlurmTest, ArrayOf60JobsMergesIntoOneResultsFile) {
   EXPECT_TRUE(fs::exists(out + "/results.h5"));
 }
 
+// 5. `shammie run` in a batch script without srun: it launches mpirun,
+//    which takes its ranks from the allocation (one per task: SLURM_NTASKS).
+//    One node: mpirun across the two simulated nodes would put two hosts
+//    named alike into Open MPI's shared-memory names (docs/slurm.md).
+TEST_F(SlurmTest, RunInsideAnAllocationLaunchesMpirunOnItsTasks) {
+  ScratchDir scratch("slurm-mpirun");
+  const std::string out = scratch.File("run");
+  auto sb = testing::RunCommand("cd " + Q(scratch.path().string()) +
+                                " && sbatch --parsable -N1 --ntasks-per-node=2 -o " + Q(scratch.File("%j.out")) +
+                                " --wrap " + Q(kShammie + " run " + Q(kData + "sweep60.toml") + " --out " + Q(out)));
+  ASSERT_EQ(sb.exit_code, 0) << sb.output;
+  std::string id = sb.output;
+  while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+  auto jobs = WaitForEnd(id);
+  const std::string log = testing::ReadFileText(scratch.File(id + ".out"));
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0]["JobState"], "COMPLETED") << log;
+  EXPECT_NE(log.find("60 jobs on 1 worker rank"), std::string::npos) << log;  // 2 tasks: controller + 1 worker
+  auto store = storage::ResultStore::Open(out + "/results.h5", storage::ResultStore::Mode::kReadOnly);
+  ASSERT_TRUE(store.ok()) << store.status().ToString() << "\n" << log;
+  auto rows = (*store)->ReadJobs();
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(rows->size(), 60u);
+  for (const auto& row : *rows) EXPECT_EQ(row.status, storage::JobStatus::kDone) << row.error;
+}
+
 }  // namespace
 }  // namespace shammie::orchestrator
