@@ -98,7 +98,7 @@ class EngineTest : public ::testing::Test {
 
   Outcome Run(const ExperimentSpec& spec, int workers, EngineOptions opt = {},
               const std::function<void(cluster::InProcNetwork&)>& setup = {},
-              workers::WorkerOptions wopt = {}) {
+              workers::WorkerOptions wopt = {}, const std::vector<std::string>& hosts = {}) {
     Outcome o;
     auto plan = BuildPlan(spec);
     EXPECT_TRUE(plan.ok());
@@ -107,9 +107,11 @@ class EngineTest : public ::testing::Test {
     if (setup) setup(*net);
     std::vector<std::thread> threads;
     for (int r = 1; r <= workers; ++r) {
-      threads.emplace_back([net, r, this, wopt] {
+      workers::WorkerOptions own = wopt;
+      if (!hosts.empty()) own.host = hosts[static_cast<size_t>(r - 1)];
+      threads.emplace_back([net, r, this, own] {
         auto ch = net->Channel(r);
-        common::Status s = workers::RunWorker(*ch, kinds_, wopt);
+        common::Status s = workers::RunWorker(*ch, kinds_, own);
         EXPECT_TRUE(s.ok()) << s.ToString();
       });
     }
@@ -508,6 +510,45 @@ sweep = { seeds = 20 }
     ASSERT_TRUE(size.ok() && sum.ok());
     EXPECT_EQ(size->front().value, n);
     EXPECT_EQ(sum->front().value, n * (n + 1) / 2 * 2);
+  }
+}
+
+// Gangs on as few hosts as possible: workers 1..4 on hosts a, b, b, c. A
+// pair fits on b alone; a trio fits on no host and takes b's two and one
+// more. (Each worker first runs one warm-up job, so that every host is known.)
+TEST_F(EngineTest, GangsGoToAsFewHostsAsPossible) {
+  ExperimentSpec spec = Spec(R"(
+[[stage]]
+name = "warmup"
+kind = "bench.sleep"
+config = { seconds = 0.05 }
+sweep = { seeds = 4 }
+
+[[stage]]
+name = "pair"
+kind = "bench.allreduce"
+depends_on = ["warmup"]
+resources = { ranks = 2 }
+
+[[stage]]
+name = "trio"
+kind = "bench.allreduce"
+depends_on = ["pair"]
+resources = { ranks = 3 }
+)");
+  Outcome o = Run(spec, 4, {}, {}, {}, {"a", "b", "b", "c"});
+  ASSERT_TRUE(o.status.ok()) << o.status.ToString();
+  EXPECT_EQ(o.report.done, 6);
+  auto store = Results();
+  ASSERT_TRUE(store);
+  for (const auto& [id, job] : JobsById(*store)) {
+    if (job.stage == "pair") {
+      EXPECT_EQ(job.ranks, "2,3");
+      EXPECT_EQ(job.host, "b");
+    }
+    if (job.stage == "trio") {
+      EXPECT_EQ(job.ranks, "1,2,3");  // b's two, then a (the first host of those left)
+    }
   }
 }
 
