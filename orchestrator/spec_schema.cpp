@@ -133,7 +133,7 @@ const Schema& SlurmSchema() {
     s.String("account").Doc("#SBATCH --account.");
     s.String("qos").Doc("#SBATCH --qos.");
     s.String("job_name").Doc("#SBATCH --job-name (default: the experiment's name).");
-    s.Add("mem_per_cpu", ValueType::kSize).Min(1 << 20).Doc("#SBATCH --mem-per-cpu, e.g. \"2G\".");
+    s.Add("mem_per_cpu", ValueType::kSize).Min(1).Doc("#SBATCH --mem-per-cpu, e.g. \"2G\" (rounded up to whole MiB).");
     s.Add("grace", ValueType::kDuration).Min(1)
         .Doc("Seconds of warning before the time limit: SIGUSR1 then, to checkpoint and requeue (default 120).");
     s.Int("max_requeues").Range(0, 1000).Doc("Times the job requeues itself after a stop with work left (default 3).");
