@@ -2,6 +2,8 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -121,5 +123,85 @@ common::Status PlotLtt(const std::vector<std::string>& configs, const std::vecto
   return RunGnuplot(script_path);
 }
 
+
+common::Status PlotHeatmap(const std::vector<std::vector<double>>& values, const std::vector<std::string>& rows,
+                           const std::vector<std::string>& columns, const std::string& name, const std::string& title,
+                           const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  SHAMMIE_RETURN_IF_ERROR(EnsureDirectory(out_dir));
+  const std::string data = (fs::path(out_dir) / (name + ".dat")).string();
+  std::ostringstream text;
+  text.precision(6);
+  double extent = 1e-9;
+  for (size_t r = 0; r < values.size(); ++r) {
+    for (size_t c = 0; c < values[r].size(); ++c) {
+      const double v = values[r][c];
+      if (std::isfinite(v)) extent = std::max(extent, std::fabs(v));
+      text << c << ' ' << r << ' ';
+      if (std::isfinite(v)) text << v; else text << "NaN";
+      text << '\n';
+    }
+    text << '\n';
+  }
+  SHAMMIE_RETURN_IF_ERROR(WriteText(data, text.str()));
+  auto tics = [](const std::vector<std::string>& labels) {
+    std::string out = "(";
+    for (size_t i = 0; i < labels.size(); ++i) out += (i ? ", " : "") + Quote(labels[i]) + " " + std::to_string(i);
+    return out + ")";
+  };
+  const std::string png = (fs::path(out_dir) / (name + ".png")).string();
+  const std::string script = "set terminal png size 900,760\n"
+                             "set output " + Quote(png) + "\n"
+                             "set title " + Quote(title) + "\n"
+                             "set xtics " + tics(columns) + " rotate by 45 right\n"
+                             "set ytics " + tics(rows) + "\n"
+                             "set xlabel 'target'\nset ylabel 'source'\n"
+                             "set palette defined (-1 'red', 0 'white', 1 'blue')\n"
+                             "set cbrange [" + std::to_string(-extent) + ":" + std::to_string(extent) + "]\n"
+                             "set datafile missing 'NaN'\n"
+                             "plot " + Quote(data) + " using 1:2:3 with image notitle, " + Quote(data) +
+                             " using 1:2:(sprintf('%.2f', $3)) with labels notitle\n";
+  const std::string script_path = (fs::path(out_dir) / (name + ".gp")).string();
+  SHAMMIE_RETURN_IF_ERROR(WriteText(script_path, script));
+  return RunGnuplot(script_path);
+}
+
+common::Status PlotCurves(const std::vector<std::string>& x_labels,
+                          const std::vector<std::pair<std::string, std::vector<double>>>& series,
+                          const std::string& y_label, const std::string& name, const std::string& title,
+                          const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  SHAMMIE_RETURN_IF_ERROR(EnsureDirectory(out_dir));
+  const std::string data = (fs::path(out_dir) / (name + ".dat")).string();
+  std::ostringstream text;
+  text.precision(6);
+  for (size_t i = 0; i < x_labels.size(); ++i) {
+    text << i << " \"" << x_labels[i] << '"';
+    for (const auto& s : series) {
+      const double v = i < s.second.size() ? s.second[i] : std::nan("");
+      text << ' ';
+      if (std::isfinite(v)) text << v; else text << "NaN";
+    }
+    text << '\n';
+  }
+  SHAMMIE_RETURN_IF_ERROR(WriteText(data, text.str()));
+  const std::string png = (fs::path(out_dir) / (name + ".png")).string();
+  std::string script = "set terminal png size 900,520\n"
+                       "set output " + Quote(png) + "\n"
+                       "set title " + Quote(title) + "\n"
+                       "set ylabel " + Quote(y_label) + "\n"
+                       "set datafile missing 'NaN'\n"
+                       "set grid ytics\nset key outside right\n"
+                       "set xtics rotate by 30 right\n"
+                       "plot ";
+  for (size_t k = 0; k < series.size(); ++k) {
+    script += (k ? ", " : "") + Quote(data) + " using 1:" + std::to_string(k + 3) + (k == 0 ? ":xtic(2)" : "") +
+              " with linespoints title " + Quote(series[k].first);
+  }
+  script += "\n";
+  const std::string script_path = (fs::path(out_dir) / (name + ".gp")).string();
+  SHAMMIE_RETURN_IF_ERROR(WriteText(script_path, script));
+  return RunGnuplot(script_path);
+}
 
 }  // namespace shammie::analysis

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "analysis/mean_analysis.hpp"
 #include "common/status.hpp"
@@ -21,5 +23,17 @@ common::Status PlotMeanAnalysis(const MeanAnalysis& analysis, const std::string&
 common::Status PlotLtt(const std::vector<std::string>& configs, const std::vector<double>& risks,
                        const std::vector<bool>& valid, double alpha, const std::string& name, const std::string& title,
                        const std::string& out_dir);
+
+// Writes OUT_DIR/<name>.png: a heatmap of values[row][column] (NaN cells
+// blank), diverging around 0, each cell labelled with its value.
+common::Status PlotHeatmap(const std::vector<std::vector<double>>& values, const std::vector<std::string>& rows,
+                           const std::vector<std::string>& columns, const std::string& name, const std::string& title,
+                           const std::string& out_dir);
+
+// Writes OUT_DIR/<name>.png: one line per series over the labelled x positions.
+common::Status PlotCurves(const std::vector<std::string>& x_labels,
+                          const std::vector<std::pair<std::string, std::vector<double>>>& series,
+                          const std::string& y_label, const std::string& name, const std::string& title,
+                          const std::string& out_dir);
 
 }  // namespace shammie::analysis

@@ -17,6 +17,7 @@
 #include "analysis/report.hpp"
 #include "common/text.hpp"
 #include "orchestrator/commands.hpp"
+#include "orchestrator/continual.hpp"
 #include "orchestrator/spec_loader.hpp"
 #include "storage/result_store.hpp"
 
@@ -260,11 +261,20 @@ int AnalyzeRunCommand(const AnalyzeArgs& args, const workers::KindRegistry& kind
     return kExitBadInput;
   }
   const ExperimentSpec& spec = *loaded.spec;
-  if (spec.analyses.empty()) {
+  if (spec.analyses.empty() && !spec.continual) {
     out << "experiment " << spec.name << " declares no [[analysis]] tables; nothing to do\n";
     return kExitOk;
   }
   nlohmann::json summary = {{"experiment", spec.name}, {"spec_hash", spec.spec_hash}, {"analyses", nlohmann::json::object()}};
+  if (spec.continual) {
+    auto continual = AnalyzeContinual(spec, **store, args.alpha, args.report, out);
+    if (!continual.ok()) {
+      err << "shammie analyze: continual: " << continual.status().message() << "\n";
+      return common::ExitCodeFor(continual.status().code());
+    }
+    summary["continual"] = *continual;
+    out << "\n";
+  }
   for (const AnalysisSpec& a : spec.analyses) {
     if (a.methods == std::vector<std::string>{"ltt"}) {
       out << "analysis " << a.name << " (Learn-then-Test on stage " << a.stage << ", table " << a.table << ", "

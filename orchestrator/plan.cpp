@@ -8,6 +8,7 @@
 
 #include "common/hash.hpp"
 #include "common/random.hpp"
+#include "orchestrator/continual.hpp"
 #include "orchestrator/spec_schema.hpp"
 
 namespace shammie::orchestrator {
@@ -163,6 +164,23 @@ common::Result<Plan> BuildPlan(const ExperimentSpec& spec) {
     }
     std::sort(mine.begin(), mine.end());
     mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
+  }
+
+  if (spec.continual) {
+    ContinualLayout layout = LayOutContinual(spec);
+    if (static_cast<int64_t>(layout.jobs.size() + plan.jobs.size()) > kMaxJobs) {
+      return common::InvalidArgument("the [continual] study would bring the plan above " + std::to_string(kMaxJobs) +
+                                     " jobs; use fewer sequences, tasks or seeds");
+    }
+    plan.duplicates_merged += layout.duplicates_merged;
+    for (auto& job : layout.jobs) {
+      if (by_id.count(job.id)) {
+        ++plan.duplicates_merged;
+        continue;
+      }
+      by_id[job.id] = plan.jobs.size();
+      plan.jobs.push_back(std::move(job));
+    }
   }
 
   // Critical path (in jobs) from each job to a sink: dependents come later in

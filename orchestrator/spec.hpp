@@ -115,6 +115,36 @@ struct SlurmSpec {
   std::optional<std::string> partition, account, qos, job_name;
 };
 
+// One task of a continual-learning sequence: a complete lm.train config
+// (the [continual.finetune] keys with the task's own keys over them).
+struct ContinualTask {
+  nlohmann::json config;
+  std::string role;  // "source" (many examples) or "target" (few)
+  Location location;
+};
+
+struct ContinualSequence {
+  std::string name;
+  std::string regime;  // positive, negative, neutral, mixed
+  std::vector<ContinualTask> tasks;
+  Location location;
+};
+
+// The [continual] table: a continual-learning study (orchestrator/continual.hpp
+// expands it into jobs; docs/experiments/continual.md).
+struct ContinualSpec {
+  std::vector<std::string> learners;  // independent, sequential, selective, oracle
+  int64_t seeds = 1;
+  std::string selection = "probe";    // probe: val accuracy after probe_steps; zero-shot: val loss at step 0
+  int64_t probe_steps = 20;
+  std::string rule = "best";          // the selective learner's choice: best | first | last
+  std::string pool = "all";           // its pool: all (base + past tasks) | base
+  nlohmann::json base;                // lm.train config of the base model (theta_0)
+  std::vector<ContinualSequence> sequences;
+  Resources resources;
+  Location location;
+};
+
 struct ExperimentSpec {
   std::string name;
   std::string description;
@@ -123,6 +153,7 @@ struct ExperimentSpec {
   std::vector<Stage> stages;  // dependencies before dependents
   std::vector<AnalysisSpec> analyses;
   SlurmSpec slurm;
+  std::optional<ContinualSpec> continual;
   std::string path;            // the file given on the command line
   std::vector<std::string> files;  // it and every file it extends
   std::string canonical_text;  // canonical TOML of the merged spec

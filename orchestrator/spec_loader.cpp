@@ -17,6 +17,7 @@
 #include "common/hash.hpp"
 #include "common/text.hpp"
 #include "orchestrator/spec_schema.hpp"
+#include "workers/tasks.hpp"
 
 namespace shammie::orchestrator {
 
@@ -234,6 +235,7 @@ class Loader {
   void CheckDag(std::vector<Stage>& stages);
   void CheckAnalyses(const MValue& analyses, ExperimentSpec& spec);
   void CheckSlurm(const MValue& table, SlurmSpec& slurm);
+  void CheckContinual(const MValue& table, ExperimentSpec& spec);
 
   const workers::KindRegistry& kinds_;
   std::string root_path_;
@@ -948,6 +950,164 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
   }
 }
 
+void Loader::CheckContinual(const MValue& table, ExperimentSpec& spec) {
+  const workers::JobKind* lm = kinds_.Find("lm.train");
+  if (!lm) {
+    Error(table.node, "continual", "this build has no lm.train kind, which a [continual] study trains with");
+    return;
+  }
+  ContinualSpec c;
+  c.location = Loc(table.node);
+  json fields = CheckTable(&table, ContinualSchema(), "continual", {"base", "finetune", "resources", "sequence"}, table.node);
+  if (fields.contains("learners")) {
+    const std::vector<std::string> known = {"independent", "sequential", "selective", "oracle"};
+    const toml::array* arr = table.Get("learners") ? table.Get("learners")->node->as_array() : nullptr;
+    std::set<std::string> seen;
+    size_t i = 0;
+    for (const auto& l : fields["learners"].get<std::vector<std::string>>()) {
+      const toml::node* at = arr && i < arr->size() ? arr->get(i) : table.node;
+      ++i;
+      if (std::find(known.begin(), known.end(), l) == known.end()) {
+        std::string hint = common::DidYouMean(l, known);
+        Error(at, "continual.learners", "unknown learner \"" + l + "\"" + (hint.empty() ? "; expected some of " + common::QuotedList(known) : hint));
+      } else if (!seen.insert(l).second) {
+        Error(at, "continual.learners", "learner \"" + l + "\" is listed twice");
+      } else {
+        c.learners.push_back(l);
+      }
+    }
+  }
+  if (fields.contains("learners") && std::find(c.learners.begin(), c.learners.end(), "independent") == c.learners.end()) {
+    Error(table.Get("learners") ? table.Get("learners")->node : table.node, "continual.learners",
+          "include \"independent\": transfer is measured against it");
+  }
+  if (fields.contains("seeds")) c.seeds = fields["seeds"].get<int64_t>();
+  if (fields.contains("selection")) c.selection = fields["selection"].get<std::string>();
+  if (fields.contains("probe_steps")) c.probe_steps = fields["probe_steps"].get<int64_t>();
+  if (fields.contains("rule")) c.rule = fields["rule"].get<std::string>();
+  if (fields.contains("pool")) c.pool = fields["pool"].get<std::string>();
+  const int64_t source_examples = fields.value("source_examples", int64_t{0});
+  const int64_t target_examples = fields.value("target_examples", int64_t{32});
+  const int64_t source_steps = fields.value("source_steps", int64_t{0});
+
+  auto check_kind = [&](const json& config, const MValue* where, const std::string& prefix) {
+    if (!lm->check) return;
+    for (const auto& problem : lm->check(config)) {
+      const MValue* at = where ? where->Get(problem.key) : nullptr;
+      Error(at ? at->node : (where ? where->node : table.node), prefix + "." + problem.key, problem.message);
+    }
+  };
+  const MValue* base = table.Get("base");
+  if (base && !RequireTable(base, "continual.base")) base = nullptr;
+  const size_t errors_before = errors_.size();
+  c.base = CheckTable(base, lm->config, "continual.base", {}, table.node);
+  c.base["save_model"] = true;
+  if (errors_.size() == errors_before) check_kind(c.base, base, "continual.base");
+
+  // Fine-tunes: their own keys; the model keys are the base's (a checkpoint
+  // only loads into the same architecture).
+  const std::vector<std::string> model_keys = {"d_model", "layers", "heads", "max_len", "tied_embeddings"};
+  const std::vector<std::string> fixed_keys = {"init", "save_model", "data", "window"};
+  const MValue* finetune = table.Get("finetune");
+  if (finetune && !RequireTable(finetune, "continual.finetune")) finetune = nullptr;
+  json ft = CheckTable(finetune, lm->config, "continual.finetune", {}, table.node);
+  if (finetune) {
+    for (const auto& key : model_keys) {
+      if (const MValue* v = finetune->Get(key)) {
+        ErrorAt(KeyLoc(*v), "continual.finetune." + key, "model keys come from [continual.base]: fine-tunes load its checkpoint");
+      }
+    }
+    for (const auto& key : fixed_keys) {
+      if (const MValue* v = finetune->Get(key)) {
+        ErrorAt(KeyLoc(*v), "continual.finetune." + key, "set by the study (fine-tunes start from the chosen checkpoint)");
+      }
+    }
+  }
+  for (const auto& key : model_keys) {
+    if (c.base.contains(key)) ft[key] = c.base[key];
+  }
+  ft["init"] = "upstream";
+  ft["save_model"] = true;
+
+  const MValue* resources = table.Get("resources");
+  if (resources && !RequireTable(resources, "continual.resources")) resources = nullptr;
+  json r = CheckTable(resources, ResourcesSchema(), "continual.resources", {}, table.node);
+  if (r.contains("ranks")) c.resources.ranks = r["ranks"].get<int64_t>();
+  if (r.contains("gpus")) c.resources.gpus = r["gpus"].get<int64_t>();
+  if (r.contains("time_limit")) c.resources.time_limit_s = r["time_limit"].get<int64_t>();
+  if (r.contains("memory")) c.resources.memory_bytes = r["memory"].get<int64_t>();
+  if (r.contains("isolation")) c.resources.isolation = r["isolation"].get<std::string>();
+
+  // A task: task keys (defaults: the finetune table's), role, and optional
+  // train_examples / steps of its own.
+  Schema task_schema("continual.sequence.tasks", "One task of a sequence.");
+  task_schema.Enum("role", {"source", "target"}).Default("target")
+      .Doc("source: many training examples (source_examples); target: few (target_examples).");
+  workers::DeclareTaskKeys(task_schema);
+  for (const char* key : {"train_examples", "steps"}) {
+    if (const KeySpec* k = lm->config.Find(key)) {
+      KeySpec& copy = task_schema.Add(k->name, k->type);
+      copy = *k;
+    }
+  }
+  const MValue* sequences = table.Get("sequence");
+  if (!sequences) {
+    Error(table.node, "continual.sequence", "missing [[continual.sequence]] tables: a study needs at least one sequence");
+  } else if (sequences->type != MValue::Type::kTableArray) {
+    Error(sequences->node, "continual.sequence", "expected [[continual.sequence]] tables (an array of tables)");
+  } else {
+    std::set<std::string> names;
+    for (size_t i = 0; i < sequences->items.size(); ++i) {
+      const MValue& item = sequences->items[i];
+      std::string prefix = "continual.sequence[" + std::to_string(i) + "]";
+      if (auto name = StageNameOf(item); name && common::IsSafeName(*name)) prefix = "continual.sequence." + *name;
+      json sf = CheckTable(&item, ContinualSequenceSchema(), prefix, {"tasks"}, item.node);
+      ContinualSequence q;
+      q.location = Loc(item.node);
+      if (sf.contains("name")) q.name = sf["name"].get<std::string>();
+      if (sf.contains("regime")) q.regime = sf["regime"].get<std::string>();
+      if (!q.name.empty() && !names.insert(q.name).second) {
+        Error(item.Get("name")->node, prefix + ".name", "duplicate sequence name \"" + q.name + "\"");
+      }
+      const MValue* tasks = item.Get("tasks");
+      if (!tasks) {
+        Error(item.node, prefix + ".tasks", "missing required key (a list of task tables, e.g. [{ rule = \"parity\" }])");
+      } else if (tasks->type != MValue::Type::kTableArray) {
+        Error(tasks->node, prefix + ".tasks", "expected a list of task tables, e.g. [{ rule = \"parity\", role = \"source\" }]");
+      } else if (tasks->items.size() < 2) {
+        Error(tasks->node, prefix + ".tasks", "a sequence needs at least 2 tasks");
+      } else {
+        for (size_t t = 0; t < tasks->items.size(); ++t) {
+          const MValue& task = tasks->items[t];
+          const std::string tprefix = prefix + ".tasks[" + std::to_string(t) + "]";
+          const size_t before = errors_.size();
+          json tf = CheckTable(&task, task_schema, tprefix, {}, task.node);
+          ContinualTask ct;
+          ct.location = Loc(task.node);
+          ct.role = tf.value("role", std::string("target"));
+          ct.config = ft;
+          for (const auto& [key, value] : tf.items()) {
+            if (key == "role" || !task.Get(key)) continue;  // unwritten keys inherit the finetune table's
+            ct.config[key] = value;
+          }
+          if (!task.Get("train_examples")) ct.config["train_examples"] = ct.role == "source" ? source_examples : target_examples;
+          if (!task.Get("steps") && ct.role == "source" && source_steps > 0) ct.config["steps"] = source_steps;
+          if (errors_.size() != before) continue;
+          auto parsed = workers::TaskSpecFromConfig(ct.config);
+          if (!parsed.ok()) {
+            Error(task.node, tprefix, parsed.status().message());
+            continue;
+          }
+          check_kind(ct.config, &task, tprefix);
+          q.tasks.push_back(std::move(ct));
+        }
+      }
+      c.sequences.push_back(std::move(q));
+    }
+  }
+  spec.continual = std::move(c);
+}
+
 LoadResult Loader::Load(const std::string& path, const std::optional<std::string>& text) {
   root_path_ = path;
   std::error_code ec;
@@ -967,8 +1127,9 @@ LoadResult Loader::Load(const std::string& path, const std::optional<std::string
   spec.path = path;
   spec.files = files_;
   for (const auto& [key, value] : root.entries) {
-    if (key == "experiment" || key == "stage" || key == "analysis" || key == "slurm") continue;
-    ErrorAt(KeyLoc(value), key, UnknownKeyMessage(key, {"experiment", "stage", "analysis", "slurm", "extends"}));
+    if (key == "experiment" || key == "stage" || key == "analysis" || key == "continual" || key == "slurm") continue;
+    ErrorAt(KeyLoc(value), key,
+            UnknownKeyMessage(key, {"experiment", "stage", "analysis", "continual", "slurm", "extends"}));
   }
 
   const MValue* experiment = root.Get("experiment");
@@ -990,8 +1151,10 @@ LoadResult Loader::Load(const std::string& path, const std::optional<std::string
   }
 
   const MValue* stages = root.Get("stage");
-  if (!stages) {
-    ErrorAt({path, 1, 1}, "stage", "no [[stage]] tables: an experiment needs at least one stage");
+  const MValue* continual = root.Get("continual");
+  if (!stages && !continual) {
+    ErrorAt({path, 1, 1}, "stage", "no [[stage]] tables: an experiment needs at least one stage (or a [continual] study)");
+  } else if (!stages) {
   } else if (stages->type != MValue::Type::kTableArray) {
     Error(stages->node, "stage", "expected [[stage]] tables (an array of tables)");
   } else {
@@ -1002,6 +1165,7 @@ LoadResult Loader::Load(const std::string& path, const std::optional<std::string
     }
     CheckDag(spec.stages);
   }
+  if (continual && RequireTable(continual, "continual")) CheckContinual(*continual, spec);
   if (const MValue* analyses = root.Get("analysis")) CheckAnalyses(*analyses, spec);
   if (const MValue* slurm = root.Get("slurm"); slurm && RequireTable(slurm, "slurm")) CheckSlurm(*slurm, spec.slurm);
 
@@ -1079,7 +1243,7 @@ void Loader::CheckSlurm(const MValue& table, SlurmSpec& slurm) {
 
 std::string ExplainSpec() {
   std::string out;
-  out += "Top level: `extends` (a file or list of files to merge this one over), [experiment], [[stage]], [[analysis]], [slurm].\n\n";
+  out += "Top level: `extends` (a file or list of files to merge this one over), [experiment], [[stage]], [[analysis]], [continual], [slurm].\n\n";
   out += ExperimentSchema().Explain("experiment") + "\n";
   out += StageSchema().Explain("[stage]") + "\n";
   out += "[stage.config]  the kind's own keys: `shammie validate --explain KIND`\n\n";
@@ -1088,6 +1252,10 @@ std::string ExplainSpec() {
   out += SweepSchema().Explain("stage.sweep") + "\n";
   out += RandomSweepSchema().Explain("stage.sweep.random") + "\n";
   out += AnalysisSchema().Explain("[analysis]") + "\n";
+  out += ContinualSchema().Explain("[continual]") + "\n";
+  out += ContinualSequenceSchema().Explain("[[continual.sequence]]") +
+         "  tasks: a list of task tables: role (source | target), train_examples, steps and the task keys of lm.train "
+         "(unwritten keys come from [continual.finetune]).\n";
   out += SlurmSchema().Explain("slurm");
   return out;
 }

@@ -144,4 +144,48 @@ const Schema& SlurmSchema() {
   return schema;
 }
 
+const Schema& ContinualSchema() {
+  static const Schema schema = [] {
+    Schema s("continual",
+             "A continual-learning study (docs/experiments/continual.md): sequences of tasks, each fine-tuned from a "
+             "checkpoint chosen among the past ones by each learner. Sub-tables: [continual.base] (lm.train keys of "
+             "the base model), [continual.finetune] (lm.train keys of every fine-tune; task keys here are defaults "
+             "for the tasks), [continual.resources], [[continual.sequence]].");
+    s.Add("learners", ValueType::kStringList)
+        .Default(nlohmann::json::array({"independent", "sequential", "selective", "oracle"}))
+        .MinItems(1)
+        .Doc("Strategies compared: independent (from the base), sequential (from the previous task), selective (the "
+             "best of base + past checkpoints on the new task's validation data after a probe fine-tune), oracle "
+             "(fine-tune from every candidate, keep the best on test: an upper bound).");
+    s.Int("seeds").Default(3).Range(1, 1000).Doc("Replicates of every sequence (fine-tune seeds and data pools).");
+    s.Enum("selection", {"probe", "zero-shot"}).Default("probe")
+        .Doc("selective's score: probe = validation accuracy after probe_steps of fine-tuning (ties: lower loss); "
+             "zero-shot = validation loss of the candidate as it is.");
+    s.Int("probe_steps").Default(20).Range(1, 1000000).Doc("Fine-tuning steps of a probe.");
+    s.Enum("rule", {"best", "first", "last"}).Default("best")
+        .Doc("selective's choice: best score; first / last forces the base / the latest checkpoint (tests, ablations).");
+    s.Enum("pool", {"all", "base"}).Default("all")
+        .Doc("selective's candidates: all = base + every past checkpoint of the learner; base = the base only.");
+    s.Int("source_examples").Default(0).Range(0, 1000000000)
+        .Doc("train_examples of tasks with role = \"source\" (0 = the whole training split).");
+    s.Int("source_steps").Default(0).Range(0, 10000000)
+        .Doc("steps of tasks with role = \"source\"; 0 = [continual.finetune]'s steps.");
+    s.Int("target_examples").Default(32).Range(0, 1000000000)
+        .Doc("train_examples of tasks with role = \"target\" (few-shot).");
+    return s;
+  }();
+  return schema;
+}
+
+const Schema& ContinualSequenceSchema() {
+  static const Schema schema = [] {
+    Schema s("continual.sequence", "One benchmark sequence: tasks in the order the learners meet them.");
+    s.Add("name", ValueType::kName).Required().Doc("Unique name.");
+    s.Enum("regime", {"positive", "negative", "neutral", "mixed"}).Required()
+        .Doc("The transfer regime the sequence targets (the tables group by it).");
+    return s;
+  }();
+  return schema;
+}
+
 }  // namespace shammie::orchestrator

@@ -15,6 +15,8 @@ const common::Schema& SweepSchema();
 const common::Schema& RandomSweepSchema();
 const common::Schema& AnalysisSchema();
 const common::Schema& SlurmSchema();
+const common::Schema& ContinualSchema();
+const common::Schema& ContinualSequenceSchema();
 
 // Largest number of jobs one stage may expand to.
 inline constexpr int64_t kMaxJobsPerStage = 1000000;

@@ -1,5 +1,7 @@
 #include "workers/job_kind.hpp"
 
+#include "workers/continual.hpp"
+
 #include "common/text.hpp"
 
 namespace shammie::workers {
@@ -31,6 +33,7 @@ void RegisterBuiltinKinds(KindRegistry& registry) {
   RegisterToyKinds(registry);
   RegisterSimKinds(registry);
   RegisterLmKinds(registry);
+  RegisterContinualKinds(registry);
 }
 
 }  // namespace shammie::workers

@@ -57,6 +57,8 @@ void RegisterToyKinds(KindRegistry& registry);
 void RegisterSimKinds(KindRegistry& registry);
 // lm.train (workers/lm_kinds.hpp): schemas here, code in the LibTorch plugin.
 void RegisterLmKinds(KindRegistry& registry);
+// continual.select: workers/continual.hpp.
+void RegisterContinualKinds(KindRegistry& registry);
 // Every kind this build has.
 void RegisterBuiltinKinds(KindRegistry& registry);
 

@@ -7,6 +7,7 @@
 
 #include <iostream>
 #include <optional>
+#include <set>
 
 #include <chrono>
 #include <cmath>
@@ -179,6 +180,28 @@ std::vector<Example> EvalSet(const SyntheticTask& task, Split split, int64_t n) 
   return all;
 }
 
+// `n` distinct training examples drawn from `seed` (in draw order); fewer
+// only when the training split has fewer (InvalidArgument then).
+common::Result<std::vector<Example>> TrainPool(const SyntheticTask& task, int64_t n, uint64_t seed) {
+  if (const auto all = task.Enumerate(Split::kTrain, static_cast<size_t>(n)); !all.empty() &&
+      static_cast<int64_t>(all.size()) < n) {
+    return common::InvalidArgument("train_examples = " + std::to_string(n) + " but the training split has only " +
+                                   std::to_string(all.size()) + " distinct examples");
+  }
+  common::SplitMix64 rng(common::DeriveSeed(seed, "train_pool", 0));
+  std::vector<Example> pool;
+  std::set<std::string> seen;
+  for (int64_t draws = 0; static_cast<int64_t>(pool.size()) < n; ++draws) {
+    if (draws > 100 * n + 1000) {
+      return common::InvalidArgument("train_examples = " + std::to_string(n) + " but the training split has only " +
+                                     std::to_string(pool.size()) + " distinct examples");
+    }
+    Example e = task.Sample(Split::kTrain, rng);
+    if (seen.insert(e.prompt_text).second) pool.push_back(std::move(e));
+  }
+  return pool;
+}
+
 struct Evaluation {
   double loss = 0, accuracy = 0;
 };
@@ -260,6 +283,9 @@ common::Status Validate(const TrainConfig& c, int gang_size) {
   if (c.precision != "fp32" && c.precision != "bf16") return common::InvalidArgument("precision must be fp32 or bf16");
   if (c.precision == "bf16" && c.device != "cuda") {
     return common::InvalidArgument("precision = \"bf16\" is autocast on CUDA; use it with device = \"cuda\"");
+  }
+  if (c.train_examples > 0 && !c.data.empty()) {
+    return common::InvalidArgument("train_examples limits a synthetic task's training pool; it does not apply to data");
   }
   if (c.batch % (static_cast<int64_t>(gang_size) * c.accumulation) != 0) {
     return common::InvalidArgument("batch (" + std::to_string(c.batch) + ") must divide evenly into ranks (" +
@@ -504,6 +530,27 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
   auto evaluate = [&](bool on_test) {
     return task ? Evaluate(model, on_test ? test : val) : EvaluateWindows(model, on_test ? test_windows : val_windows);
   };
+  // The few-shot regime: a fixed pool of distinct training examples.
+  std::vector<Example> pool;
+  if (task && config.train_examples > 0) {
+    SHAMMIE_ASSIGN_OR_RETURN(pool, TrainPool(*task, config.train_examples, config.seed));
+  }
+  // Where the model started, for the summary (also on a resumed attempt).
+  std::string init_job, init_model;
+  if (config.init != "scratch") {
+    SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, UpstreamModel(ctx, false, "lm.train"));
+    if (up) {
+      init_job = up->job_id;
+      init_model = up->path;
+    }
+  }
+  // The starting model's validation scores: step-0 transfer from an upstream
+  // model, and the zero-shot score that checkpoint selection can use.
+  if (!resumed) {
+    const Evaluation e0 = evaluate(false);
+    report("val_loss", 0, e0.loss);
+    report("val_accuracy", 0, e0.accuracy);
+  }
   for (const auto& p : model->parameters()) result.parameters += p.numel();
   const int64_t per_rank = config.batch / gang.size();
   const int64_t micro = per_rank / config.accumulation;
@@ -517,7 +564,10 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     std::vector<std::vector<int32_t>> global_windows;
     int64_t global_tokens = 0;
     for (int64_t i = 0; i < config.batch; ++i) {
-      if (task) {
+      if (!pool.empty()) {
+        global.push_back(pool[static_cast<size_t>(rng.NextInt(0, static_cast<int64_t>(pool.size()) - 1))]);
+        global_tokens += static_cast<int64_t>(global.back().answer.size());
+      } else if (task) {
         global.push_back(task->Sample(Split::kTrain, rng));
         global_tokens += static_cast<int64_t>(global.back().answer.size());
       } else {
@@ -585,10 +635,10 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     }
   }
   st.finished = true;
-  SHAMMIE_RETURN_IF_ERROR(SaveCheckpoint(ctx, model, *optimizer, config, st));
+  if (config.save_model) SHAMMIE_RETURN_IF_ERROR(SaveCheckpoint(ctx, model, *optimizer, config, st));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.steps = st.step;
-  bool have_loss = false, have_val = false;
+  bool have_loss = false, have_val = false, have_val_accuracy = false;
   for (auto it = st.metrics.rbegin(); it != st.metrics.rend(); ++it) {  // the latest of each
     const auto& [name, step, value] = *it;
     if (name == "loss" && !have_loss) {
@@ -599,7 +649,10 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
       result.val_loss = value;
       have_val = true;
     }
-    if (name == "val_accuracy" && result.val_accuracy == 0) result.val_accuracy = value;
+    if (name == "val_accuracy" && !have_val_accuracy) {
+      result.val_accuracy = value;
+      have_val_accuracy = true;
+    }
   }
   result.tokens_per_second = seconds > 0 ? static_cast<double>(tokens * gang.size()) / seconds : 0;
   result.test_accuracy = evaluate(true).accuracy;
@@ -612,6 +665,31 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     result.flat_parameters.insert(result.flat_parameters.end(), values, values + c.numel());
   }
   for (const auto& m : st.metrics) result.metrics.push_back(m);
+  for (const auto& [name, step, value] : st.metrics) {  // the first evaluation, before any step
+    if (step != 0) continue;
+    if (name == "val_loss") result.step0_val_loss = value;
+    if (name == "val_accuracy") result.step0_val_accuracy = value;
+  }
+  if (config.steps == 0) {
+    result.val_loss = result.step0_val_loss;
+    result.val_accuracy = result.step0_val_accuracy;
+  }
+  if (result.initialized_from.empty()) result.initialized_from = init_job;
+  if (ctx.collectives().rank() == 0 && !ctx.artifact_dir().empty()) {
+    const nlohmann::json summary = {{"job", ctx.job_id()},
+                                    {"steps", result.steps},
+                                    {"train_examples", config.train_examples},
+                                    {"val_loss", result.val_loss},
+                                    {"val_accuracy", result.val_accuracy},
+                                    {"step0_val_loss", result.step0_val_loss},
+                                    {"step0_val_accuracy", result.step0_val_accuracy},
+                                    {"test_accuracy", result.test_accuracy},
+                                    {"initialized_from", init_job},
+                                    {"init_model", init_model}};
+    SHAMMIE_ASSIGN_OR_RETURN(std::string path,
+                             storage::WriteContentAddressed(ctx.artifact_dir(), summary.dump(2) + "\n", "json"));
+    SHAMMIE_RETURN_IF_ERROR(ctx.RecordArtifact("summary", path));
+  }
   return result;
 }
 
@@ -709,6 +787,8 @@ common::Status RunLmTrain(JobContext& ctx) {
   t.window = c.value("window", int64_t{64});
   t.precision = c.value("precision", std::string("fp32"));
   t.init = c.value("init", std::string("auto"));
+  t.train_examples = c.value("train_examples", int64_t{0});
+  t.save_model = c.value("save_model", true);
   t.seed = ctx.seed();
   auto r = TrainLanguageModel(t, ctx);
   return r.ok() ? common::Status::Ok() : r.status();

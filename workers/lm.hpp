@@ -41,8 +41,12 @@ struct TrainConfig {
   // next-token accuracy. Empty: the synthetic task.
   std::vector<std::string> data;
   int64_t window = 64;
+  // With the task: train on a fixed pool of this many distinct training
+  // examples (drawn from the seed), the few-shot regime; 0: a fresh draw
+  // from the whole training split every step.
+  int64_t train_examples = 0;
   ModelConfig model;
-  int64_t steps = 200;
+  int64_t steps = 200;          // 0: evaluate the starting model only
   int64_t batch = 32;         // global batch (examples per optimizer step, all ranks together)
   int64_t accumulation = 1;   // micro-batches per step (batch must divide evenly)
   double learning_rate = 3e-3;
@@ -62,6 +66,9 @@ struct TrainConfig {
   // "auto": start from the upstream job's model when there is one;
   // "upstream": require one; "scratch": never.
   std::string init = "auto";
+  // false: record no final checkpoint (a probe fine-tune that only reports
+  // scores); a stopped job still checkpoints so that a resume continues.
+  bool save_model = true;
   uint64_t seed = 0;
 };
 
@@ -69,6 +76,7 @@ struct TrainResult {
   int64_t steps = 0;              // optimizer steps taken (< config.steps when stopped early)
   double train_loss = 0;          // mean over the last logged window
   double val_loss = 0, val_accuracy = 0;
+  double step0_val_loss = 0, step0_val_accuracy = 0;  // the starting model (before any step)
   double test_accuracy = 0;
   double tokens_per_second = 0;   // training tokens (all ranks) per wall second
   int64_t parameters = 0;
@@ -87,7 +95,11 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
 // The job kinds' code (keys declared in workers/lm_kinds.cpp):
 // - lm.train: TrainLanguageModel from the job's config; records the final
 //   checkpoint as artifact "model" (and one when stopped, which a resume
-//   continues from with the same loss curve).
+//   continues from with the same loss curve), and artifact "summary": a JSON
+//   object with the final scores (steps, val_loss, val_accuracy,
+//   step0_val_loss, step0_val_accuracy, test_accuracy) and where the model
+//   started (initialized_from: the upstream job, init_model: its file), which
+//   downstream jobs such as continual.select read.
 // - lm.eval: the upstream model on a split of a task: teacher-forced loss,
 //   greedy-generation exact match, and a per-example table "predictions".
 // - lm.sample: samples with temperature/top-k/top-p from the upstream model

@@ -86,7 +86,8 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.name = "lm.train";
     k.doc = "Trains a small decoder-only transformer on a synthetic task (data-parallel over resources.ranks), or "
             "fine-tunes the upstream job's model; reports loss, lr, val_loss, val_accuracy, test_accuracy (exact "
-            "match) and records the checkpoint as artifact \"model\". A stopped job resumes from its checkpoint.";
+            "match) and records the checkpoint as artifact \"model\" and its scores as artifact \"summary\". A stopped "
+            "job resumes from its checkpoint.";
     k.config = common::Schema(k.name, k.doc);
     DeclareTaskKeys(k.config);
     k.config.Add("data", common::ValueType::kStringList).Default(nlohmann::json::array())
@@ -95,7 +96,14 @@ void RegisterLmKinds(KindRegistry& registry) {
              "validation and 10% for test.");
     k.config.Int("window").Default(64).Range(1, 1 << 20).Doc("With data: tokens per training window (<= max_len).");
     DeclareModelKeys(k.config);
-    k.config.Int("steps").Default(300).Range(1, 10000000).Doc("Optimizer steps.");
+    k.config.Int("steps").Default(300).Range(0, 10000000)
+        .Doc("Optimizer steps; 0 evaluates the starting model only (e.g. a zero-shot score of an upstream model).");
+    k.config.Int("train_examples").Default(0).Range(0, 1000000000)
+        .Doc("Train on a fixed pool of this many distinct training examples of the task, drawn from the seed (the "
+             "few-shot regime); 0 = a fresh draw from the whole training split every step.");
+    k.config.Bool("save_model").Default(true)
+        .Doc("Record the final checkpoint as artifact \"model\"; false for probe fine-tunes that only report scores "
+             "(artifact \"summary\" is always recorded).");
     k.config.Int("batch").Default(32).Range(1, 1 << 20).Doc("Global batch: examples per step over all ranks.");
     k.config.Int("accumulation").Default(1).Range(1, 1024).Doc("Micro-batches per step.");
     k.config.Float("learning_rate").Default(3e-3).Min(0, true).Max(10).Doc("Peak learning rate.");

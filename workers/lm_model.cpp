@@ -396,7 +396,43 @@ common::Status LoadArchive(T& object, const std::string& bytes, torch::Device de
 }  // namespace
 
 std::string SaveModule(torch::nn::Module& module) { return SaveArchive(module); }
-std::string SaveOptimizer(torch::optim::Optimizer& optimizer) { return SaveArchive(optimizer); }
+// The optimizer state, parameter by parameter in the optimizer's order, under
+// keys "p<i>.<field>". LibTorch's own Optimizer::save keys the state by
+// tensor addresses, so two identical runs wrote different bytes; this way
+// the same training state is the same file (checkpoints are content-addressed).
+namespace {
+
+// LibTorch's key of a parameter's state: its TensorImpl address as text.
+std::string StateKey(const torch::Tensor& p) {
+  std::ostringstream os;
+  os << p.unsafeGetTensorImpl();
+  return os.str();
+}
+
+}  // namespace
+
+std::string SaveOptimizer(torch::optim::Optimizer& optimizer) {
+  torch::serialize::OutputArchive archive;
+  int64_t i = 0;
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) {
+      const std::string key = "p" + std::to_string(i++) + ".";
+      auto it = optimizer.state().find(StateKey(p));
+      if (it == optimizer.state().end()) continue;
+      if (auto* adam = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get())) {
+        archive.write(key + "step", torch::tensor(adam->step(), torch::kInt64));
+        archive.write(key + "exp_avg", adam->exp_avg().cpu());
+        archive.write(key + "exp_avg_sq", adam->exp_avg_sq().cpu());
+        if (adam->max_exp_avg_sq().defined()) archive.write(key + "max_exp_avg_sq", adam->max_exp_avg_sq().cpu());
+      } else if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(it->second.get())) {
+        if (sgd->momentum_buffer().defined()) archive.write(key + "momentum_buffer", sgd->momentum_buffer().cpu());
+      }
+    }
+  }
+  std::ostringstream os;
+  archive.save_to(os);
+  return std::move(os).str();
+}
 
 common::Status LoadModule(torch::nn::Module& module, const std::string& bytes, const std::string& what,
                           torch::Device device) {
@@ -405,7 +441,38 @@ common::Status LoadModule(torch::nn::Module& module, const std::string& bytes, c
 
 common::Status LoadOptimizer(torch::optim::Optimizer& optimizer, const std::string& bytes, const std::string& what,
                              torch::Device device) {
-  return LoadArchive(optimizer, bytes, device, what + ": cannot load the optimizer state");
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(bytes.data(), bytes.size(), device);
+    const bool adamw = dynamic_cast<torch::optim::AdamW*>(&optimizer) != nullptr;
+    int64_t i = 0;
+    for (auto& group : optimizer.param_groups()) {
+      for (auto& p : group.params()) {
+        const std::string key = "p" + std::to_string(i++) + ".";
+        torch::Tensor a, b, c;
+        if (adamw) {
+          if (!archive.try_read(key + "step", a)) continue;  // no state yet for this parameter
+          auto state = std::make_unique<torch::optim::AdamWParamState>();
+          state->step(a.item<int64_t>());
+          archive.read(key + "exp_avg", b);
+          archive.read(key + "exp_avg_sq", c);
+          state->exp_avg(b.to(device));
+          state->exp_avg_sq(c.to(device));
+          torch::Tensor m;
+          if (archive.try_read(key + "max_exp_avg_sq", m)) state->max_exp_avg_sq(m.to(device));
+          optimizer.state()[StateKey(p)] = std::move(state);
+        } else {
+          if (!archive.try_read(key + "momentum_buffer", a)) continue;
+          auto state = std::make_unique<torch::optim::SGDParamState>();
+          state->momentum_buffer(a.to(device));
+          optimizer.state()[StateKey(p)] = std::move(state);
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    return common::DataLoss(what + ": cannot load the optimizer state: " + e.what());
+  }
+  return common::Status::Ok();
 }
 
 common::Result<LoadedModel> LoadModelFile(const std::string& path) {

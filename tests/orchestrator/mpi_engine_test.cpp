@@ -351,7 +351,8 @@ resources = { ranks = 2 }
   EXPECT_LT(loss->back().value, loss->front().value);
   auto acc = (*store)->ReadMetric(jobs->front().id, "val_accuracy");
   ASSERT_TRUE(acc.ok());
-  EXPECT_EQ(acc->size(), 2u);
+  EXPECT_EQ(acc->size(), 3u);  // the starting model, then every 20 steps
+  EXPECT_EQ(acc->front().step, 0);
 }
 
 // Ctrl-C in the middle of a data-parallel training job: the gang stops after

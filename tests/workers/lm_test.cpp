@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "cluster/inproc_channel.hpp"
+#include "storage/checkpoint_store.hpp"
 #include "tests/test_util.hpp"
 #include "workers/dataset.hpp"
 #include "workers/lm_kinds.hpp"
@@ -198,7 +199,15 @@ TEST(LmTest, ResumeAfterAStopGivesTheUninterruptedRunBitForBit) {
   EXPECT_EQ(resumed->metrics, whole->metrics);  // loss, lr, val_* at every step, re-reported then continued
   EXPECT_EQ(second.losses, straight.losses);
   EXPECT_EQ(resumed->test_accuracy, whole->test_accuracy);
-  ASSERT_EQ(second.recorded.size(), 1u);  // the final checkpoint
+  ASSERT_EQ(second.recorded.size(), 2u);  // the final checkpoint and the summary
+  EXPECT_EQ(second.recorded[0].name, "model");
+  EXPECT_EQ(second.recorded[1].name, "summary");
+  // The same training state is the same file: an uninterrupted run that keeps
+  // files writes the very checkpoint the resumed one wrote (content-addressed).
+  GangContext again(cluster::MakeSoloCollectives());
+  again.dir = dir.File("ckpt");
+  ASSERT_TRUE(TrainLanguageModel(c, again).ok());
+  EXPECT_EQ(again.recorded[0].path, second.recorded[0].path);
 
   // A checkpoint of another configuration is refused, not silently used.
   TrainConfig other = c;
@@ -295,6 +304,55 @@ TEST(LmLearningTest, TrainThenEvaluateAndSampleFromTheCheckpoint) {
 // Real data through token shards: documents that count upwards mod 11 from a
 // random start. The next token is always (t + 1) mod 11, so a model that
 // learns the data predicts held-out documents' next tokens exactly.
+// The few-shot regime and the scores downstream jobs read: a fixed pool of
+// training examples, zero steps (the starting model evaluated), and the
+// "summary" artifact.
+TEST(LmTest, FewShotPoolsZeroStepsAndTheSummary) {
+  testing::ScratchDir dir("lm-few-shot");
+  TrainConfig c = Small(12);
+  GangContext whole_split(cluster::MakeSoloCollectives());
+  auto a = TrainLanguageModel(c, whole_split);
+  c.train_examples = 8;
+  GangContext pool(cluster::MakeSoloCollectives());
+  auto b = TrainLanguageModel(c, pool);
+  GangContext pool_again(cluster::MakeSoloCollectives());
+  auto b2 = TrainLanguageModel(c, pool_again);
+  ASSERT_TRUE(a.ok() && b.ok() && b2.ok());
+  EXPECT_NE(a->flat_parameters, b->flat_parameters);
+  EXPECT_EQ(b->flat_parameters, b2->flat_parameters);
+  c.train_examples = 100000;  // more than the training split holds
+  GangContext too_many(cluster::MakeSoloCollectives());
+  auto refused = TrainLanguageModel(c, too_many);
+  EXPECT_EQ(refused.status().code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("distinct examples"), std::string::npos) << refused.status().message();
+
+  TrainConfig zero = Small(0);
+  zero.eval_every = 1;
+  GangContext none(cluster::MakeSoloCollectives());
+  none.dir = dir.File("files");
+  auto z = TrainLanguageModel(zero, none);
+  ASSERT_TRUE(z.ok()) << z.status().ToString();
+  EXPECT_EQ(z->steps, 0);
+  EXPECT_EQ(z->val_accuracy, z->step0_val_accuracy);
+  EXPECT_EQ(z->val_loss, z->step0_val_loss);
+  EXPECT_GT(z->val_loss, 0);
+  ASSERT_EQ(none.recorded.size(), 2u);
+  auto text = storage::ReadVerified(none.recorded[1].path);
+  ASSERT_TRUE(text.ok());
+  const auto summary = nlohmann::json::parse(*text);
+  EXPECT_EQ(summary["steps"], 0);
+  EXPECT_EQ(summary["val_loss"].get<double>(), z->val_loss);
+  EXPECT_EQ(summary["test_accuracy"].get<double>(), z->test_accuracy);
+  EXPECT_EQ(summary["initialized_from"], "");
+  // save_model = false: scores only.
+  zero.save_model = false;
+  GangContext probe(cluster::MakeSoloCollectives());
+  probe.dir = dir.File("files");
+  ASSERT_TRUE(TrainLanguageModel(zero, probe).ok());
+  ASSERT_EQ(probe.recorded.size(), 1u);
+  EXPECT_EQ(probe.recorded[0].name, "summary");
+}
+
 TEST(LmTest, TrainsOnTokenShardsOfRealData) {
   testing::ScratchDir dir("lm-shards");
   auto writer = TokenShardWriter::Create(dir.File("count"), TokenDType::kUint16, 11);
