@@ -115,7 +115,7 @@ common::Result<nlohmann::json> AnalyzeContinual(const ExperimentSpec& spec, stor
 
   // Table: one row per cell.
   {
-    std::vector<std::string> sequence, regime, learner, role, task, selected_task, relation;
+    std::vector<std::string> sequence, regime, learner, role, task, selected_task, relation, job;
     std::vector<int64_t> replicate, position, selected, finetune_steps, probe_steps;
     std::vector<double> accuracy, indep, transfer, step0;
     for (const Row& r : rows) {
@@ -126,6 +126,7 @@ common::Result<nlohmann::json> AnalyzeContinual(const ExperimentSpec& spec, stor
       task.push_back(r.cell->task);
       selected_task.push_back(r.selected_task);
       relation.push_back(r.relation);
+      job.push_back(r.cell->result_job);
       replicate.push_back(r.cell->replicate);
       position.push_back(r.cell->position);
       selected.push_back(r.selected);
@@ -142,7 +143,7 @@ common::Result<nlohmann::json> AnalyzeContinual(const ExperimentSpec& spec, stor
                  {"task", task},               {"accuracy", accuracy},       {"independent", indep},
                  {"transfer", transfer},       {"step0_accuracy", step0},    {"selected", selected},
                  {"selected_task", selected_task}, {"relation", relation}, {"finetune_steps", finetune_steps},
-                 {"probe_steps", probe_steps}};
+                 {"probe_steps", probe_steps}, {"job", job}};
     SHAMMIE_RETURN_IF_ERROR(store.WriteAnalysis("continual-tasks", "{}", t));
   }
 

@@ -14,10 +14,12 @@ namespace shammie::workers {
 // How training on `source` is expected to transfer to `target`:
 // - "positive": same family and rule (grammar) or modulus (modadd) and the
 //   same variant: the source teaches the target's rule;
-// - "negative": same inputs, contradicting answers (one is flip/permute of
-//   the other, a different modadd shift, or two different permutations);
-// - "neutral":  anything else: another family or rule, or an "ignore"
-//   variant (an independent rule).
+// - "negative": same inputs, contradicting answers: one is flip/permute of
+//   the other (contradicts on every input), a different modadd shift, two
+//   different permutations, or one is "ignore" and the other not (the rule
+//   on other letters, a permuted rule: contradicts on about half the inputs
+//   and teaches features the other task does not use);
+// - "neutral":  anything else: another family, rule or input distribution.
 // String families (copy, reverse, ...) are positive only with an identical
 // spec (rotate: same shift), neutral otherwise.
 std::string TaskRelation(const TaskSpec& source, const TaskSpec& target);

@@ -121,7 +121,7 @@ TEST_F(SelectTest, InputsThatDoNotMatchThePoolAreErrors) {
   EXPECT_EQ(Select({{"candidates", {"base"}}}, bad).status().code(), common::StatusCode::kDataLoss);
 }
 
-TEST(TaskRelationTest, SharedRulesArePositiveContradictionsNegativeTheRestNeutral) {
+TEST(TaskRelationTest, SharedRulesArePositiveContradictionsOnTheSameInputsNegativeTheRestNeutral) {
   TaskSpec contains;
   contains.family = "grammar";
   contains.rule = "contains";
@@ -136,7 +136,8 @@ TEST(TaskRelationTest, SharedRulesArePositiveContradictionsNegativeTheRestNeutra
   EXPECT_EQ(TaskRelation(contains, flip), "negative");
   EXPECT_EQ(TaskRelation(flip, flip), "positive");
   EXPECT_EQ(TaskRelation(permute, contains), "negative");
-  EXPECT_EQ(TaskRelation(ignore, contains), "neutral");
+  EXPECT_EQ(TaskRelation(ignore, contains), "negative");  // a permuted rule on the same inputs
+  EXPECT_EQ(TaskRelation(ignore, ignore), "positive");
   EXPECT_EQ(TaskRelation(majority, contains), "neutral");
   EXPECT_EQ(TaskRelation(longer, contains), "neutral");
   TaskSpec p1 = majority, p2 = majority;
