@@ -9,6 +9,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "cluster/launcher.hpp"
 #include "cluster/slurm.hpp"

@@ -15,6 +15,8 @@
 #include <set>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "orchestrator/plan.hpp"
 #include "orchestrator/run_journal.hpp"
 #include "orchestrator/spec_loader.hpp"
@@ -150,6 +152,14 @@ TEST_F(SlurmTest, SubmitRunsOnTwoNodesAndStoresResults) {
   EXPECT_NE(status.output.find(id), std::string::npos) << status.output;
   EXPECT_NE(status.output.find("COMPLETED"), std::string::npos) << status.output;
   EXPECT_NE(status.output.find("7 jobs: 7 done"), std::string::npos) << status.output;
+  auto status_json = testing::RunCommand(kShammie + " status --json " + Q(out));
+  ASSERT_EQ(status_json.exit_code, 0) << status_json.output;
+  const auto j = nlohmann::json::parse(status_json.output.substr(status_json.output.find('{')), nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << status_json.output;
+  ASSERT_EQ(j["slurm"].size(), 1u) << status_json.output;
+  EXPECT_EQ(j["slurm"][0]["job"], id);
+  EXPECT_EQ(j["slurm"][0]["state"], "COMPLETED");
+  EXPECT_EQ(j["jobs"]["done"], 7);
 }
 
 // 2. Preemption: SIGUSR1 to the batch shell (what --signal=B:USR1@GRACE
