@@ -135,11 +135,15 @@ common::Status PlotHeatmap(const std::vector<std::vector<double>>& values, const
   double extent = 1e-9;
   for (size_t r = 0; r < values.size(); ++r) {
     for (size_t c = 0; c < values[r].size(); ++c) {
+      // Image cells must form a full grid: a missing value is drawn as 0
+      // (white) and left unlabelled.
       const double v = values[r][c];
-      if (std::isfinite(v)) extent = std::max(extent, std::fabs(v));
-      text << c << ' ' << r << ' ';
-      if (std::isfinite(v)) text << v; else text << "NaN";
-      text << '\n';
+      char label[32] = "";
+      if (std::isfinite(v)) {
+        extent = std::max(extent, std::fabs(v));
+        std::snprintf(label, sizeof(label), "%.2f", v);
+      }
+      text << c << ' ' << r << ' ' << (std::isfinite(v) ? v : 0.0) << " \"" << label << "\"\n";
     }
     text << '\n';
   }
@@ -158,9 +162,8 @@ common::Status PlotHeatmap(const std::vector<std::vector<double>>& values, const
                              "set xlabel 'target'\nset ylabel 'source'\n"
                              "set palette defined (-1 'red', 0 'white', 1 'blue')\n"
                              "set cbrange [" + std::to_string(-extent) + ":" + std::to_string(extent) + "]\n"
-                             "set datafile missing 'NaN'\n"
                              "plot " + Quote(data) + " using 1:2:3 with image notitle, " + Quote(data) +
-                             " using 1:2:(sprintf('%.2f', $3)) with labels notitle\n";
+                             " using 1:2:4 with labels notitle\n";
   const std::string script_path = (fs::path(out_dir) / (name + ".gp")).string();
   SHAMMIE_RETURN_IF_ERROR(WriteText(script_path, script));
   return RunGnuplot(script_path);
@@ -191,7 +194,7 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
                        "set title " + Quote(title) + "\n"
                        "set ylabel " + Quote(y_label) + "\n"
                        "set datafile missing 'NaN'\n"
-                       "set grid ytics\nset key outside right\n"
+                       "set grid ytics\nset key outside right\nset lmargin 14\nset bmargin 9\n"
                        "set xtics rotate by 30 right\n"
                        "plot ";
   for (size_t k = 0; k < series.size(); ++k) {

@@ -25,7 +25,7 @@ common::Status PlotLtt(const std::vector<std::string>& configs, const std::vecto
                        const std::string& out_dir);
 
 // Writes OUT_DIR/<name>.png: a heatmap of values[row][column] (NaN cells
-// blank), diverging around 0, each cell labelled with its value.
+// white and unlabelled), diverging around 0, each cell labelled with its value.
 common::Status PlotHeatmap(const std::vector<std::vector<double>>& values, const std::vector<std::string>& rows,
                            const std::vector<std::string>& columns, const std::string& name, const std::string& title,
                            const std::string& out_dir);
