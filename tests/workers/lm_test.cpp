@@ -244,7 +244,9 @@ TEST(LmLearningTest, TrainThenEvaluateAndSampleFromTheCheckpoint) {
   LocalJobContext train("t1", train_cfg, 5);
   train.set_artifact_dir(dir.File("ckpt"));
   ASSERT_TRUE(RunLmTrain(train).ok());
-  ASSERT_EQ(train.recorded().size(), 1u);
+  ASSERT_EQ(train.recorded().size(), 2u);  // "model" and "summary"
+  EXPECT_EQ(train.recorded()[0].name, "model");
+  EXPECT_EQ(train.recorded()[1].name, "summary");
   const double test_accuracy = train.metrics().at("test_accuracy").back().value;
 
   LocalJobContext eval("e1", KindConfig("lm.eval", {{"examples", 256}}), 6);  // the trainer's test set
