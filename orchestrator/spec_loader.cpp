@@ -1252,8 +1252,8 @@ std::string ExplainSpec() {
   out += SweepSchema().Explain("stage.sweep") + "\n";
   out += RandomSweepSchema().Explain("stage.sweep.random") + "\n";
   out += AnalysisSchema().Explain("[analysis]") + "\n";
-  out += ContinualSchema().Explain("[continual]") + "\n";
-  out += ContinualSequenceSchema().Explain("[[continual.sequence]]") +
+  out += ContinualSchema().Explain("continual") + "\n";
+  out += ContinualSequenceSchema().Explain("[continual.sequence]") +
          "  tasks: a list of task tables: role (source | target), train_examples, steps and the task keys of lm.train "
          "(unwritten keys come from [continual.finetune]).\n";
   out += SlurmSchema().Explain("slurm");
