@@ -125,6 +125,7 @@ ContinualLayout LayOutContinual(const ExperimentSpec& spec) {
             json probe = task.config;
             probe["steps"] = c.selection == "probe" ? c.probe_steps : 0;
             probe["save_model"] = false;
+            probe["checkpoint_every"] = 0;  // a probe's only model is its candidate
             std::vector<std::string> probes;
             for (size_t k = 0; k < pool.size(); ++k) {
               json p = point(learner);

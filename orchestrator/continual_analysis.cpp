@@ -73,6 +73,33 @@ common::Result<nlohmann::json> AnalyzeContinual(const ExperimentSpec& spec, stor
   std::vector<Row> rows;
   std::map<std::tuple<std::string, int64_t, int64_t>, double> independent;  // (sequence, replicate, position)
   int64_t missing = 0;
+  std::map<std::pair<std::string, std::string>, std::string> relations;  // TaskRelation is measured: cache it
+  auto relation_of = [&](const nlohmann::json& from, const nlohmann::json& to) {
+    auto key = std::make_pair(from.dump(), to.dump());
+    auto it = relations.find(key);
+    if (it != relations.end()) return it->second;
+    auto source = workers::TaskSpecFromConfig(from);
+    auto target = workers::TaskSpecFromConfig(to);
+    std::string r = source.ok() && target.ok() ? workers::TaskRelation(*source, *target) : "";
+    relations[key] = r;
+    return r;
+  };
+  // The task a learner started `cell` from: -1 the base, else a position.
+  auto set_source = [&](Row& row, const ContinualCell& cell, int64_t position) {
+    row.selected = position;
+    if (position < 0) {
+      row.selected_task = row.relation = "base";
+      return;
+    }
+    for (const ContinualCell& other : layout.cells) {
+      if (other.sequence == cell.sequence && other.replicate == cell.replicate && other.position == position &&
+          other.learner == cell.learner) {
+        row.selected_task = other.task;
+        row.relation = relation_of(other.config, cell.config);
+        return;
+      }
+    }
+  };
   for (const ContinualCell& cell : layout.cells) {
     Row row;
     row.cell = &cell;
@@ -85,26 +112,12 @@ common::Result<nlohmann::json> AnalyzeContinual(const ExperimentSpec& spec, stor
     if (!cell.select_job.empty()) {
       if (auto idx = LastMetric(store, cell.select_job, "selected_index")) {
         const auto k = static_cast<size_t>(*idx);
-        if (k < cell.candidate_positions.size()) {
-          row.selected = cell.candidate_positions[k];
-          if (row.selected < 0) {
-            row.selected_task = "base";
-            row.relation = "base";
-          } else {
-            for (const ContinualCell& other : layout.cells) {
-              if (other.sequence == cell.sequence && other.replicate == cell.replicate &&
-                  other.position == row.selected && other.learner == cell.learner) {
-                row.selected_task = other.task;
-                auto source = workers::TaskSpecFromConfig(other.config);
-                auto target = workers::TaskSpecFromConfig(cell.config);
-                if (source.ok() && target.ok()) row.relation = workers::TaskRelation(*source, *target);
-                break;
-              }
-            }
-          }
-        }
+        if (k < cell.candidate_positions.size()) set_source(row, cell, cell.candidate_positions[k]);
       }
     }
+    // Where independent and sequential start: the base, and the previous task.
+    if (cell.learner == "independent") set_source(row, cell, -1);
+    if (cell.learner == "sequential") set_source(row, cell, cell.position - 1);
     if (cell.learner == "independent") independent[{cell.sequence, cell.replicate, cell.position}] = row.accuracy;
     rows.push_back(row);
   }
@@ -236,7 +249,12 @@ common::Result<nlohmann::json> AnalyzeContinual(const ExperimentSpec& spec, stor
   char line[512];
   out << "continual study " << spec.name << ": " << c.sequences.size() << " sequences x " << c.seeds << " seeds, "
       << layout.cells.size() / std::max<size_t>(1, c.learners.size()) << " task fine-tunings per learner";
-  if (missing > 0) out << " (" << missing << " results missing: run or --resume the experiment first)";
+  if (missing == static_cast<int64_t>(layout.cells.size())) {
+    out << " (no result found for any of them: the run has not finished a fine-tune yet, or it was made by a "
+           "build whose lm.train keys differ, which changes every job id)";
+  } else if (missing > 0) {
+    out << " (" << missing << " results missing: run or --resume the experiment first)";
+  }
   out << "\n\ntarget tasks: accuracy relative to independent, mean over seeds [" << 100 * (1 - alpha)
       << "% bootstrap interval]\n";
   out << Pad("learner", 13);
@@ -303,14 +321,12 @@ common::Result<nlohmann::json> AnalyzeContinual(const ExperimentSpec& spec, stor
         if (count[s][t] == 0) continue;
         any = true;
         matrix[s][t] = sum[s][t] / static_cast<double>(count[s][t]);
-        auto source = workers::TaskSpecFromConfig(q.tasks[s].config);
-        auto target = workers::TaskSpecFromConfig(q.tasks[t].config);
         t_sequence.push_back(q.name);
         t_source.push_back(static_cast<int64_t>(s));
         t_target.push_back(static_cast<int64_t>(t));
         t_source_task.push_back(DescribeTask(q.tasks[s].config));
         t_target_task.push_back(DescribeTask(q.tasks[t].config));
-        t_relation.push_back(source.ok() && target.ok() ? workers::TaskRelation(*source, *target) : "");
+        t_relation.push_back(relation_of(q.tasks[s].config, q.tasks[t].config));
         t_transfer.push_back(matrix[s][t]);
         t_replicates.push_back(count[s][t]);
       }

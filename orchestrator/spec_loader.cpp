@@ -1012,6 +1012,12 @@ void Loader::CheckContinual(const MValue& table, ExperimentSpec& spec) {
   if (finetune && !RequireTable(finetune, "continual.finetune")) finetune = nullptr;
   json ft = CheckTable(finetune, lm->config, "continual.finetune", {}, table.node);
   if (finetune) {
+    if (const MValue* v = finetune->Get("train_examples")) {
+      ErrorAt(KeyLoc(*v), "continual.finetune.train_examples",
+              "set by role: use [continual] source_examples / target_examples, or train_examples in a task table");
+    }
+  }
+  if (finetune) {
     for (const auto& key : model_keys) {
       if (const MValue* v = finetune->Get(key)) {
         ErrorAt(KeyLoc(*v), "continual.finetune." + key, "model keys come from [continual.base]: fine-tunes load its checkpoint");
@@ -1099,6 +1105,14 @@ void Loader::CheckContinual(const MValue& table, ExperimentSpec& spec) {
             continue;
           }
           check_kind(ct.config, &task, tprefix);
+          // Every task runs on the base's architecture: its examples must fit.
+          if (auto made = workers::SyntheticTask::Make(*parsed); made.ok() && c.base.contains("max_len") &&
+              (*made)->MaxTokens() + 1 > c.base["max_len"].get<int64_t>()) {
+            Error(task.node, tprefix,
+                  "examples of this task need " + std::to_string((*made)->MaxTokens() + 1) +
+                      " positions but [continual.base] has max_len = " + std::to_string(c.base["max_len"].get<int64_t>()));
+            continue;
+          }
           q.tasks.push_back(std::move(ct));
         }
       }

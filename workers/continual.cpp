@@ -1,22 +1,19 @@
 #include "workers/continual.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <map>
 
 #include <nlohmann/json.hpp>
 
+#include "common/random.hpp"
 #include "common/schema.hpp"
 #include "storage/checkpoint_store.hpp"
 
 namespace shammie::workers {
 
 namespace {
-
-bool Contradicts(const std::string& a, const std::string& b) {
-  const bool a_relabel = a == "flip" || a == "permute";
-  const bool b_relabel = b == "flip" || b == "permute";
-  return (a == "share" && b_relabel) || (b == "share" && a_relabel) || (a_relabel && b_relabel);
-}
 
 // One candidate as the inputs describe it.
 struct Candidate {
@@ -49,8 +46,7 @@ common::Status RunSelect(JobContext& ctx) {
     if (a.name != "summary") continue;
     SHAMMIE_ASSIGN_OR_RETURN(std::string text, storage::ReadVerified(a.path));
     nlohmann::json s = nlohmann::json::parse(text, nullptr, false);
-    if (s.is_discarded() || !s.is_object() || !s.contains(score) || !s[score].is_number() ||
-        !s.contains(tiebreak_key)) {
+    if (s.is_discarded() || !s.is_object() || !s.contains(score) || !s.contains(tiebreak_key)) {
       return common::DataLoss(a.path + ": not a training summary with \"" + score + "\"");
     }
     std::string job = a.job_id, model;
@@ -77,8 +73,15 @@ common::Status RunSelect(JobContext& ctx) {
     if (cand.seen) return common::InvalidArgument("two inputs score candidate " + job);
     cand.job = job;
     cand.model = model;
-    cand.score = loss ? -s[score].get<double>() : s[score].get<double>();
-    cand.tiebreak = loss ? 0.0 : -s[tiebreak_key].get<double>();
+    // A diverged probe (NaN, stored as null) is the worst candidate, not an error.
+    auto value = [&](const std::string& key) {
+      const auto& v = s[key];
+      return v.is_number() && std::isfinite(v.get<double>()) ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+    };
+    const double raw = value(score), tie = value(tiebreak_key);
+    constexpr double kWorst = -std::numeric_limits<double>::infinity();
+    cand.score = std::isnan(raw) ? kWorst : (loss ? -raw : raw);
+    cand.tiebreak = loss || std::isnan(tie) ? (loss ? 0.0 : kWorst) : -tie;
     cand.seen = true;
   }
   for (size_t i = 0; i < pool.size(); ++i) {
@@ -116,26 +119,25 @@ common::Status RunSelect(JobContext& ctx) {
 }  // namespace
 
 std::string TaskRelation(const TaskSpec& s, const TaskSpec& t) {
-  if (s.family != t.family) return "neutral";
-  if (s.family == "grammar") {
-    if (s.rule != t.rule || s.length != t.length || s.alphabet != t.alphabet) return "neutral";
-  } else if (s.family == "modadd") {
-    if (s.modulus != t.modulus) return "neutral";
-  } else if (s.family == "arith") {
-    if (s.modulus != t.modulus || s.operations != t.operations) return "neutral";
-  } else {
-    if (s.length != t.length || s.alphabet != t.alphabet) return "neutral";
+  // Measured, not inferred from names: the answers of both tasks on the
+  // target's prompts (flip and a binary permute are the same task; a modadd
+  // flip is a shift by one).
+  auto source = SyntheticTask::Make(s);
+  auto target = SyntheticTask::Make(t);
+  if (!source.ok() || !target.ok()) return "neutral";
+  common::SplitMix64 rng(common::DeriveSeed(0x5ea1u, "relation", 0));
+  int64_t agree = 0, asked = 0;
+  for (int i = 0; i < 512; ++i) {
+    const Example e = (*target)->Sample(Split::kTest, rng);
+    auto theirs = (*source)->AnswerFor(e.prompt_text);
+    if (!theirs.ok()) return "neutral";  // another input format: no common prompts
+    auto ours = (*target)->AnswerFor(e.prompt_text);
+    if (!ours.ok()) return "neutral";
+    ++asked;
+    agree += *theirs == *ours ? 1 : 0;
   }
-  // "ignore" applies the rule to other letters (a permuted rule): on the same
-  // inputs its labels disagree with the plain rule's about half the time.
-  if (s.variant == "ignore" || t.variant == "ignore") return s.variant == t.variant && s.shift == t.shift ? "positive" : "negative";
-  if (s.family == "modadd" && s.shift != t.shift) return "negative";
-  if (s.family == "rotate" && s.shift != t.shift) return "neutral";
-  if (s.variant == t.variant) {
-    if (s.variant == "permute" && s.variant_seed != t.variant_seed) return "negative";
-    return "positive";
-  }
-  return Contradicts(s.variant, t.variant) ? "negative" : "neutral";
+  if (agree == asked) return "positive";
+  return "negative";  // the same inputs, contradicting answers on some (flip: all; ignore: about half)
 }
 
 void RegisterContinualKinds(KindRegistry& registry) {

@@ -11,17 +11,15 @@
 
 namespace shammie::workers {
 
-// How training on `source` is expected to transfer to `target`:
-// - "positive": same family and rule (grammar) or modulus (modadd) and the
-//   same variant: the source teaches the target's rule;
-// - "negative": same inputs, contradicting answers: one is flip/permute of
-//   the other (contradicts on every input), a different modadd shift, two
-//   different permutations, or one is "ignore" and the other not (the rule
-//   on other letters, a permuted rule: contradicts on about half the inputs
-//   and teaches features the other task does not use);
-// - "neutral":  anything else: another family, rule or input distribution.
-// String families (copy, reverse, ...) are positive only with an identical
-// spec (rotate: same shift), neutral otherwise.
+// How training on `source` relates to `target`, measured on 512 of the
+// target's test prompts:
+// - "positive": the source gives the target's answer on every prompt (the
+//   same rule; also flip vs a binary permute, which are one task);
+// - "negative": the same prompts, a different answer on some: flip/permute
+//   (every prompt), "ignore", the rule on other letters (about half), a
+//   different modadd shift;
+// - "neutral":  the source cannot answer the target's prompts (another
+//   family, rule or input format: length, alphabet, modulus).
 std::string TaskRelation(const TaskSpec& source, const TaskSpec& target);
 
 // continual.select: reads the "summary" artifacts of its upstream jobs (probe

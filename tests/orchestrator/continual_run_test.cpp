@@ -108,7 +108,7 @@ TEST(ContinualRunTest, SmokeStudyReproducesTheQualitativeOrdering) {
   // when every answer is a well-formed label.
   EXPECT_LE(flipped_start + source_val->back().value, 1.0 + 1e-9);
   EXPECT_GT(flipped_start + source_val->back().value, 0.9);
-  // The oracle's transfer matrix has the flipped source below the base at the next target.
+  // The oracle's transfer matrix is stored (its values: docs/experiments/continual.md).
   EXPECT_FALSE(Column<double>(tables["continual-transfer"], "transfer").empty());
 }
 

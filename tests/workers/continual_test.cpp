@@ -100,6 +100,17 @@ TEST_F(SelectTest, LossScoresAreMinimisedAndRulesForceAChoice) {
   EXPECT_EQ(*Select({{"candidates", {"t1", "base", "t0"}}, {"rule", "last"}}, inputs), models_["t0"]);
 }
 
+TEST_F(SelectTest, ADivergedProbeIsTheWorstCandidateNotAnError) {
+  auto inputs = Inputs({{"base", 0.6, 0.7, 0}, {"t0", 0.9, 0.3, 0}});
+  nlohmann::json diverged = {{"job", "p9"},           {"steps", 4},          {"val_accuracy", nullptr},
+                             {"val_loss", nullptr},   {"step0_val_accuracy", 0.5}, {"step0_val_loss", 1.0},
+                             {"test_accuracy", 0.0},  {"initialized_from", "t1"}, {"init_model", Write("t1", "ckpt")}};
+  inputs.push_back({"p9", "summary", Write(diverged.dump(), "json")});
+  auto chosen = Select({{"candidates", {"base", "t0", "t1"}}}, inputs);
+  ASSERT_TRUE(chosen.ok()) << chosen.status().ToString();
+  EXPECT_EQ(*chosen, models_["t0"]);
+}
+
 TEST_F(SelectTest, OraclePicksTheBestFineTunedModelOnTest) {
   auto inputs = Inputs({{"base", 0.9, 0.1, 0.60}, {"t0", 0.1, 0.9, 0.95}}, /*with_models=*/true);
   auto chosen = Select({{"candidates", {"probe0", "probe1"}}, {"score", "test_accuracy"}, {"pick", "model"}}, inputs);
@@ -138,7 +149,8 @@ TEST(TaskRelationTest, SharedRulesArePositiveContradictionsOnTheSameInputsNegati
   EXPECT_EQ(TaskRelation(permute, contains), "negative");
   EXPECT_EQ(TaskRelation(ignore, contains), "negative");  // a permuted rule on the same inputs
   EXPECT_EQ(TaskRelation(ignore, ignore), "positive");
-  EXPECT_EQ(TaskRelation(majority, contains), "neutral");
+  EXPECT_EQ(TaskRelation(majority, contains), "negative");  // another rule on the same inputs
+  EXPECT_EQ(TaskRelation(permute, flip), "positive");       // for two classes the only derangement is flip
   EXPECT_EQ(TaskRelation(longer, contains), "neutral");
   TaskSpec p1 = majority, p2 = majority;
   p1.variant = p2.variant = "permute";
@@ -149,6 +161,10 @@ TEST(TaskRelationTest, SharedRulesArePositiveContradictionsOnTheSameInputsNegati
   reverse.family = "reverse";
   EXPECT_EQ(TaskRelation(shifted, add), "negative");
   EXPECT_EQ(TaskRelation(reverse, add), "neutral");
+  TaskSpec add_flip, add_one;
+  add_flip.variant = "flip";  // (a + b + 1) mod p
+  add_one.shift = 1;
+  EXPECT_EQ(TaskRelation(add_flip, add_one), "positive");
 }
 
 }  // namespace
