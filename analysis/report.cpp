@@ -57,6 +57,14 @@ common::Status WriteText(const std::string& path, const std::string& text) {
   return common::Status::Ok();
 }
 
+// Writes the script as OUT_DIR/<name>.gp (kept next to the plot, so a
+// reader can restyle it) and runs gnuplot on it.
+common::Status Render(const std::string& out_dir, const std::string& name, const std::string& script) {
+  const std::string script_path = (std::filesystem::path(out_dir) / (name + ".gp")).string();
+  SHAMMIE_RETURN_IF_ERROR(WriteText(script_path, script));
+  return RunGnuplot(script_path);
+}
+
 }  // namespace
 
 common::Status PlotMeanAnalysis(const MeanAnalysis& analysis, const std::string& name, const std::string& title,
@@ -90,9 +98,7 @@ common::Status PlotMeanAnalysis(const MeanAnalysis& analysis, const std::string&
               "set boxwidth 0.6\n"
               "plot " + Quote(data) + " using 0:5:xtic(1) with boxes title 'labels needed'\n";
   }
-  const std::string script_path = (fs::path(out_dir) / (name + ".gp")).string();
-  SHAMMIE_RETURN_IF_ERROR(WriteText(script_path, script));
-  return RunGnuplot(script_path);
+  return Render(out_dir, name, script);
 }
 
 common::Status PlotLtt(const std::vector<std::string>& configs, const std::vector<double>& risks,
@@ -118,9 +124,7 @@ common::Status PlotLtt(const std::vector<std::string>& configs, const std::vecto
                              " == 0 ? stringcolumn(1) : '') with points pointtype 7 title 'certified', " +
                              Quote(data) + " using 0:($3 == 0 ? $2 : 1/0) with points pointtype 6 title 'not certified', " +
                              std::to_string(alpha) + " with lines dashtype 2 title 'alpha'\n";
-  const std::string script_path = (fs::path(out_dir) / (name + ".gp")).string();
-  SHAMMIE_RETURN_IF_ERROR(WriteText(script_path, script));
-  return RunGnuplot(script_path);
+  return Render(out_dir, name, script);
 }
 
 
@@ -164,9 +168,7 @@ common::Status PlotHeatmap(const std::vector<std::vector<double>>& values, const
                              "set cbrange [" + std::to_string(-extent) + ":" + std::to_string(extent) + "]\n"
                              "plot " + Quote(data) + " using 1:2:3 with image notitle, " + Quote(data) +
                              " using 1:2:4 with labels notitle\n";
-  const std::string script_path = (fs::path(out_dir) / (name + ".gp")).string();
-  SHAMMIE_RETURN_IF_ERROR(WriteText(script_path, script));
-  return RunGnuplot(script_path);
+  return Render(out_dir, name, script);
 }
 
 common::Status PlotCurves(const std::vector<std::string>& x_labels,
@@ -202,9 +204,7 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
               " with linespoints title " + Quote(series[k].first);
   }
   script += "\n";
-  const std::string script_path = (fs::path(out_dir) / (name + ".gp")).string();
-  SHAMMIE_RETURN_IF_ERROR(WriteText(script_path, script));
-  return RunGnuplot(script_path);
+  return Render(out_dir, name, script);
 }
 
 }  // namespace shammie::analysis

@@ -225,6 +225,8 @@ class Loader {
   json CheckTable(const MValue* table, const Schema& schema, const std::string& prefix,
                   const std::vector<std::string>& subtables, const toml::node* parent);
   bool RequireTable(const MValue* value, const std::string& key);
+  // `owner`'s [resources] sub-table (a stage or the continual study).
+  Resources CheckResources(const MValue& owner, const std::string& prefix);
   void CheckStage(const MValue& item, size_t index, Stage& stage);
   void CheckRetryCodes(const MValue* retry, const std::string& prefix, RetryPolicy& retry_policy);
   void CheckSweep(const MValue* sweep, const workers::JobKind* kind, StageSource& source, Stage& stage);
@@ -691,6 +693,25 @@ void Loader::CheckSweep(const MValue* sweep, const workers::JobKind* kind, Stage
   }
 }
 
+Resources Loader::CheckResources(const MValue& owner, const std::string& prefix) {
+  Resources out;
+  const MValue* resources = owner.Get("resources");
+  if (resources && !RequireTable(resources, prefix + ".resources")) resources = nullptr;
+  json r = CheckTable(resources, ResourcesSchema(), prefix + ".resources", {}, owner.node);
+  if (r.contains("ranks")) out.ranks = r["ranks"].get<int64_t>();
+  if (r.contains("gpus")) out.gpus = r["gpus"].get<int64_t>();
+  if (r.contains("time_limit")) out.time_limit_s = r["time_limit"].get<int64_t>();
+  if (r.contains("memory")) out.memory_bytes = r["memory"].get<int64_t>();
+  if (r.contains("isolation")) out.isolation = r["isolation"].get<std::string>();
+  if (out.isolation == "process" && out.ranks > 1) {
+    const MValue* at = resources ? resources->Get("isolation") : nullptr;
+    Error(at ? at->node : owner.node, prefix + ".resources.isolation",
+          "isolation = \"process\" is for single-rank jobs; this stage has ranks = " + std::to_string(out.ranks) +
+              " (a gang shares MPI communicators and cannot be forked)");
+  }
+  return out;
+}
+
 void Loader::CheckStage(const MValue& item, size_t index, Stage& stage) {
   std::string prefix = "stage";
   if (auto name = StageNameOf(item); name && common::IsSafeName(*name)) {
@@ -741,20 +762,7 @@ void Loader::CheckStage(const MValue& item, size_t index, Stage& stage) {
     }
   }
 
-  const MValue* resources = item.Get("resources");
-  if (resources && !RequireTable(resources, prefix + ".resources")) resources = nullptr;
-  json r = CheckTable(resources, ResourcesSchema(), prefix + ".resources", {}, item.node);
-  if (r.contains("ranks")) stage.resources.ranks = r["ranks"].get<int64_t>();
-  if (r.contains("gpus")) stage.resources.gpus = r["gpus"].get<int64_t>();
-  if (r.contains("time_limit")) stage.resources.time_limit_s = r["time_limit"].get<int64_t>();
-  if (r.contains("memory")) stage.resources.memory_bytes = r["memory"].get<int64_t>();
-  if (r.contains("isolation")) stage.resources.isolation = r["isolation"].get<std::string>();
-  if (stage.resources.isolation == "process" && stage.resources.ranks > 1) {
-    const MValue* at = resources ? resources->Get("isolation") : nullptr;
-    Error(at ? at->node : item.node, prefix + ".resources.isolation",
-          "isolation = \"process\" is for single-rank jobs; this stage has ranks = " +
-              std::to_string(stage.resources.ranks) + " (a gang shares MPI communicators and cannot be forked)");
-  }
+  stage.resources = CheckResources(item, prefix);
 
   const MValue* retry = item.Get("retry");
   if (retry && !RequireTable(retry, prefix + ".retry")) retry = nullptr;
@@ -1035,14 +1043,7 @@ void Loader::CheckContinual(const MValue& table, ExperimentSpec& spec) {
   ft["init"] = "upstream";
   ft["save_model"] = true;
 
-  const MValue* resources = table.Get("resources");
-  if (resources && !RequireTable(resources, "continual.resources")) resources = nullptr;
-  json r = CheckTable(resources, ResourcesSchema(), "continual.resources", {}, table.node);
-  if (r.contains("ranks")) c.resources.ranks = r["ranks"].get<int64_t>();
-  if (r.contains("gpus")) c.resources.gpus = r["gpus"].get<int64_t>();
-  if (r.contains("time_limit")) c.resources.time_limit_s = r["time_limit"].get<int64_t>();
-  if (r.contains("memory")) c.resources.memory_bytes = r["memory"].get<int64_t>();
-  if (r.contains("isolation")) c.resources.isolation = r["isolation"].get<std::string>();
+  c.resources = CheckResources(table, "continual");
 
   // A task: task keys (defaults: the finetune table's), role, and optional
   // train_examples / steps of its own.

@@ -484,8 +484,13 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     resumed = true;
     result.resumed_from = st.step;
   }
-  if (!resumed && config.init != "scratch") {
-    SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, UpstreamModel(ctx, config.init == "upstream", "lm.train"));
+  // The upstream model (fine-tuning); looked up on a resumed attempt too, for
+  // the summary's record of where training started.
+  const Artifact* up = nullptr;
+  if (config.init != "scratch") {
+    SHAMMIE_ASSIGN_OR_RETURN(up, UpstreamModel(ctx, config.init == "upstream", "lm.train"));
+  }
+  if (!resumed) {
     if (up) {
       SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(up->path));
       if (!SameArchitecture(loaded.checkpoint.model, config.model)) {
@@ -535,15 +540,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
   if (task && config.train_examples > 0) {
     SHAMMIE_ASSIGN_OR_RETURN(pool, TrainPool(*task, config.train_examples, config.seed));
   }
-  // Where the model started, for the summary (also on a resumed attempt).
-  std::string init_job, init_model;
-  if (config.init != "scratch") {
-    SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, UpstreamModel(ctx, false, "lm.train"));
-    if (up) {
-      init_job = up->job_id;
-      init_model = up->path;
-    }
-  }
+  const std::string init_job = up ? up->job_id : "", init_model = up ? up->path : "";
   // The starting model's validation scores: step-0 transfer from an upstream
   // model, and the zero-shot score that checkpoint selection can use.
   if (!resumed) {
@@ -674,7 +671,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     result.val_loss = result.step0_val_loss;
     result.val_accuracy = result.step0_val_accuracy;
   }
-  if (result.initialized_from.empty()) result.initialized_from = init_job;
+  result.initialized_from = init_job;
   if (ctx.collectives().rank() == 0 && !ctx.artifact_dir().empty()) {
     const nlohmann::json summary = {{"job", ctx.job_id()},
                                     {"steps", result.steps},
