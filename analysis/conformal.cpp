@@ -141,8 +141,18 @@ ClmMetrics EvaluateClmSet(const std::vector<ClmPrompt>& prompts, const ClmConfig
 }
 
 common::Result<ClmCalibration> CalibrateClm(const std::vector<ClmPrompt>& calibration, const ClmOptions& options) {
+  SHAMMIE_ASSIGN_OR_RETURN(std::vector<ClmCalibration> out, CalibrateClmMany(calibration, options, {options.epsilon}));
+  return std::move(out.front());
+}
+
+common::Result<std::vector<ClmCalibration>> CalibrateClmMany(const std::vector<ClmPrompt>& calibration,
+                                                             const ClmOptions& options,
+                                                             const std::vector<double>& epsilons) {
   SHAMMIE_RETURN_IF_ERROR(CheckPrompts(calibration));
-  if (!(options.epsilon > 0 && options.epsilon < 1)) return common::InvalidArgument("epsilon must be in (0, 1)");
+  if (epsilons.empty()) return common::InvalidArgument("no epsilon to calibrate for");
+  for (double epsilon : epsilons) {
+    if (!(epsilon > 0 && epsilon < 1)) return common::InvalidArgument("epsilon must be in (0, 1)");
+  }
   if (!(options.delta > 0 && options.delta < 1)) return common::InvalidArgument("delta must be in (0, 1)");
   if (!(options.opt_fraction > 0 && options.opt_fraction < 1)) return common::InvalidArgument("opt_fraction must be in (0, 1)");
   if (options.grid_points < 1 || options.grid_points > 100) return common::InvalidArgument("grid_points must be in [1, 100]");
@@ -153,15 +163,15 @@ common::Result<ClmCalibration> CalibrateClm(const std::vector<ClmPrompt>& calibr
   for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[static_cast<size_t>(rng.NextInt(0, static_cast<int64_t>(i) - 1))]);
   const size_t n_opt = std::max<size_t>(1, static_cast<size_t>(std::floor(options.opt_fraction * static_cast<double>(calibration.size()))));
   if (n_opt >= calibration.size()) return common::InvalidArgument("need at least 2 calibration prompts to split");
-  std::vector<ClmPrompt> opt, cal;
-  for (size_t i = 0; i < order.size(); ++i) (i < n_opt ? opt : cal).push_back(calibration[order[i]]);
+  std::vector<const ClmPrompt*> opt, cal;
+  for (size_t i = 0; i < order.size(); ++i) (i < n_opt ? opt : cal).push_back(&calibration[order[i]]);
 
   // Grids from the opt split's scores.
   std::vector<double> qualities, similarities;
-  for (const auto& p : opt) {
-    qualities.insert(qualities.end(), p.quality.begin(), p.quality.end());
-    for (size_t i = 0; i < p.similarity.size(); ++i) {
-      for (size_t j = 0; j < i; ++j) similarities.push_back(p.similarity[i][j]);
+  for (const ClmPrompt* p : opt) {
+    qualities.insert(qualities.end(), p->quality.begin(), p->quality.end());
+    for (size_t i = 0; i < p->similarity.size(); ++i) {
+      for (size_t j = 0; j < i; ++j) similarities.push_back(p->similarity[i][j]);
     }
   }
   std::vector<double> lambda1 = {kInf}, lambda2 = {-kInf};
@@ -176,8 +186,8 @@ common::Result<ClmCalibration> CalibrateClm(const std::vector<ClmPrompt>& calibr
     for (double l2 : lambda2) {
       std::vector<Trace> traces;
       std::vector<double> confidences;
-      for (const auto& p : opt) {
-        traces.push_back(TraceOf(p, l1, l2, options.score));
+      for (const ClmPrompt* p : opt) {
+        traces.push_back(TraceOf(*p, l1, l2, options.score));
         for (double c : traces.back().confidence) {
           if (std::isfinite(c)) confidences.push_back(c);
         }
@@ -185,7 +195,7 @@ common::Result<ClmCalibration> CalibrateClm(const std::vector<ClmPrompt>& calibr
       for (double l3 : Grid(confidences, options.grid_points)) {
         double loss = 0, cost = 0;
         for (size_t i = 0; i < opt.size(); ++i) {
-          ClmOutcome o = OutcomeOf(opt[i], traces[i], l3);
+          ClmOutcome o = OutcomeOf(*opt[i], traces[i], l3);
           loss += o.loss;
           cost += static_cast<double>(o.samples + o.set_size);
         }
@@ -198,18 +208,39 @@ common::Result<ClmCalibration> CalibrateClm(const std::vector<ClmPrompt>& calibr
   std::stable_sort(front.begin(), front.end(), [&](size_t a, size_t b) {
     return objectives[a][0] != objectives[b][0] ? objectives[a][0] < objectives[b][0] : objectives[a][1] < objectives[b][1];
   });
-  // Fixed-sequence testing on cal with the binomial p-value.
-  ClmCalibration out;
-  out.candidates = front.size();
+  // Losses on cal of the front, in testing order, computed once for every epsilon.
+  std::vector<size_t> failures;
+  failures.reserve(front.size());
   for (size_t idx : front) {
-    size_t failures = 0;
-    for (const auto& p : cal) failures += static_cast<size_t>(EvaluateClm(p, configs[idx], options.score).loss);
-    if (BinomialPValue(failures, cal.size(), options.epsilon) > options.delta) break;
-    out.found = true;
-    out.config = configs[idx];
-    ++out.accepted;
+    size_t f = 0;
+    for (const ClmPrompt* p : cal) f += static_cast<size_t>(EvaluateClm(*p, configs[idx], options.score).loss);
+    failures.push_back(f);
   }
-  if (out.found) out.cal_metrics = EvaluateClmSet(cal, out.config, options.score);
+  // Fixed-sequence testing on cal with the binomial p-value, per epsilon.
+  std::vector<ClmCalibration> out(epsilons.size());
+  for (size_t e = 0; e < epsilons.size(); ++e) {
+    ClmCalibration& c = out[e];
+    c.candidates = front.size();
+    for (size_t t = 0; t < front.size(); ++t) {
+      if (BinomialPValue(failures[t], cal.size(), epsilons[e]) > options.delta) break;
+      c.found = true;
+      c.config = configs[front[t]];
+      ++c.accepted;
+    }
+    if (c.found) {
+      ClmMetrics& m = c.cal_metrics;
+      for (const ClmPrompt* p : cal) {
+        ClmOutcome o = EvaluateClm(*p, c.config, options.score);
+        m.loss += o.loss;
+        m.samples += static_cast<double>(o.samples);
+        m.set_size += static_cast<double>(o.set_size);
+      }
+      const double n = static_cast<double>(cal.size());
+      m.loss /= n;
+      m.samples /= n;
+      m.set_size /= n;
+    }
+  }
   return out;
 }
 

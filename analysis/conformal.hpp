@@ -84,6 +84,13 @@ struct ClmCalibration {
 
 // Prompts must all have the same kmax >= 1; qualities finite; admissible 0/1.
 common::Result<ClmCalibration> CalibrateClm(const std::vector<ClmPrompt>& calibration, const ClmOptions& options);
+// The same for several epsilons at once (options.epsilon is ignored): the
+// opt/cal split, the Pareto front and its losses on cal do not depend on
+// epsilon, so they are computed once; only the testing differs. Element e
+// equals CalibrateClm with epsilon = epsilons[e].
+common::Result<std::vector<ClmCalibration>> CalibrateClmMany(const std::vector<ClmPrompt>& calibration,
+                                                             const ClmOptions& options,
+                                                             const std::vector<double>& epsilons);
 
 // ---- Component level ----
 

@@ -16,9 +16,11 @@
 #include "analysis/mean_analysis.hpp"
 #include "analysis/report.hpp"
 #include "common/text.hpp"
+#include "orchestrator/clm_analysis.hpp"
 #include "orchestrator/commands.hpp"
 #include "orchestrator/continual.hpp"
 #include "orchestrator/spec_loader.hpp"
+#include "orchestrator/stage_tables.hpp"
 #include "storage/result_store.hpp"
 
 namespace shammie::orchestrator {
@@ -101,58 +103,6 @@ int AnalyzeCsvCommand(const AnalyzeArgs& a, std::ostream& out, std::ostream& err
 }
 
 namespace {
-
-// Reads one column of a run's table as doubles (float or int columns).
-common::Result<std::vector<double>> NumericColumn(const storage::Table& t, const std::string& name,
-                                                  const std::string& where) {
-  for (const auto& c : t.columns) {
-    if (c.name != name) continue;
-    if (const auto* d = std::get_if<std::vector<double>>(&c.values)) return *d;
-    if (const auto* i = std::get_if<std::vector<int64_t>>(&c.values)) return std::vector<double>(i->begin(), i->end());
-    return common::InvalidArgument(where + ": column " + name + " holds strings, not numbers");
-  }
-  std::vector<std::string> names;
-  for (const auto& c : t.columns) names.push_back(c.name);
-  return common::InvalidArgument(where + ": no column " + name + "; columns: " + common::QuotedList(names));
-}
-
-common::Result<std::vector<std::string>> TextColumn(const storage::Table& t, const std::string& name,
-                                                    const std::string& where) {
-  for (const auto& c : t.columns) {
-    if (c.name != name) continue;
-    if (const auto* s = std::get_if<std::vector<std::string>>(&c.values)) return *s;
-    std::vector<std::string> out;
-    if (const auto* i = std::get_if<std::vector<int64_t>>(&c.values)) {
-      for (int64_t v : *i) out.push_back(std::to_string(v));
-      return out;
-    }
-    return common::InvalidArgument(where + ": column " + name + " holds floats; strata need strings or integers");
-  }
-  return common::InvalidArgument(where + ": no column " + name);
-}
-
-// Calls `visit(table, where)` for tables/<a.table> of every run of a.stage;
-// FailedPrecondition when no run has one yet.
-common::Status ForEachStageTable(storage::ResultStore& store, const AnalysisSpec& a,
-                                 const std::function<common::Status(const storage::Table&, const std::string&)>& visit) {
-  SHAMMIE_ASSIGN_OR_RETURN(auto runs, store.ListRuns());
-  size_t used = 0;
-  for (const auto& run : runs) {
-    if (run.stage != a.stage) continue;
-    auto table = store.ReadTable(run.job_id, a.table);
-    if (!table.ok()) {
-      if (table.status().code() == common::StatusCode::kNotFound) continue;
-      return table.status();
-    }
-    SHAMMIE_RETURN_IF_ERROR(visit(*table, "run " + run.job_id + " table " + a.table));
-    ++used;
-  }
-  if (used == 0) {
-    return common::FailedPrecondition("no run of stage " + a.stage + " has a table " + a.table +
-                                      " (have its jobs run? see `shammie status`)");
-  }
-  return common::Status::Ok();
-}
 
 // Gathers the rows an [[analysis]] of the mean family reads.
 common::Result<analysis::MeanInputs> GatherInputs(storage::ResultStore& store, const AnalysisSpec& a) {
@@ -276,6 +226,18 @@ int AnalyzeRunCommand(const AnalyzeArgs& args, const workers::KindRegistry& kind
     out << "\n";
   }
   for (const AnalysisSpec& a : spec.analyses) {
+    if (a.methods == std::vector<std::string>{"clm"}) {
+      out << "analysis " << a.name << " (conformal language modeling on stage " << a.stage << ", table " << a.table
+          << ")\n";
+      auto clm = AnalyzeClm(**store, a, args.report, spec.name + ": " + a.name, out);
+      if (!clm.ok()) {
+        err << "shammie analyze: " << a.name << ": " << clm.status().message() << "\n";
+        return common::ExitCodeFor(clm.status().code());
+      }
+      out << "\n";
+      summary["analyses"][a.name] = {{"parameters", a.parameters}, {"result", *clm}};
+      continue;
+    }
     if (a.methods == std::vector<std::string>{"ltt"}) {
       out << "analysis " << a.name << " (Learn-then-Test on stage " << a.stage << ", table " << a.table << ", "
           << a.loss << " by " << a.config << ")\n";

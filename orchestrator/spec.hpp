@@ -84,7 +84,7 @@ struct Stage {
 // One [[analysis]] table: statistics over per-example tables of a stage's runs.
 struct AnalysisSpec {
   std::string name;
-  std::vector<std::string> methods;  // classical, ppi, ppi++, stratppi, bayes-ppi; or ltt alone
+  std::vector<std::string> methods;  // classical, ppi, ppi++, stratppi, bayes-ppi; or ltt alone; or clm alone
   std::string stage;                 // whose runs to read
   std::string table;                 // tables/<table> of each run
   std::string label;                 // column of human labels; NaN = unlabeled
@@ -92,7 +92,7 @@ struct AnalysisSpec {
   std::string strata;                // optional column of strata
   std::string config;                // ltt: column naming the configuration
   std::string loss;                  // ltt: column of losses in [0, 1]
-  double delta = 0.1;                // ltt
+  double delta = 0.1;                // ltt, clm
   std::string bound = "hoeffding-bentkus";
   std::string procedure = "fixed-sequence";
   double alpha = 0.1;
@@ -101,6 +101,12 @@ struct AnalysisSpec {
   int64_t bins = 10;
   std::optional<double> target_width;
   int64_t seed = 0;
+  std::vector<double> epsilons;      // clm
+  int64_t trials = 100;              // clm
+  double calibration = 0.5;          // clm
+  int64_t grid_points = 10;          // clm
+  std::string components = "none";  // clm
+  std::string separator = "=";       // clm
   nlohmann::json parameters;         // the table as resolved (for provenance)
   Location location;
 };

@@ -878,7 +878,7 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
     Error(analyses.node, "analysis", "expected [[analysis]] tables (an array of tables)");
     return;
   }
-  const std::vector<std::string> kMethods = {"classical", "ppi", "ppi++", "stratppi", "bayes-ppi", "ltt"};
+  const std::vector<std::string> kMethods = {"classical", "ppi", "ppi++", "stratppi", "bayes-ppi", "ltt", "clm"};
   std::vector<std::string> stage_names;
   for (const auto& s : spec.stages) stage_names.push_back(s.name);
   std::set<std::string> names;
@@ -908,6 +908,18 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
     if (fields.contains("bins")) a.bins = fields["bins"].get<int64_t>();
     if (fields.contains("target_width")) a.target_width = fields["target_width"].get<double>();
     if (fields.contains("seed")) a.seed = fields["seed"].get<int64_t>();
+    if (fields.contains("epsilons")) a.epsilons = fields["epsilons"].get<std::vector<double>>();
+    for (size_t e = 0; e < a.epsilons.size(); ++e) {
+      if (!(a.epsilons[e] > 0 && a.epsilons[e] < 1)) {
+        const toml::array* arr = item.Get("epsilons")->node->as_array();
+        Error(arr && e < arr->size() ? arr->get(e) : item.node, prefix + ".epsilons", "every epsilon must be in (0, 1)");
+      }
+    }
+    if (fields.contains("trials")) a.trials = fields["trials"].get<int64_t>();
+    if (fields.contains("calibration")) a.calibration = fields["calibration"].get<double>();
+    if (fields.contains("grid_points")) a.grid_points = fields["grid_points"].get<int64_t>();
+    if (fields.contains("components")) a.components = fields["components"].get<std::string>();
+    if (fields.contains("separator")) a.separator = fields["separator"].get<std::string>();
     if (!a.name.empty() && !names.insert(a.name).second) {
       Error(item.Get("name")->node, prefix + ".name", "duplicate analysis name \"" + a.name + "\"");
     }
@@ -928,23 +940,42 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
         Error(item.Get("methods")->node, prefix + ".methods", "stratppi needs a `strata` column");
       }
       // Which keys each family needs, and which it does not take.
-      const bool ltt = std::find(a.methods.begin(), a.methods.end(), "ltt") != a.methods.end();
-      if (ltt && a.methods.size() > 1) {
-        Error(item.Get("methods")->node, prefix + ".methods", "ltt runs alone: put mean estimators in another [[analysis]]");
+      const std::string family = std::find(a.methods.begin(), a.methods.end(), "ltt") != a.methods.end()   ? "ltt"
+                                 : std::find(a.methods.begin(), a.methods.end(), "clm") != a.methods.end() ? "clm"
+                                                                                                           : "mean";
+      const std::vector<std::string> mean_keys = {"label", "prediction", "strata", "lambda", "clt_free", "bins", "target_width"};
+      const std::vector<std::string> ltt_keys = {"config", "loss", "bound", "procedure"};
+      const std::vector<std::string> clm_keys = {"epsilons", "trials", "calibration", "grid_points", "components", "separator"};
+      if (family != "mean" && a.methods.size() > 1) {
+        Error(item.Get("methods")->node, prefix + ".methods",
+              family + " runs alone: put the other methods in another [[analysis]]");
       } else if (a.methods.size() == arr->size()) {
-        const std::vector<std::string> needed = ltt ? std::vector<std::string>{"config", "loss"}
-                                                    : std::vector<std::string>{"label", "prediction"};
-        const std::vector<std::string> foreign =
-            ltt ? std::vector<std::string>{"label", "prediction", "strata", "lambda", "clt_free", "bins", "target_width"}
-                : std::vector<std::string>{"config", "loss", "delta", "bound", "procedure"};
+        std::vector<std::string> needed, foreign;
+        auto append = [](std::vector<std::string>& to, const std::vector<std::string>& keys) {
+          to.insert(to.end(), keys.begin(), keys.end());
+        };
+        if (family == "ltt") {
+          needed = {"config", "loss"};
+          append(foreign, mean_keys);
+          append(foreign, clm_keys);
+        } else if (family == "clm") {
+          append(foreign, mean_keys);
+          append(foreign, ltt_keys);
+          foreign.push_back("alpha");
+        } else {
+          needed = {"label", "prediction"};
+          append(foreign, ltt_keys);
+          append(foreign, clm_keys);
+          foreign.push_back("delta");
+        }
         for (const auto& key : needed) {
           if (!item.Get(key)) Error(item.node, prefix + "." + key, "missing required key");
         }
         for (const auto& key : foreign) {
           if (const MValue* v = item.Get(key)) {
             ErrorAt(KeyLoc(*v), prefix + "." + key,
-                    "does not apply to " + std::string(ltt ? "ltt" : "mean estimators") + " (methods = " +
-                        common::QuotedList(a.methods) + ")");
+                    "does not apply to " + (family == "mean" ? std::string("mean estimators") : family) +
+                        " (methods = " + common::QuotedList(a.methods) + ")");
           }
         }
       }

@@ -88,12 +88,14 @@ const Schema& RandomSweepSchema() {
 const Schema& AnalysisSchema() {
   static const Schema schema = [] {
     Schema s("analysis", "Statistics that `shammie analyze DIR` runs on the results: a mean estimated from few human "
-                         "labels and many autorater predictions, by several methods side by side; or Learn-then-Test "
-                         "over per-example losses of configurations.");
+                         "labels and many autorater predictions, by several methods side by side; Learn-then-Test "
+                         "over per-example losses of configurations; or conformal language modeling over sampled "
+                         "candidates.");
     s.Add("name", ValueType::kName).Required().Doc("Unique; results go to /analysis/<name>/ in results.h5.");
     s.Add("methods", ValueType::kStringList).Required().MinItems(1)
         .Doc("Mean estimators side by side (classical, ppi, ppi++, stratppi, bayes-ppi), or [\"ltt\"]: "
-             "Learn-then-Test, which configurations have risk <= alpha with probability >= 1 - delta.");
+             "Learn-then-Test, which configurations have risk <= alpha with probability >= 1 - delta; or [\"clm\"]: "
+             "conformal language modeling over lm.sample tables, calibrated and tested on many random splits.");
     s.Add("stage", ValueType::kName).Required().Doc("The stage whose runs hold the data.");
     s.Add("table", ValueType::kName).Required().Doc("Per-example table (tables/<table>) in each run; rows are concatenated.");
     s.Add("label", ValueType::kName).Doc("Mean methods (required): column of human labels; NaN marks an unlabeled row.");
@@ -102,7 +104,18 @@ const Schema& AnalysisSchema() {
         .Doc("ltt (required): column naming each row's configuration; configurations are tested in ascending order of "
              "this column (numeric when every value is a number).");
     s.Add("loss", ValueType::kName).Doc("ltt (required): column of per-example losses in [0, 1].");
-    s.Float("delta").Default(0.1).Min(0, true).Max(1, true).Doc("ltt: family-wise error level.");
+    s.Float("delta").Default(0.1).Min(0, true).Max(1, true)
+        .Doc("ltt: family-wise error level; clm: the guarantee holds with probability >= 1 - delta over calibration.");
+    s.Add("epsilons", ValueType::kFloatList).MinItems(1)
+        .Default(nlohmann::json::array({0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5}))
+        .Doc("clm: risk levels; the returned set misses every acceptable answer with probability <= epsilon.");
+    s.Int("trials").Default(100).Range(1, 100000).Doc("clm: random calibration/test splits.");
+    s.Float("calibration").Default(0.5).Min(0, true).Max(1, true).Doc("clm: share of prompts that calibrate; the rest test.");
+    s.Int("grid_points").Default(10).Range(1, 100).Doc("clm: quantiles of each score searched per threshold (plus +-inf).");
+    s.Enum("components", {"none", "frequency", "confidence"}).Default("none")
+        .Doc("clm: also the component-level guarantee over the steps of each prompt's first sample, scored by how many "
+             "of the prompt's samples share the step (frequency) or by its least likely token (confidence).");
+    s.Add("separator", ValueType::kString).Default("=").Doc("clm: splits an answer into components (steps).");
     s.Enum("bound", {"hoeffding-bentkus", "hoeffding", "bentkus", "binomial"}).Default("hoeffding-bentkus")
         .Doc("ltt: p-value of the null `risk > alpha` (binomial: exact, for 0/1 losses).");
     s.Enum("procedure", {"fixed-sequence", "bonferroni"}).Default("fixed-sequence").Doc("ltt: family-wise error control.");

@@ -882,7 +882,7 @@ common::Status RunLmSample(JobContext& ctx) {
       sample_index.push_back(s);
     }
   }
-  std::vector<std::string> text(rows.size()), prompt(rows.size());
+  std::vector<std::string> text(rows.size()), prompt(rows.size()), answer(rows.size());
   std::vector<int64_t> ntokens(rows.size()), stopped(rows.size()), correct(rows.size());
   std::vector<double> logprob(rows.size());
   std::vector<std::string> token_logprobs(rows.size());
@@ -901,6 +901,7 @@ common::Status RunLmSample(JobContext& ctx) {
       const size_t r = i + k;
       text[r] = Tokenizer::Decode(out[k].tokens);
       prompt[r] = row_example[r]->prompt_text;
+      answer[r] = row_example[r]->answer_text;
       ntokens[r] = static_cast<int64_t>(out[k].tokens.size());
       stopped[r] = out[k].stopped ? 1 : 0;
       correct[r] = task->Correct(*row_example[r], out[k].tokens) ? 1 : 0;
@@ -932,6 +933,7 @@ common::Status RunLmSample(JobContext& ctx) {
   table.columns.push_back({"prompt_index", std::move(prompt_index)});
   table.columns.push_back({"sample_index", std::move(sample_index)});
   table.columns.push_back({"prompt", std::move(prompt)});
+  table.columns.push_back({"answer", std::move(answer)});
   table.columns.push_back({"text", std::move(text)});
   table.columns.push_back({"tokens", std::move(ntokens)});
   table.columns.push_back({"stopped", std::move(stopped)});

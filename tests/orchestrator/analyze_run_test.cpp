@@ -200,13 +200,37 @@ stage = "s"
 table = "t"
 config = "c"
 label = "h"
+[[analysis]]
+name = "c"
+methods = ["clm"]
+stage = "s"
+table = "samples"
+epsilons = [0.2, 1.5]
+alpha = 0.1
+[[analysis]]
+name = "d"
+methods = ["clm", "ltt"]
+stage = "s"
+table = "samples"
+[[analysis]]
+name = "e"
+methods = ["ppi"]
+stage = "s"
+table = "t"
+label = "h"
+prediction = "p"
+trials = 5
 )", "x.toml", kinds);
   std::vector<std::string> lines;
   for (const auto& d : r.errors) lines.push_back(d.ToString());
   EXPECT_EQ(lines, (std::vector<std::string>{
-                       "x.toml:8:11: analysis.a.methods: ltt runs alone: put mean estimators in another [[analysis]]",
+                       "x.toml:8:11: analysis.a.methods: ltt runs alone: put the other methods in another [[analysis]]",
                        "x.toml:11:1: analysis.b.loss: missing required key",
                        "x.toml:17:1: analysis.b.label: does not apply to ltt (methods = `ltt`)",
+                       "x.toml:23:18: analysis.c.epsilons: every epsilon must be in (0, 1)",
+                       "x.toml:24:1: analysis.c.alpha: does not apply to clm (methods = `clm`)",
+                       "x.toml:27:11: analysis.d.methods: ltt runs alone: put the other methods in another [[analysis]]",
+                       "x.toml:37:1: analysis.e.trials: does not apply to mean estimators (methods = `ppi`)",
                    }));
 }
 
