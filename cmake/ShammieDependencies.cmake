@@ -11,6 +11,16 @@ shammie_require_package(tomlplusplus libtomlplusplus-dev CONFIG)
 shammie_require_package(nlohmann_json nlohmann-json3-dev CONFIG)
 shammie_require_package(CLI11 libcli11-dev CONFIG)
 shammie_require_package(Boost libboost-math-dev 1.74)
+# Bayesian optimization (analysis/bayes_opt.cpp): linear algebra and optimisers.
+shammie_require_package(Eigen3 libeigen3-dev 3.4 NO_MODULE)
+shammie_require_package(NLopt libnlopt-cxx-dev CONFIG)
+# Debian ships two NLopt configs (the C library, and the same built as C++);
+# <nlopt.hpp> is a header-only wrapper over the C API, so either library works.
+if(TARGET NLopt::nlopt)
+  set(SHAMMIE_NLOPT_TARGET NLopt::nlopt)
+else()
+  set(SHAMMIE_NLOPT_TARGET NLopt::nlopt_cxx)
+endif()
 shammie_require_package(HDF5 "libhdf5-dev hdf5-tools" COMPONENTS C)
 set(MPI_CXX_SKIP_MPICXX ON)
 shammie_require_package(MPI "libopenmpi-dev openmpi-bin" COMPONENTS C)

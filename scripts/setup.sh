@@ -8,6 +8,8 @@ packages=(
   cmake ninja-build ccache mold g++ pkg-config git
   # libraries
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libxxhash-dev libhdf5-dev libboost-math-dev
+  # Bayesian optimization: Gaussian processes (Eigen) and their optimisers (NLopt)
+  libeigen3-dev libnlopt-cxx-dev
   # MPI: the engine's ranks (mpirun) and gang collectives
   libopenmpi-dev openmpi-bin
   # Slurm: `shammie submit`, and the real one-machine cluster the `slurm` tests bring up
@@ -16,6 +18,8 @@ packages=(
   libtorch-dev libopenblas0-openmp
   # tests: GoogleTest, and the tools results.h5 is checked against
   libgtest-dev libgmock-dev hdf5-tools python3 python3-h5py python3-numpy python3-scipy gnuplot-nox
+  # tests: the Gaussian-process oracle (tests/analysis/bayes_opt_reference.py)
+  python3-sklearn
   # tests: the safetensors oracle (tests/storage/safetensors_oracle.py)
   python3-torch
 )
