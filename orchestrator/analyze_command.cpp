@@ -18,6 +18,7 @@
 #include "common/text.hpp"
 #include "orchestrator/clm_analysis.hpp"
 #include "orchestrator/commands.hpp"
+#include "orchestrator/pareto_testing.hpp"
 #include "orchestrator/continual.hpp"
 #include "orchestrator/spec_loader.hpp"
 #include "orchestrator/stage_tables.hpp"
@@ -236,6 +237,17 @@ int AnalyzeRunCommand(const AnalyzeArgs& args, const workers::KindRegistry& kind
       }
       out << "\n";
       summary["analyses"][a.name] = {{"parameters", a.parameters}, {"result", *clm}};
+      continue;
+    }
+    if (a.methods == std::vector<std::string>{"pareto-testing"}) {
+      out << "analysis " << a.name << " (Pareto Testing on stage " << a.stage << ", table " << a.table << ")\n";
+      auto chosen = AnalyzeParetoTesting(**store, spec, a, out);
+      if (!chosen.ok()) {
+        err << "shammie analyze: " << a.name << ": " << chosen.status().message() << "\n";
+        return common::ExitCodeFor(chosen.status().code());
+      }
+      out << "\n";
+      summary["analyses"][a.name] = {{"parameters", a.parameters}, {"result", *chosen}};
       continue;
     }
     if (a.methods == std::vector<std::string>{"ltt"}) {

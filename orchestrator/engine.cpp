@@ -19,6 +19,7 @@
 #include "common/build_info.hpp"
 #include "common/hash.hpp"
 #include "common/wire.hpp"
+#include "orchestrator/adaptive.hpp"
 #include "orchestrator/run_journal.hpp"
 #include "storage/journal.hpp"
 #include "storage/result_store.hpp"
@@ -115,21 +116,20 @@ class Controller {
     std::error_code ec;
     fs::create_directories(opt_.run_dir, ec);
     if (ec) return common::InvalidArgument("cannot create run directory " + opt_.run_dir + ": " + ec.message());
-    SHAMMIE_ASSIGN_OR_RETURN(JournalState history, ReplayJournal(JournalPath(opt_.run_dir)));
+    SHAMMIE_ASSIGN_OR_RETURN(history_, ReplayJournal(JournalPath(opt_.run_dir)));
+    SHAMMIE_RETURN_IF_ERROR(LoadAdaptiveHistory());
     SHAMMIE_ASSIGN_OR_RETURN(journal_, storage::JournalWriter::Open(JournalPath(opt_.run_dir), opt_.journal_sync));
     SHAMMIE_RETURN_IF_ERROR(CheckGangsFit());
-    Init(history);
+    Init(history_);
+    const JournalState& history = history_;
 
     RunBegin begin{WallNow(), spec_.name, spec_.spec_hash, opt_.command_line, spec_.canonical_text,
                    static_cast<int64_t>(plan_.jobs.size())};
     journal_->Append(static_cast<uint8_t>(RecordType::kRunBegin), EncodeRunBegin(begin));
-    const std::string plan_hash = PlanHash(plan_);
-    if (plan_hash != history.plan_hash) {
-      std::vector<PlanEntry> entries;
-      entries.reserve(plan_.jobs.size());
-      for (const auto& j : plan_.jobs) entries.push_back({j.id, j.stage, j.kind, j.Label(), j.inputs});
-      journal_->Append(static_cast<uint8_t>(RecordType::kPlan), EncodePlan(plan_hash, entries));
-    }
+    // Adaptive sweeps whose rounds are settled (or done in the journal)
+    // propose now; the plan record follows, with their jobs.
+    for (auto& [name, state] : adaptive_) Extend(state);
+    JournalPlan(history.plan_hash);
     SHAMMIE_RETURN_IF_ERROR(journal_->Sync());
 
     const Clock::time_point loop_start = Clock::now();
@@ -234,8 +234,150 @@ class Controller {
     for (size_t i = 0; i < n; ++i) {
       if (jobs_[i].state == State::kWaiting && jobs_[i].waiting == 0) MakeReady(static_cast<int>(i));
     }
+    for (const Stage& stage : spec_.stages) {
+      if (!stage.sweep.adaptive.adaptive()) continue;
+      AdaptiveState& a = adaptive_[stage.name];
+      a.stage = &stage;
+      for (size_t i = 0; i < n; ++i) {
+        if (plan_.jobs[i].stage == stage.name) a.jobs.push_back(static_cast<int>(i));
+      }
+    }
     workers_.resize(static_cast<size_t>(ch_.size()));
     for (auto& w : workers_) w.last_heard = Clock::now();
+  }
+
+  // --- adaptive sweeps (orchestrator/adaptive.hpp) ---
+  struct AdaptiveState {
+    const Stage* stage = nullptr;
+    std::vector<int> jobs;  // plan indices, in proposal order
+    int64_t round = 0;
+    bool exhausted = false;  // no more proposals (budget spent, an error, or nothing new)
+  };
+
+  // The last values of the adaptive stages' metrics of done jobs in the journal.
+  Status LoadAdaptiveHistory() {
+    bool any = false;
+    for (const Stage& s : spec_.stages) any |= s.sweep.adaptive.adaptive();
+    if (!any) return Status::Ok();
+    std::unordered_map<std::string, uint32_t> done;
+    for (const auto& [id, h] : history_.jobs) {
+      if (h.done_attempt > 0) done[id] = h.done_attempt;
+    }
+    ResultVisitor visitor;
+    visitor.metrics = [&](const std::string& id, const std::string& name, std::span<const storage::MetricPoint> points) {
+      if (!points.empty()) last_metric_[id][name] = points.back().value;
+      return Status::Ok();
+    };
+    visitor.table = [](const std::string&, const std::string&, const storage::Table&) { return Status::Ok(); };
+    return VisitResults(JournalPath(opt_.run_dir), done, visitor);
+  }
+
+  // Appends the plan record when the plan changed since `previous_hash`.
+  void JournalPlan(const std::string& previous_hash) {
+    const std::string plan_hash = PlanHash(plan_);
+    journaled_plan_hash_ = plan_hash;
+    if (plan_hash == previous_hash) return;
+    std::vector<PlanEntry> entries;
+    entries.reserve(plan_.jobs.size());
+    for (const auto& j : plan_.jobs) entries.push_back({j.id, j.stage, j.kind, j.Label(), j.inputs});
+    journal_->Append(static_cast<uint8_t>(RecordType::kPlan), EncodePlan(plan_hash, entries));
+  }
+
+  void ExtendAndJournal(AdaptiveState& a) {
+    if (Extend(a)) JournalPlan(journaled_plan_hash_);
+  }
+
+  // When every job of the sweep has settled and budget is left, proposes the
+  // next round and adds its jobs (those the journal holds as done count at
+  // once, and the next round follows). Returns whether jobs were added.
+  bool Extend(AdaptiveState& a) {
+    const AdaptiveSweep& spec = a.stage->sweep.adaptive;
+    bool added_any = false;
+    while (!a.exhausted && !stopping_ && !a.jobs.empty()) {
+      for (int i : a.jobs) {
+        const State s = jobs_[static_cast<size_t>(i)].state;
+        if (s == State::kWaiting || s == State::kReady || s == State::kDelayed || s == State::kRunning) return added_any;
+        if (s == State::kSkipped || s == State::kCancelled) {
+          a.exhausted = true;  // its inputs failed, or a stop: proposing more is pointless
+          return added_any;
+        }
+      }
+      const int64_t left = spec.budget - static_cast<int64_t>(a.jobs.size());
+      if (left <= 0) {
+        a.exhausted = true;
+        return added_any;
+      }
+      std::vector<AdaptiveObservation> observed;
+      for (int i : a.jobs) {
+        const PlannedJob& pj = plan_.jobs[static_cast<size_t>(i)];
+        AdaptiveObservation o;
+        o.point = pj.point;
+        if (jobs_[static_cast<size_t>(i)].state == State::kDone) {
+          auto it = last_metric_.find(pj.id);
+          std::vector<double> values;
+          for (const auto& name : spec.objectives) {
+            if (it == last_metric_.end() || !it->second.count(name)) break;
+            values.push_back(it->second.at(name));
+          }
+          if (values.size() == spec.objectives.size()) o.objectives = std::move(values);
+        }
+        observed.push_back(std::move(o));
+      }
+      ++a.round;
+      auto round = ProposeRound(spec_, *a.stage, observed, static_cast<size_t>(std::min<int64_t>(left, spec.batch)), a.round);
+      std::ostream& out = opt_.progress_out ? *opt_.progress_out : std::cerr;
+      if (!round.ok()) {
+        a.exhausted = true;
+        progress_.Finish();
+        out << "shammie: stage " << a.stage->name << ": no more proposals: " << round.status().ToString() << "\n";
+        return added_any;
+      }
+      const PlannedJob like = plan_.jobs[static_cast<size_t>(a.jobs.front())];
+      size_t added = 0, fresh = 0;
+      for (const auto& point : round->points) {
+        PlannedJob job = AdaptiveJob(like, point);
+        if (index_.count(job.id)) continue;  // an integer axis rounded onto an evaluated point
+        const int i = static_cast<int>(plan_.jobs.size());
+        index_[job.id] = i;
+        plan_.jobs.push_back(std::move(job));
+        jobs_.emplace_back();
+        dependents_.emplace_back();
+        a.jobs.push_back(i);
+        ++added;
+        const PlannedJob& pj = plan_.jobs.back();
+        JobRt& j = jobs_.back();
+        if (auto it = history_.jobs.find(pj.id); it != history_.jobs.end()) {
+          j.attempt = it->second.attempts;
+          j.artifacts = it->second.artifacts;
+          if (it->second.done_attempt > 0 && MissingArtifact(j).empty()) {
+            j.state = State::kDone;
+            j.cached = true;
+            ++cached_;
+            ++done_;
+          }
+        }
+        for (const auto& in : pj.inputs) {
+          const int k = index_.at(in);
+          dependents_[static_cast<size_t>(k)].push_back(i);
+          if (jobs_[static_cast<size_t>(k)].state != State::kDone) ++j.waiting;
+        }
+        if (j.state == State::kWaiting && j.waiting == 0) MakeReady(i);
+        if (j.state != State::kDone) ++fresh;
+      }
+      if (opt_.progress != ProgressMode::kNone && fresh > 0) {
+        progress_.Finish();
+        out << "shammie: stage " << a.stage->name << " round " << a.round << ": " << fresh << " new point"
+            << (fresh == 1 ? "" : "s") << " (" << round->criterion << "), " << a.jobs.size() << " of " << spec.budget
+            << " evaluations\n";
+      }
+      if (added == 0) {
+        a.exhausted = true;  // nothing new to try
+        return added_any;
+      }
+      added_any = true;
+      if (fresh > 0) return true;  // wait for this round's results
+    }
+    return added_any;
   }
 
   // --- the main loop ---
@@ -469,6 +611,11 @@ class Controller {
         if (i < 0) return Status::Ok();  // a late report of an attempt already settled
         const PlannedJob& pj = plan_.jobs[static_cast<size_t>(i)];
         const uint32_t attempt = jobs_[static_cast<size_t>(i)].attempt;
+        if (adaptive_.count(pj.stage)) {
+          for (const auto& s : m.series) {
+            if (!s.points.empty()) last_metric_[pj.id][s.name] = s.points.back().value;
+          }
+        }
         for (const auto& s : m.series) {
           const std::string header = EncodeMetricsHeader(pj.id, attempt, s.name, s.points.size());
           const std::string_view raw(reinterpret_cast<const char*>(s.points.data()), s.points.size() * 16);
@@ -550,6 +697,7 @@ class Controller {
         JobRt& dj = jobs_[static_cast<size_t>(d)];
         if (dj.state == State::kWaiting && --dj.waiting == 0) MakeReady(d);
       }
+      if (auto it = adaptive_.find(pj.stage); it != adaptive_.end()) ExtendAndJournal(it->second);
       return;
     }
     if (stopping_ && status.code() == StatusCode::kCancelled) {
@@ -581,6 +729,7 @@ class Controller {
           << (j.failures == 1 ? "" : "s") << ": " << status.ToString() << "\n";
     }
     SkipDependents(i, "input " + pj.Label() + " (" + pj.id + ") failed");
+    if (auto it = adaptive_.find(pj.stage); it != adaptive_.end()) ExtendAndJournal(it->second);
   }
 
   void SkipDependents(int root, const std::string& reason) {
@@ -689,7 +838,7 @@ class Controller {
 
   cluster::ControlChannel& ch_;
   const ExperimentSpec& spec_;
-  const Plan& plan_;
+  Plan plan_;  // grows as adaptive sweeps propose jobs
   EngineOptions opt_;
   ProgressDisplay progress_;
   std::unique_ptr<storage::JournalWriter> journal_;
@@ -697,6 +846,10 @@ class Controller {
   std::vector<JobRt> jobs_;
   std::vector<std::vector<int>> dependents_;
   std::unordered_map<std::string, int> index_;
+  JournalState history_;
+  std::map<std::string, AdaptiveState> adaptive_;
+  std::unordered_map<std::string, std::map<std::string, double>> last_metric_;  // adaptive stages' jobs
+  std::string journaled_plan_hash_;
   std::priority_queue<int, std::vector<int>, ReadyOrder> ready_{ReadyOrder{&plan_.jobs}};
   std::vector<int> delayed_;
   std::vector<WorkerRt> workers_;

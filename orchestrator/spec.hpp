@@ -58,6 +58,24 @@ struct SweepAxis {
   std::vector<nlohmann::json> values;  // normalized by the key's schema
 };
 
+// An adaptive sweep (sweep.strategy = "bo" or "risk-bo"; docs/adaptive-sweeps.md):
+// the random axes are the search space and random.samples the initial
+// design; the controller proposes the rest from the results.
+struct AdaptiveSweep {
+  std::string strategy = "grid";        // grid: the fixed expansion; bo; risk-bo
+  int64_t budget = 0;                   // evaluations in all, the initial design included
+  int64_t batch = 1;                    // proposals per round (in flight together)
+  std::vector<std::string> objectives;  // metrics (final values), minimized
+  std::vector<std::string> maximize;    // those of `objectives` to maximize instead
+  std::vector<double> reference;        // bo: hypervolume reference point (empty: from the data)
+  std::string constraint;               // risk-bo: the constrained objective (a risk in [0, 1])
+  double alpha = 0.1, delta = 0.1;      // risk-bo: risk limit, error level
+  int64_t validation_size = 0;          // risk-bo: examples behind the constraint's metric
+  int64_t calibration_size = 0;         // risk-bo: examples the final test will use
+  bool binary = false;                  // risk-bo: 0/1 losses (exact binomial p-values)
+  bool adaptive() const { return strategy != "grid"; }
+};
+
 // How a stage becomes many jobs: jobs = over × grid × zip × random × seeds.
 struct Sweep {
   std::vector<SweepAxis> grid;          // cartesian product
@@ -66,6 +84,7 @@ struct Sweep {
   std::vector<RandomAxis> random;
   int64_t seeds = 1;                    // replicates with different seeds
   std::vector<std::string> over;        // upstream stages: one job per upstream job
+  AdaptiveSweep adaptive;
   int64_t PointsPerUpstream() const;    // grid × zip × random × seeds
 };
 

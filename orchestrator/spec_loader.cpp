@@ -229,6 +229,7 @@ class Loader {
   Resources CheckResources(const MValue& owner, const std::string& prefix);
   void CheckStage(const MValue& item, size_t index, Stage& stage);
   void CheckRetryCodes(const MValue* retry, const std::string& prefix, RetryPolicy& retry_policy);
+  void CheckAdaptive(const MValue& sweep, const json& fields, const std::string& sp, Stage& stage);
   void CheckSweep(const MValue* sweep, const workers::JobKind* kind, StageSource& source, Stage& stage);
   std::optional<SweepAxis> CheckAxis(const std::string& key, const MValue& value, const KeySpec& spec,
                                      const std::string& dotted);
@@ -682,6 +683,7 @@ void Loader::CheckSweep(const MValue* sweep, const workers::JobKind* kind, Stage
       if (auto axis = CheckRandomAxis(key, value, *spec, dotted)) stage.sweep.random.push_back(std::move(*axis));
     }
   }
+  CheckAdaptive(*sweep, fields, sp, stage);
   // Sorted axes: reordering keys in the file does not change the jobs.
   auto by_key = [](const auto& a, const auto& b) { return a.key < b.key; };
   std::sort(stage.sweep.grid.begin(), stage.sweep.grid.end(), by_key);
@@ -690,6 +692,81 @@ void Loader::CheckSweep(const MValue* sweep, const workers::JobKind* kind, Stage
   if (stage.sweep.PointsPerUpstream() > kMaxJobsPerStage) {
     Error(sweep->node, sp, "expands to more than " + std::to_string(kMaxJobsPerStage) +
                                " jobs per upstream job; shrink the sweep");
+  }
+}
+
+void Loader::CheckAdaptive(const MValue& sweep, const json& fields, const std::string& sp, Stage& stage) {
+  AdaptiveSweep& a = stage.sweep.adaptive;
+  if (fields.contains("strategy")) a.strategy = fields["strategy"].get<std::string>();
+  const std::vector<std::string> keys = {"budget",     "batch", "objectives", "maximize",        "reference", "constraint",
+                                         "alpha",      "delta", "binary",     "validation_size", "calibration_size"};
+  if (!a.adaptive()) {
+    for (const auto& key : keys) {
+      if (const MValue* v = sweep.Get(key)) ErrorAt(KeyLoc(*v), sp + "." + key, "applies to strategy = \"bo\" or \"risk-bo\" only");
+    }
+    return;
+  }
+  const MValue* strategy = sweep.Get("strategy");
+  auto at = [&](const char* key) { return sweep.Get(key) ? sweep.Get(key)->node : strategy->node; };
+  if (fields.contains("budget")) a.budget = fields["budget"].get<int64_t>();
+  if (fields.contains("batch")) a.batch = fields["batch"].get<int64_t>();
+  if (fields.contains("objectives")) a.objectives = fields["objectives"].get<std::vector<std::string>>();
+  if (fields.contains("maximize")) a.maximize = fields["maximize"].get<std::vector<std::string>>();
+  if (fields.contains("reference")) a.reference = fields["reference"].get<std::vector<double>>();
+  if (fields.contains("constraint")) a.constraint = fields["constraint"].get<std::string>();
+  if (fields.contains("alpha")) a.alpha = fields["alpha"].get<double>();
+  if (fields.contains("delta")) a.delta = fields["delta"].get<double>();
+  if (fields.contains("binary")) a.binary = fields["binary"].get<bool>();
+  if (fields.contains("validation_size")) a.validation_size = fields["validation_size"].get<int64_t>();
+  if (fields.contains("calibration_size")) a.calibration_size = fields["calibration_size"].get<int64_t>();
+  const std::string what = "strategy = \"" + a.strategy + "\"";
+  std::vector<std::string> required = {"budget", "objectives"};
+  if (a.strategy == "risk-bo") required.insert(required.end(), {"constraint", "validation_size", "calibration_size"});
+  for (const auto& key : required) {
+    if (!sweep.Get(key)) Error(strategy->node, sp + "." + key, "missing required key for " + what);
+  }
+  for (const char* key : {"grid", "zip"}) {
+    if (const MValue* v = sweep.Get(key)) {
+      ErrorAt(KeyLoc(*v), sp + "." + key, std::string("does not combine with ") + what + ": the random axes are the search space");
+    }
+  }
+  if (!stage.sweep.over.empty()) Error(at("over"), sp + ".over", "does not combine with " + what);
+  if (stage.sweep.seeds != 1) Error(at("seeds"), sp + ".seeds", "does not combine with " + what + " (one seed per point)");
+  if (stage.sweep.random.empty()) {
+    Error(strategy->node, sp + ".random", what + " searches the random axes: declare them with their ranges, and "
+                                                 "random.samples = the initial design");
+  }
+  for (const auto& axis : stage.sweep.random) {
+    if (axis.distribution == RandomAxis::Distribution::kChoice) {
+      Error(sweep.Get("random")->Get(axis.key)->node, sp + ".random." + axis.key,
+            "choice axes cannot be searched by " + what + "; use uniform, log_uniform or int_uniform");
+    }
+  }
+  if (a.budget > 0 && stage.sweep.random_samples > a.budget) {
+    Error(at("budget"), sp + ".budget", "is below random.samples (" + std::to_string(stage.sweep.random_samples) +
+                                            "), the initial design it includes");
+  }
+  for (const auto& m : a.maximize) {
+    if (std::find(a.objectives.begin(), a.objectives.end(), m) == a.objectives.end()) {
+      Error(at("maximize"), sp + ".maximize", "\"" + m + "\" is not one of the objectives");
+    }
+  }
+  if (!a.reference.empty() && a.reference.size() != a.objectives.size()) {
+    Error(at("reference"), sp + ".reference", "needs one value per objective (" + std::to_string(a.objectives.size()) + ")");
+  }
+  if (a.strategy == "risk-bo") {
+    if (sweep.Get("reference")) {
+      Error(at("reference"), sp + ".reference", "risk-bo takes its reference point from the region of interest");
+    }
+    if (!a.constraint.empty() && std::find(a.objectives.begin(), a.objectives.end(), a.constraint) == a.objectives.end()) {
+      Error(at("constraint"), sp + ".constraint", "\"" + a.constraint + "\" is not one of the objectives");
+    }
+    if (std::find(a.maximize.begin(), a.maximize.end(), a.constraint) != a.maximize.end()) {
+      Error(at("maximize"), sp + ".maximize", "the constraint is a risk: it is minimized");
+    }
+    if (a.objectives.size() < 2) {
+      Error(at("objectives"), sp + ".objectives", "risk-bo needs the constraint and at least one free objective");
+    }
   }
 }
 
@@ -815,6 +892,10 @@ void Loader::CheckDag(std::vector<Stage>& stages) {
         edges_ok = false;
       } else if (!seen.insert(dep).second) {
         Error(dep_node(i, dep), key, "\"" + dep + "\" is listed twice");
+      } else if (stages[index.at(dep)].sweep.adaptive.adaptive()) {
+        Error(dep_node(i, dep), key,
+              "stage \"" + dep + "\" is an adaptive sweep (strategy = \"" + stages[index.at(dep)].sweep.adaptive.strategy +
+                  "\"), whose jobs are only known as it runs; no stage can depend on it yet");
       }
     }
     if (!source.depends_on_valid) continue;  // already reported; `over` cannot be checked
@@ -878,7 +959,8 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
     Error(analyses.node, "analysis", "expected [[analysis]] tables (an array of tables)");
     return;
   }
-  const std::vector<std::string> kMethods = {"classical", "ppi", "ppi++", "stratppi", "bayes-ppi", "ltt", "clm"};
+  const std::vector<std::string> kMethods = {"classical", "ppi", "ppi++", "stratppi", "bayes-ppi", "ltt", "clm",
+                                            "pareto-testing"};
   std::vector<std::string> stage_names;
   for (const auto& s : spec.stages) stage_names.push_back(s.name);
   std::set<std::string> names;
@@ -940,9 +1022,8 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
         Error(item.Get("methods")->node, prefix + ".methods", "stratppi needs a `strata` column");
       }
       // Which keys each family needs, and which it does not take.
-      const std::string family = std::find(a.methods.begin(), a.methods.end(), "ltt") != a.methods.end()   ? "ltt"
-                                 : std::find(a.methods.begin(), a.methods.end(), "clm") != a.methods.end() ? "clm"
-                                                                                                           : "mean";
+      auto has = [&](const char* m) { return std::find(a.methods.begin(), a.methods.end(), m) != a.methods.end(); };
+      const std::string family = has("ltt") ? "ltt" : has("clm") ? "clm" : has("pareto-testing") ? "pareto-testing" : "mean";
       const std::vector<std::string> mean_keys = {"label", "prediction", "strata", "lambda", "clt_free", "bins", "target_width"};
       const std::vector<std::string> ltt_keys = {"config", "loss", "bound", "procedure"};
       const std::vector<std::string> clm_keys = {"epsilons", "trials", "calibration", "grid_points", "components", "separator"};
@@ -962,6 +1043,9 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
           append(foreign, mean_keys);
           append(foreign, ltt_keys);
           foreign.push_back("alpha");
+        } else if (family == "pareto-testing") {
+          append(foreign, mean_keys);
+          foreign.insert(foreign.end(), {"config", "loss", "procedure", "epsilons", "grid_points", "components", "separator"});
         } else {
           needed = {"label", "prediction"};
           append(foreign, ltt_keys);

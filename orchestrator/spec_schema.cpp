@@ -71,6 +71,28 @@ const Schema& SweepSchema() {
     s.Int("seeds").Default(1).Range(1, 100000).Doc("Replicates of every point, each with its own derived seed.");
     s.Add("over", ValueType::kNameList).Default(nlohmann::json::array())
         .Doc("Stages from depends_on to fan out over: one job per upstream job (and point), depending on that job only.");
+    s.Enum("strategy", {"grid", "bo", "risk-bo"}).Default("grid")
+        .Doc("grid: the jobs above, fixed before the run. bo / risk-bo: adaptive (docs/adaptive-sweeps.md): the random "
+             "axes are the search space, random.samples the initial design, and the controller proposes the rest "
+             "from the results by multi-objective Bayesian optimization; risk-bo focuses it on the region a "
+             "risk-controlling test can certify.");
+    s.Int("budget").Range(1, 100000).Doc("bo, risk-bo (required): evaluations in all, the initial design included.");
+    s.Int("batch").Default(1).Range(1, 1024).Doc("bo, risk-bo: proposals per round, run together.");
+    s.Add("objectives", ValueType::kNameList).MinItems(1)
+        .Doc("bo, risk-bo (required): metrics the jobs report; the last value of each is minimized.");
+    s.Add("maximize", ValueType::kNameList).Default(nlohmann::json::array())
+        .Doc("bo, risk-bo: objectives to maximize instead.");
+    s.Add("reference", ValueType::kFloatList)
+        .Doc("bo: hypervolume reference point, one value per objective (default: the worst value seen plus 10% of "
+             "the range).");
+    s.Add("constraint", ValueType::kName).Doc("risk-bo (required): the objective that is a risk in [0, 1] to keep <= alpha.");
+    s.Float("alpha").Default(0.1).Min(0, true).Max(1, true).Doc("risk-bo: risk limit.");
+    s.Float("delta").Default(0.1).Min(0, true).Max(1, true).Doc("risk-bo: the final test errs with probability <= delta.");
+    s.Int("validation_size").Range(1, 1000000000)
+        .Doc("risk-bo (required): examples behind each job's constraint metric.");
+    s.Int("calibration_size").Range(1, 1000000000)
+        .Doc("risk-bo (required): calibration examples the final Learn-then-Test step will use.");
+    s.Bool("binary").Default(false).Doc("risk-bo: the risk is a mean of 0/1 losses (exact binomial p-values).");
     return s;
   }();
   return schema;
@@ -89,13 +111,15 @@ const Schema& AnalysisSchema() {
   static const Schema schema = [] {
     Schema s("analysis", "Statistics that `shammie analyze DIR` runs on the results: a mean estimated from few human "
                          "labels and many autorater predictions, by several methods side by side; Learn-then-Test "
-                         "over per-example losses of configurations; or conformal language modeling over sampled "
-                         "candidates.");
+                         "over per-example losses of configurations; conformal language modeling over sampled "
+                         "candidates; or Pareto Testing: the cheapest configuration with certified risk.");
     s.Add("name", ValueType::kName).Required().Doc("Unique; results go to /analysis/<name>/ in results.h5.");
     s.Add("methods", ValueType::kStringList).Required().MinItems(1)
         .Doc("Mean estimators side by side (classical, ppi, ppi++, stratppi, bayes-ppi), or [\"ltt\"]: "
              "Learn-then-Test, which configurations have risk <= alpha with probability >= 1 - delta; or [\"clm\"]: "
-             "conformal language modeling over lm.sample tables, calibrated and tested on many random splits.");
+             "conformal language modeling over lm.sample tables, calibrated and tested on many random splits; or "
+             "[\"pareto-testing\"]: the cheapest run whose risk is certified <= alpha (tables with columns split, "
+             "loss, cost), also over random splits of the calibration rows.");
     s.Add("stage", ValueType::kName).Required().Doc("The stage whose runs hold the data.");
     s.Add("table", ValueType::kName).Required().Doc("Per-example table (tables/<table>) in each run; rows are concatenated.");
     s.Add("label", ValueType::kName).Doc("Mean methods (required): column of human labels; NaN marks an unlabeled row.");
@@ -109,8 +133,10 @@ const Schema& AnalysisSchema() {
     s.Add("epsilons", ValueType::kFloatList).MinItems(1)
         .Default(nlohmann::json::array({0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5}))
         .Doc("clm: risk levels; the returned set misses every acceptable answer with probability <= epsilon.");
-    s.Int("trials").Default(100).Range(1, 100000).Doc("clm: random calibration/test splits.");
-    s.Float("calibration").Default(0.5).Min(0, true).Max(1, true).Doc("clm: share of prompts that calibrate; the rest test.");
+    s.Int("trials").Default(100).Range(1, 100000).Doc("clm, pareto-testing: random calibration/test splits.");
+    s.Float("calibration").Default(0.5).Min(0, true).Max(1, true)
+        .Doc("clm: share of prompts that calibrate, the rest test; pareto-testing: share of the calibration rows that "
+             "choose in the repeated splits, the rest test.");
     s.Int("grid_points").Default(10).Range(1, 100).Doc("clm: quantiles of each score searched per threshold (plus +-inf).");
     s.Enum("components", {"none", "frequency", "confidence"}).Default("none")
         .Doc("clm: also the component-level guarantee over the steps of each prompt's first sample, scored by how many "
@@ -120,7 +146,7 @@ const Schema& AnalysisSchema() {
         .Doc("ltt: p-value of the null `risk > alpha` (binomial: exact, for 0/1 losses).");
     s.Enum("procedure", {"fixed-sequence", "bonferroni"}).Default("fixed-sequence").Doc("ltt: family-wise error control.");
     s.Add("strata", ValueType::kName).Doc("Column of strata (for stratppi); weights are the strata's shares of all rows.");
-    s.Float("alpha").Default(0.1).Min(0, true).Max(1, true).Doc("Intervals have level 1 - alpha.");
+    s.Float("alpha").Default(0.1).Min(0, true).Max(1, true).Doc("Mean methods: intervals have level 1 - alpha; ltt, pareto-testing: the risk limit.");
     s.Float("lambda").Default(1.0).Doc("Autorater weight of `ppi` (1 = plain PPI).");
     s.Bool("clt_free").Default(false).Doc("Hoeffding intervals for classical and ppi (values in [0, 1]).");
     s.Int("bins").Default(10).Range(1, 1000).Doc("Bins of a continuous prediction for bayes-ppi.");

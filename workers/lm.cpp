@@ -102,6 +102,25 @@ Scored Score(Transformer& model, const Batch& host) {
   return s;
 }
 
+// Summed answer-token loss of the final block plus `weight` x the mean over
+// the earlier blocks of the same loss read through the final norm and head.
+Tensor ExitLossSum(Transformer& model, const Batch& host, double weight) {
+  const torch::Device device = model->embed->weight.device();
+  Tensor input = host.input.to(device), target = host.target.reshape({-1}).to(device);
+  Tensor m = host.mask.reshape({-1}).to(device);
+  const std::vector<Tensor> hidden = model->ForwardLayers(input);
+  Tensor total;
+  for (size_t l = 0; l < hidden.size(); ++l) {
+    Tensor logits = model->Logits(hidden[l]).to(torch::kFloat32);
+    Tensor ce = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), target,
+                                                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+    Tensor sum = (ce * m).sum();
+    if (l + 1 < hidden.size()) sum = sum * (weight / static_cast<double>(hidden.size() - 1));
+    total = total.defined() ? total + sum : sum;
+  }
+  return total;
+}
+
 // --- data parallelism ---
 
 std::vector<Tensor> Parameters(Transformer& model) { return model->parameters(); }
@@ -587,7 +606,8 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
       Tensor loss;
       {
         AutocastScope autocast(bf16);
-        loss = Score(model, b).loss_sum / static_cast<double>(global_tokens);
+        loss = (config.exit_loss > 0 ? ExitLossSum(model, b, config.exit_loss) : Score(model, b).loss_sum) /
+               static_cast<double>(global_tokens);
       }
       loss.backward();
       step_loss += loss.item<double>();
@@ -786,6 +806,7 @@ common::Status RunLmTrain(JobContext& ctx) {
   t.init = c.value("init", std::string("auto"));
   t.train_examples = c.value("train_examples", int64_t{0});
   t.save_model = c.value("save_model", true);
+  t.exit_loss = c.value("exit_loss", 0.0);
   t.seed = ctx.seed();
   auto r = TrainLanguageModel(t, ctx);
   return r.ok() ? common::Status::Ok() : r.status();
@@ -941,6 +962,178 @@ common::Status RunLmSample(JobContext& ctx) {
   table.columns.push_back({"logprob", std::move(logprob)});
   table.columns.push_back({"token_logprobs", std::move(token_logprobs)});
   return ctx.WriteTable("samples", table);
+}
+
+// --- early exit and pruning (lm.early_exit) ---
+
+namespace {
+
+// Per example and block: the first answer token the block predicts (through
+// the final norm and LM head) and the softmax probability it gives it.
+struct LayerPredictions {
+  std::vector<std::vector<int>> token;  // [example][block]
+  std::vector<std::vector<double>> confidence;
+};
+
+common::Result<LayerPredictions> PredictEveryBlock(Transformer& model, const std::vector<Example>& examples,
+                                                   size_t batch, const JobContext& ctx) {
+  LayerPredictions out;
+  for (size_t i = 0; i < examples.size(); i += batch) {
+    if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "stopped while evaluating");
+    const size_t end = std::min(examples.size(), i + batch);
+    size_t longest = 0;
+    for (size_t k = i; k < end; ++k) longest = std::max(longest, examples[k].prompt.size() + 1);
+    Tensor input = torch::full({static_cast<int64_t>(end - i), static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong);
+    Tensor last = torch::zeros({static_cast<int64_t>(end - i)}, torch::kLong);
+    auto in = input.accessor<int64_t, 2>();
+    for (size_t k = i; k < end; ++k) {
+      const std::vector<int> p = PromptTokens(examples[k]);
+      for (size_t j = 0; j < p.size(); ++j) in[static_cast<int64_t>(k - i)][static_cast<int64_t>(j)] = p[j];
+      last[static_cast<int64_t>(k - i)] = static_cast<int64_t>(p.size() - 1);
+    }
+    const std::vector<Tensor> hidden = model->ForwardLayers(input);
+    std::vector<Tensor> tokens, confidences;
+    for (const Tensor& h : hidden) {
+      const int64_t b = h.size(0), d = h.size(2);
+      Tensor at = h.gather(1, last.view({b, 1, 1}).expand({b, 1, d})).squeeze(1);
+      Tensor probs = torch::softmax(model->Logits(at).to(torch::kFloat64), -1);
+      auto [conf, token] = probs.max(-1);
+      tokens.push_back(token);
+      confidences.push_back(conf);
+    }
+    for (size_t k = i; k < end; ++k) {
+      std::vector<int> t;
+      std::vector<double> c;
+      for (size_t l = 0; l < hidden.size(); ++l) {
+        t.push_back(static_cast<int>(tokens[l][static_cast<int64_t>(k - i)].item<int64_t>()));
+        c.push_back(confidences[l][static_cast<int64_t>(k - i)].item<double>());
+      }
+      out.token.push_back(std::move(t));
+      out.confidence.push_back(std::move(c));
+    }
+  }
+  return out;
+}
+
+// Zeroes the `fraction` of each block's SwiGLU units with the smallest
+// |w1_i| |w3_i| |w2_:,i| (ties: lower index first kept); returns units removed per block.
+int64_t PruneMlpUnits(Transformer& model, double fraction) {
+  int64_t removed = 0;
+  for (auto& b : model->blocks) {
+    Tensor w1 = b->w1->weight, w3 = b->w3->weight, w2 = b->w2->weight;  // [ff, d], [ff, d], [d, ff]
+    const int64_t ff = w1.size(0);
+    removed = static_cast<int64_t>(std::floor(fraction * static_cast<double>(ff)));
+    if (removed <= 0) continue;
+    Tensor importance = (w1.norm(2, 1) * w3.norm(2, 1) * w2.norm(2, 0)).to(torch::kFloat64);
+    std::vector<std::pair<double, int64_t>> order;
+    auto imp = importance.accessor<double, 1>();
+    for (int64_t u = 0; u < ff; ++u) order.emplace_back(imp[u], u);
+    std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& c) { return a.first < c.first; });
+    for (int64_t k = 0; k < removed; ++k) {
+      const int64_t u = order[static_cast<size_t>(k)].second;
+      w1[u].zero_();
+      w3[u].zero_();
+      w2.select(1, u).zero_();
+    }
+  }
+  return removed;
+}
+
+}  // namespace
+
+common::Status RunLmEarlyExit(JobContext& ctx) {
+  const auto& c = ctx.config();
+  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, UpstreamModel(ctx, true, "lm.early_exit"));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(up->path));
+  SHAMMIE_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTask> task, TaskFor(ctx, loaded.checkpoint));
+  Transformer& model = loaded.model;
+  if (task->MaxTokens() + 1 > model->config.max_len) {
+    return common::InvalidArgument("examples of this task need " + std::to_string(task->MaxTokens() + 1) +
+                                   " positions; the model has max_len " + std::to_string(model->config.max_len));
+  }
+  const double threshold = c["threshold"].get<double>();
+  const double prune = c["prune"].get<double>();
+  const size_t batch = static_cast<size_t>(c["batch"].get<int64_t>());
+  struct Part {
+    std::string name, prefix;
+    std::vector<Example> examples;
+  };
+  std::vector<Part> parts = {
+      {"validation", "val", EvalSet(*task, Split::kValidation, c["validation_examples"].get<int64_t>())},
+      {"calibration", "cal", EvalSet(*task, Split::kTest, c["calibration_examples"].get<int64_t>())}};
+  for (const Part& part : parts) {
+    for (const Example& e : part.examples) {
+      if (e.answer.size() != 2) {
+        return common::InvalidArgument("lm.early_exit needs a task whose answers are one token (e.g. grammar); \"" +
+                                       e.answer_text + "\" is not");
+      }
+    }
+  }
+  model->eval();
+  torch::NoGradGuard no_grad;
+  // The full model's answers, then the pruned model's at every block.
+  std::vector<LayerPredictions> full, pruned;
+  for (const Part& part : parts) {
+    SHAMMIE_ASSIGN_OR_RETURN(LayerPredictions p, PredictEveryBlock(model, part.examples, batch, ctx));
+    full.push_back(std::move(p));
+  }
+  const int64_t removed = PruneMlpUnits(model, prune);
+  for (const Part& part : parts) {
+    SHAMMIE_ASSIGN_OR_RETURN(LayerPredictions p, PredictEveryBlock(model, part.examples, batch, ctx));
+    pruned.push_back(std::move(p));
+  }
+  // Cost: the share of the full model's weight FLOPs per token (attention
+  // projections 4 d^2, SwiGLU 3 d ff per block; attention scores and the exit
+  // heads left out), for the blocks run up to the exit.
+  const double d = static_cast<double>(model->config.d_model);
+  const double ff = static_cast<double>(model->blocks.front()->w1->weight.size(0));
+  const double block_full = 4 * d * d + 3 * d * ff;
+  const double block_pruned = 4 * d * d + 3 * d * (ff - static_cast<double>(removed));
+  const size_t layers = model->blocks.size();
+
+  std::vector<std::string> split;
+  std::vector<int64_t> example, loss, correct, exit_layer;
+  std::vector<double> cost;
+  for (size_t s = 0; s < parts.size(); ++s) {
+    double risk = 0, total_cost = 0, acc = 0, full_acc = 0;
+    const auto& ex = parts[s].examples;
+    for (size_t i = 0; i < ex.size(); ++i) {
+      size_t e = layers - 1;
+      for (size_t l = 0; l < layers; ++l) {
+        if (pruned[s].confidence[i][l] >= threshold) {
+          e = l;
+          break;
+        }
+      }
+      const int answer = ex[i].answer.front();
+      const int prediction = pruned[s].token[i][e];
+      const int reference = full[s].token[i][layers - 1];
+      split.push_back(parts[s].name);
+      example.push_back(static_cast<int64_t>(i));
+      loss.push_back(prediction != reference ? 1 : 0);
+      correct.push_back(prediction == answer ? 1 : 0);
+      exit_layer.push_back(static_cast<int64_t>(e + 1));
+      cost.push_back(static_cast<double>(e + 1) * block_pruned / (static_cast<double>(layers) * block_full));
+      risk += static_cast<double>(loss.back());
+      total_cost += cost.back();
+      acc += static_cast<double>(correct.back());
+      full_acc += reference == answer ? 1 : 0;
+    }
+    const double n = static_cast<double>(std::max<size_t>(1, ex.size()));
+    ctx.ReportMetric(parts[s].prefix + "_risk", 0, risk / n);
+    ctx.ReportMetric(parts[s].prefix + "_cost", 0, total_cost / n);
+    ctx.ReportMetric(parts[s].prefix + "_accuracy", 0, acc / n);
+    ctx.ReportMetric(parts[s].prefix + "_full_accuracy", 0, full_acc / n);
+  }
+  storage::Table table;
+  table.columns.push_back({"split", std::move(split)});
+  table.columns.push_back({"example", std::move(example)});
+  table.columns.push_back({"loss", std::move(loss)});
+  table.columns.push_back({"cost", std::move(cost)});
+  table.columns.push_back({"correct", std::move(correct)});
+  table.columns.push_back({"exit_layer", std::move(exit_layer)});
+  return ctx.WriteTable("losses", table);
 }
 
 }  // namespace shammie::workers

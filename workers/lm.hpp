@@ -55,6 +55,10 @@ struct TrainConfig {
   double min_lr_ratio = 0.1;  // cosine decays to this fraction of learning_rate
   double weight_decay = 0.01;
   double clip = 1.0;          // global gradient-norm clip; 0 = off
+  // Early-exit training: the loss adds exit_loss x the mean next-token loss
+  // read from every earlier block through the final norm and the LM head;
+  // 0 = off (the plain loss, bit for bit).
+  double exit_loss = 0;
   int64_t eval_every = 50;
   int64_t eval_examples = 256;
   int64_t patience = 0;       // evaluations without a better validation loss before stopping; 0 = off
@@ -107,5 +111,6 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
 common::Status RunLmTrain(JobContext& ctx);
 common::Status RunLmEval(JobContext& ctx);
 common::Status RunLmSample(JobContext& ctx);
+common::Status RunLmEarlyExit(JobContext& ctx);
 
 }  // namespace shammie::workers

@@ -112,6 +112,9 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Int("warmup").Default(20).Range(0, 10000000).Doc("Linear warmup steps; then cosine decay to 10%.");
     k.config.Float("weight_decay").Default(0.01).Min(0).Doc("Weight decay.");
     k.config.Float("clip").Default(1.0).Min(0).Doc("Gradient-norm clip; 0 = off.");
+    k.config.Float("exit_loss").Default(0.0).Min(0).Max(100)
+        .Doc("Early-exit training: add this weight x the mean loss read from every earlier block through the final "
+             "norm and LM head (so lm.early_exit can stop there); 0 = off.");
     k.config.Int("eval_every").Default(50).Range(1, 10000000).Doc("Steps between validation evaluations.");
     k.config.Int("eval_examples").Default(256).Range(1, 1000000)
         .Doc("Validation/test examples when a split is too big to enumerate.");
@@ -160,6 +163,28 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Int("batch").Default(256).Range(1, 1 << 20).Doc("Rows decoded together.");
     k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_sample", ctx); };
+    Register(registry, std::move(k));
+  }
+  {
+    JobKind k;
+    k.name = "lm.early_exit";
+    k.doc = "Runs the upstream job's model with early exits and pruned MLP units on a one-token-answer task: each "
+            "example stops at the first block whose prediction (final norm + LM head) has probability >= threshold; "
+            "the `prune` share of each block's SwiGLU units with the smallest weight norms is removed. Table "
+            "\"losses\" per example of the validation split and of a calibration part (the test split): loss = 1 "
+            "when the answer differs from the full model's, cost = share of the full model's weight FLOPs. Metrics "
+            "val_/cal_ risk, cost, accuracy, full_accuracy.";
+    k.config = common::Schema(k.name, k.doc);
+    k.config.Bool("trained_task").Default(true)
+        .Doc("Use the task the upstream model was trained on; false: the task keys of this job.");
+    DeclareTaskKeys(k.config);
+    k.config.Float("threshold").Default(1.0).Min(0).Max(1).Doc("Exit confidence: stop at the first block whose top probability reaches it.");
+    k.config.Float("prune").Default(0.0).Min(0).Max(0.99).Doc("Share of each block's MLP units removed (smallest weight norms first).");
+    k.config.Int("validation_examples").Default(1000).Range(1, 10000000).Doc("Examples of the validation split.");
+    k.config.Int("calibration_examples").Default(2000).Range(1, 10000000).Doc("Examples of the test split, the calibration part.");
+    k.config.Int("batch").Default(512).Range(1, 1 << 20).Doc("Examples per forward pass.");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_early_exit", ctx); };
     Register(registry, std::move(k));
   }
 }

@@ -113,6 +113,20 @@ Tensor TransformerImpl::forward(const Tensor& tokens) {
   return norm(x);
 }
 
+std::vector<Tensor> TransformerImpl::ForwardLayers(const Tensor& tokens) {
+  const int64_t t = tokens.size(1);
+  Tensor mask = torch::ones({t, t}, torch::kBool).triu(1);
+  const int64_t half = rope_cos.size(1);
+  Tensor cos = rope_cos.narrow(0, 0, t).view({1, 1, t, half}), sin = rope_sin.narrow(0, 0, t).view({1, 1, t, half});
+  Tensor x = embed(tokens);
+  std::vector<Tensor> out;
+  for (auto& b : blocks) {
+    x = b(x, cos, sin, mask, nullptr, 0);
+    out.push_back(norm(x));
+  }
+  return out;
+}
+
 Tensor TransformerImpl::ForwardCached(const Tensor& tokens, const Tensor& positions, const Tensor& pad,
                                       KvCache& cache) {
   const int64_t b = tokens.size(0), t = tokens.size(1);

@@ -13,5 +13,8 @@ __attribute__((visibility("default"))) shammie::common::Status* shammie_lm_eval(
 __attribute__((visibility("default"))) shammie::common::Status* shammie_lm_sample(shammie::workers::JobContext* ctx) {
   return new shammie::common::Status(shammie::workers::RunLmSample(*ctx));
 }
+__attribute__((visibility("default"))) shammie::common::Status* shammie_lm_early_exit(shammie::workers::JobContext* ctx) {
+  return new shammie::common::Status(shammie::workers::RunLmEarlyExit(*ctx));
+}
 
 }

@@ -57,6 +57,9 @@ struct TransformerImpl : torch::nn::Module {
   TransformerImpl(const ModelConfig& c, int64_t vocab, uint64_t seed);
   // Hidden states [B, T, d] of right-padded tokens [B, T] (positions 0..T-1).
   Tensor forward(const Tensor& tokens);
+  // The normed hidden states after every block (the last one equals
+  // forward()): what early exits and their training losses read.
+  std::vector<Tensor> ForwardLayers(const Tensor& tokens);
   // Hidden states of `tokens` [B, T] at per-row `positions` [B, T], attending
   // to the cache (extended in place) and causally within the step. Padding
   // keys (cache.key_pad, extended by `pad` [B, T]) are never attended to.
