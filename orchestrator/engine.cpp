@@ -307,6 +307,7 @@ class Controller {
         a.exhausted = true;
         return added_any;
       }
+      std::ostream& out = opt_.progress_out ? *opt_.progress_out : std::cerr;
       std::vector<AdaptiveObservation> observed;
       for (int i : a.jobs) {
         const PlannedJob& pj = plan_.jobs[static_cast<size_t>(i)];
@@ -316,16 +317,28 @@ class Controller {
           auto it = last_metric_.find(pj.id);
           std::vector<double> values;
           for (const auto& name : spec.objectives) {
-            if (it == last_metric_.end() || !it->second.count(name)) break;
+            if (it == last_metric_.end() || !it->second.count(name)) {
+              // A misspelt objective would silently turn the search into
+              // random proposals: stop and say which metrics there are.
+              std::string reported;
+              if (it != last_metric_.end()) {
+                for (const auto& [metric, value] : it->second) reported += (reported.empty() ? "" : ", ") + metric;
+              }
+              a.exhausted = true;
+              progress_.Finish();
+              out << "shammie: stage " << a.stage->name << ": job " << pj.Label() << " reported no metric \"" << name
+                  << "\" (it reported: " << (reported.empty() ? "none" : reported)
+                  << "); check sweep.objectives. No more proposals.\n";
+              return added_any;
+            }
             values.push_back(it->second.at(name));
           }
-          if (values.size() == spec.objectives.size()) o.objectives = std::move(values);
+          o.objectives = std::move(values);
         }
         observed.push_back(std::move(o));
       }
       ++a.round;
       auto round = ProposeRound(spec_, *a.stage, observed, static_cast<size_t>(std::min<int64_t>(left, spec.batch)), a.round);
-      std::ostream& out = opt_.progress_out ? *opt_.progress_out : std::cerr;
       if (!round.ok()) {
         a.exhausted = true;
         progress_.Finish();

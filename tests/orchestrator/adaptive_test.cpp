@@ -100,14 +100,14 @@ alpha = 0.1
 delta = 0.1
 validation_size = 2500
 calibration_size = 2500
-random = { samples = 3, learning_rate = { uniform = [0.0, 1.0] }, steps = { int_uniform = [10, 20] }, x0 = { uniform = [0.0, 1.0] } }
+random = { samples = 3, target = { uniform = [0.0, 1.0] } }
 )");
   const Stage& s = spec.stages[0];
   std::vector<AdaptiveObservation> observed;
   for (int i = 0; i < 8; ++i) {
     const double t = (i + 0.5) / 8;
     AdaptiveObservation o;
-    o.point = UnitToPoint(s, {t, 0.5, 0.5});
+    o.point = UnitToPoint(s, {t});
     o.objectives = std::vector<double>{0.2 * t, 1 - t};  // risk rises, cost falls with the first axis
     observed.push_back(std::move(o));
   }

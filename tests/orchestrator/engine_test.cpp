@@ -728,6 +728,28 @@ random = { samples = 4, x = { uniform = [0.0, 1.0] }, y = { uniform = [0.0, 1.0]
   EXPECT_EQ(again.report.total, 16);
   EXPECT_EQ(again.report.cached, 16);
   EXPECT_EQ(again.report.attempts, 0);
+
+  // A misspelt objective stops the search after the initial design, saying why.
+  ExperimentSpec typo = Spec(R"(
+[[stage]]
+name = "search"
+kind = "test.bowl"
+[stage.sweep]
+strategy = "bo"
+budget = 16
+objectives = ["los"]
+random = { samples = 4, x = { uniform = [0.0, 1.0] }, y = { uniform = [0.0, 1.0] } }
+)");
+  std::ostringstream said;
+  EngineOptions quiet;
+  quiet.run_dir = dir_.File("typo");
+  quiet.progress_out = &said;
+  Outcome t = Run(typo, 2, quiet);
+  ASSERT_TRUE(t.status.ok());
+  EXPECT_EQ(t.report.total, 4);
+  EXPECT_NE(said.str().find("reported no metric \"los\" (it reported: cost, loss); check sweep.objectives"),
+            std::string::npos)
+      << said.str();
 }
 
 }  // namespace
