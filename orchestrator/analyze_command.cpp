@@ -332,6 +332,7 @@ int AnalyzeRunCommand(const AnalyzeArgs& args, const workers::KindRegistry& kind
     return common::ExitCodeFor(closed.code());
   }
   if (!args.report.empty()) {
+    fs::create_directories(args.report, ec);  // analyses without plots have not made it
     const std::string json_path = (fs::path(args.report) / "summary.json").string();
     std::ofstream file(json_path + ".tmp");
     file << summary.dump(2) << "\n";

@@ -1101,7 +1101,7 @@ common::Status RunLmEarlyExit(JobContext& ctx) {
     for (size_t i = 0; i < ex.size(); ++i) {
       size_t e = layers - 1;
       for (size_t l = 0; l < layers; ++l) {
-        if (pruned[s].confidence[i][l] >= threshold) {
+        if (threshold < 1 && pruned[s].confidence[i][l] >= threshold) {
           e = l;
           break;
         }

@@ -178,7 +178,7 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Bool("trained_task").Default(true)
         .Doc("Use the task the upstream model was trained on; false: the task keys of this job.");
     DeclareTaskKeys(k.config);
-    k.config.Float("threshold").Default(1.0).Min(0).Max(1).Doc("Exit confidence: stop at the first block whose top probability reaches it.");
+    k.config.Float("threshold").Default(1.0).Min(0).Max(1).Doc("Exit confidence: stop at the first block whose top probability reaches it; 1 = never exit early.");
     k.config.Float("prune").Default(0.0).Min(0).Max(0.99).Doc("Share of each block's MLP units removed (smallest weight norms first).");
     k.config.Int("validation_examples").Default(1000).Range(1, 10000000).Doc("Examples of the validation split.");
     k.config.Int("calibration_examples").Default(2000).Range(1, 10000000).Doc("Examples of the test split, the calibration part.");
