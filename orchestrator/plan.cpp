@@ -106,6 +106,7 @@ common::Result<Plan> BuildPlan(const ExperimentSpec& spec) {
   const int64_t kMaxJobs = kMaxJobsPerStage * 10;
 
   for (const Stage& stage : spec.stages) {
+    if (stage.sweep.adaptive.adaptive()) plan.unsplit_stages.push_back(stage.name);
     // Upstream combinations for `over`: the cartesian product of their jobs.
     std::vector<std::vector<size_t>> combos = {{}};
     for (const auto& over : stage.sweep.over) {

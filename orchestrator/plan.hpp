@@ -42,6 +42,9 @@ struct Plan {
   std::string spec_hash;
   std::vector<PlannedJob> jobs;  // every job after all of its inputs
   int64_t duplicates_merged = 0;  // jobs that resolved to an id already planned
+  // Stages whose jobs a shard must keep together: adaptive sweeps, whose
+  // controller proposes from all of their results (orchestrator/adaptive.hpp).
+  std::vector<std::string> unsplit_stages;
 
   nlohmann::json ToJson() const;
   std::string ToText() const;

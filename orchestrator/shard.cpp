@@ -21,12 +21,20 @@ std::vector<int64_t> Components(const Plan& plan, int64_t* count) {
   std::unordered_map<std::string, size_t> index;
   index.reserve(n);
   for (size_t i = 0; i < n; ++i) index.emplace(plan.jobs[i].id, i);
+  auto join = [&](size_t x, size_t y) {
+    const size_t a = find(x), b = find(y);
+    if (a != b) parent[std::max(a, b)] = std::min(a, b);
+  };
+  std::unordered_map<std::string, size_t> first_of_stage;  // unsplit stages: one component each
   for (size_t i = 0; i < n; ++i) {
     for (const auto& in : plan.jobs[i].inputs) {
       auto it = index.find(in);
-      if (it == index.end()) continue;
-      const size_t a = find(i), b = find(it->second);
-      if (a != b) parent[std::max(a, b)] = std::min(a, b);
+      if (it != index.end()) join(i, it->second);
+    }
+    const std::string& stage = plan.jobs[i].stage;
+    if (std::find(plan.unsplit_stages.begin(), plan.unsplit_stages.end(), stage) != plan.unsplit_stages.end()) {
+      auto [it, fresh] = first_of_stage.emplace(stage, i);
+      if (!fresh) join(i, it->second);
     }
   }
   std::vector<int64_t> comp(n, -1);
@@ -65,6 +73,7 @@ Plan ShardOf(const Plan& plan, int64_t index, int64_t count) {
   Plan out;
   out.experiment = plan.experiment;
   out.spec_hash = plan.spec_hash;
+  out.unsplit_stages = plan.unsplit_stages;
   for (size_t i = 0; i < plan.jobs.size(); ++i) {
     if (shard_of[static_cast<size_t>(comp[i])] == index) out.jobs.push_back(plan.jobs[i]);
   }

@@ -75,6 +75,39 @@ TEST(ShardTest, ShardsPartitionThePlanWithoutCuttingDependencies) {
   EXPECT_EQ(ShardOf(plan, 2, 4).jobs.front().id, ShardOf(plan, 2, 4).jobs.front().id);
 }
 
+// An adaptive sweep's controller proposes from all of its results: its
+// initial design stays in one shard even without dependencies.
+TEST(ShardTest, AdaptiveSweepsStayInOneShard) {
+  const Plan plan = PlanOf(R"([experiment]
+name = "s"
+
+[[stage]]
+name = "search"
+kind = "toy.quadratic"
+[stage.sweep]
+strategy = "bo"
+budget = 20
+objectives = ["loss"]
+random = { samples = 6, x0 = { uniform = [0.0, 1.0] } }
+
+[[stage]]
+name = "sweep"
+kind = "toy.quadratic"
+sweep = { grid = { learning_rate = [0.1, 0.2, 0.3] } }
+)");
+  ASSERT_EQ(plan.jobs.size(), 9u);
+  EXPECT_EQ(IndependentParts(plan), 1 + 3);
+  size_t holding = 0;
+  for (int64_t i = 0; i < 4; ++i) {
+    const Plan shard = ShardOf(plan, i, 4);
+    const auto n = std::count_if(shard.jobs.begin(), shard.jobs.end(), [](const PlannedJob& j) { return j.stage == "search"; });
+    EXPECT_TRUE(n == 0 || n == 6) << n;
+    holding += n == 6 ? 1 : 0;
+    EXPECT_EQ(shard.unsplit_stages, std::vector<std::string>{"search"});
+  }
+  EXPECT_EQ(holding, 1u);
+}
+
 TEST(ShardTest, ParseShard) {
   auto s = ParseShard("3/8");
   ASSERT_TRUE(s.ok());
