@@ -146,7 +146,8 @@ const Schema& AnalysisSchema() {
         .Doc("ltt: p-value of the null `risk > alpha` (binomial: exact, for 0/1 losses).");
     s.Enum("procedure", {"fixed-sequence", "bonferroni"}).Default("fixed-sequence").Doc("ltt: family-wise error control.");
     s.Add("strata", ValueType::kName).Doc("Column of strata (for stratppi); weights are the strata's shares of all rows.");
-    s.Float("alpha").Default(0.1).Min(0, true).Max(1, true).Doc("Mean methods: intervals have level 1 - alpha; ltt, pareto-testing: the risk limit.");
+    s.Float("alpha").Default(0.1).Min(0, true).Max(1, true)
+        .Doc("Mean methods: intervals have level 1 - alpha; ltt, pareto-testing: the risk limit.");
     s.Float("lambda").Default(1.0).Doc("Autorater weight of `ppi` (1 = plain PPI).");
     s.Bool("clt_free").Default(false).Doc("Hoeffding intervals for classical and ppi (values in [0, 1]).");
     s.Int("bins").Default(10).Range(1, 1000).Doc("Bins of a continuous prediction for bayes-ppi.");
