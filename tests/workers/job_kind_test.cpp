@@ -14,7 +14,8 @@ TEST(KindRegistryTest, BuiltinsAreRegisteredWithSchemas) {
   KindRegistry r;
   RegisterBuiltinKinds(r);
   EXPECT_EQ(r.Names(),
-            (std::vector<std::string>{"bench.allreduce", "bench.fail", "bench.noop", "bench.sleep", "continual.select", "lm.eval",
+            (std::vector<std::string>{"bench.allreduce", "bench.fail", "bench.noop", "bench.sleep", "continual.select",
+                                      "lm.early_exit", "lm.eval",
                                       "lm.sample", "lm.train", "sim.llm_eval", "toy.quadratic"}));
   const JobKind* q = r.Find("toy.quadratic");
   ASSERT_NE(q, nullptr);
