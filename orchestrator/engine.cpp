@@ -120,8 +120,7 @@ class Controller {
     SHAMMIE_RETURN_IF_ERROR(LoadAdaptiveHistory());
     SHAMMIE_ASSIGN_OR_RETURN(journal_, storage::JournalWriter::Open(JournalPath(opt_.run_dir), opt_.journal_sync));
     SHAMMIE_RETURN_IF_ERROR(CheckGangsFit());
-    Init(history_);
-    const JournalState& history = history_;
+    Init();
 
     RunBegin begin{WallNow(), spec_.name, spec_.spec_hash, opt_.command_line, spec_.canonical_text,
                    static_cast<int64_t>(plan_.jobs.size())};
@@ -129,7 +128,7 @@ class Controller {
     // Adaptive sweeps whose rounds are settled (or done in the journal)
     // propose now; the plan record follows, with their jobs.
     for (auto& [name, state] : adaptive_) Extend(state);
-    JournalPlan(history.plan_hash);
+    JournalPlan(history_.plan_hash);
     SHAMMIE_RETURN_IF_ERROR(journal_->Sync());
 
     const Clock::time_point loop_start = Clock::now();
@@ -204,7 +203,29 @@ class Controller {
     return out;
   }
 
-  void Init(const JournalState& history) {
+  // Job i (already in plan_, jobs_, dependents_ and index_): its history
+  // (done in the journal with its files still there = cached) and its edges.
+  void Admit(int i) {
+    const PlannedJob& pj = plan_.jobs[static_cast<size_t>(i)];
+    JobRt& j = jobs_[static_cast<size_t>(i)];
+    if (auto it = history_.jobs.find(pj.id); it != history_.jobs.end()) {
+      j.attempt = it->second.attempts;
+      j.artifacts = it->second.artifacts;
+      if (it->second.done_attempt > 0 && MissingArtifact(j).empty()) {
+        j.state = State::kDone;
+        j.cached = true;
+        ++cached_;
+        ++done_;
+      }
+    }
+    for (const auto& in : pj.inputs) {
+      const int k = index_.at(in);
+      dependents_[static_cast<size_t>(k)].push_back(i);
+      if (jobs_[static_cast<size_t>(k)].state != State::kDone) ++j.waiting;
+    }
+  }
+
+  void Init() {
     run_dir_abs_ = fs::absolute(opt_.run_dir).lexically_normal().string();
     while (run_dir_abs_.size() > 1 && run_dir_abs_.back() == '/') run_dir_abs_.pop_back();
     const size_t n = plan_.jobs.size();
@@ -212,25 +233,7 @@ class Controller {
     dependents_.resize(n);
     index_.reserve(n);
     for (size_t i = 0; i < n; ++i) index_[plan_.jobs[i].id] = static_cast<int>(i);
-    for (size_t i = 0; i < n; ++i) {
-      const PlannedJob& pj = plan_.jobs[i];
-      JobRt& j = jobs_[i];
-      if (auto it = history.jobs.find(pj.id); it != history.jobs.end()) {
-        j.attempt = it->second.attempts;
-        j.artifacts = it->second.artifacts;
-        if (it->second.done_attempt > 0 && MissingArtifact(j).empty()) {
-          j.state = State::kDone;
-          j.cached = true;
-          ++cached_;
-          ++done_;
-        }
-      }
-      for (const auto& in : pj.inputs) {
-        const int k = index_.at(in);
-        dependents_[static_cast<size_t>(k)].push_back(static_cast<int>(i));
-        if (jobs_[static_cast<size_t>(k)].state != State::kDone) ++j.waiting;
-      }
-    }
+    for (size_t i = 0; i < n; ++i) Admit(static_cast<int>(i));
     for (size_t i = 0; i < n; ++i) {
       if (jobs_[i].state == State::kWaiting && jobs_[i].waiting == 0) MakeReady(static_cast<int>(i));
     }
@@ -357,23 +360,8 @@ class Controller {
         dependents_.emplace_back();
         a.jobs.push_back(i);
         ++added;
-        const PlannedJob& pj = plan_.jobs.back();
-        JobRt& j = jobs_.back();
-        if (auto it = history_.jobs.find(pj.id); it != history_.jobs.end()) {
-          j.attempt = it->second.attempts;
-          j.artifacts = it->second.artifacts;
-          if (it->second.done_attempt > 0 && MissingArtifact(j).empty()) {
-            j.state = State::kDone;
-            j.cached = true;
-            ++cached_;
-            ++done_;
-          }
-        }
-        for (const auto& in : pj.inputs) {
-          const int k = index_.at(in);
-          dependents_[static_cast<size_t>(k)].push_back(i);
-          if (jobs_[static_cast<size_t>(k)].state != State::kDone) ++j.waiting;
-        }
+        Admit(i);
+        const JobRt& j = jobs_.back();
         if (j.state == State::kWaiting && j.waiting == 0) MakeReady(i);
         if (j.state != State::kDone) ++fresh;
       }

@@ -13,24 +13,17 @@
 #include <map>
 
 #include "storage/result_store.hpp"
+#include "tests/table_column.hpp"
 #include "tests/test_util.hpp"
 
 namespace shammie::orchestrator {
 namespace {
 
+using testing::Column;
 using testing::ScratchDir;
 
 const std::string kShammie = std::string(SHAMMIE_BINARY_DIR) + "/orchestrator/shammie";
 
-template <typename T>
-const std::vector<T>& Column(const storage::Table& t, const std::string& name) {
-  for (const auto& c : t.columns) {
-    if (c.name == name) return std::get<std::vector<T>>(c.values);
-  }
-  ADD_FAILURE() << "no column " << name;
-  static const std::vector<T> kEmpty;
-  return kEmpty;
-}
 
 TEST(ClmRunTest, SmokeStudyCalibratesSetsOfSampledAnswers) {
   ScratchDir scratch("clm-smoke");

@@ -673,17 +673,20 @@ TEST_F(EngineTest, AdaptiveSweepProposesRoundsWithinBudgetAndResumes) {
     return common::Status::Ok();
   };
   ASSERT_TRUE(kinds_.Register(std::move(bowl)).ok());
-  ExperimentSpec spec = Spec(R"(
+  auto search = [&](const std::string& objective, int batch) {
+    return Spec(R"(
 [[stage]]
 name = "search"
 kind = "test.bowl"
 [stage.sweep]
 strategy = "bo"
 budget = 16
-batch = 3
-objectives = ["loss"]
+batch = )" + std::to_string(batch) + R"(
+objectives = [")" + objective + R"("]
 random = { samples = 4, x = { uniform = [0.0, 1.0] }, y = { uniform = [0.0, 1.0] } }
 )");
+  };
+  ExperimentSpec spec = search("loss", 3);
   std::ostringstream progress;
   EngineOptions opt;
   opt.progress = ProgressMode::kPlain;
@@ -730,16 +733,7 @@ random = { samples = 4, x = { uniform = [0.0, 1.0] }, y = { uniform = [0.0, 1.0]
   EXPECT_EQ(again.report.attempts, 0);
 
   // A misspelt objective stops the search after the initial design, saying why.
-  ExperimentSpec typo = Spec(R"(
-[[stage]]
-name = "search"
-kind = "test.bowl"
-[stage.sweep]
-strategy = "bo"
-budget = 16
-objectives = ["los"]
-random = { samples = 4, x = { uniform = [0.0, 1.0] }, y = { uniform = [0.0, 1.0] } }
-)");
+  ExperimentSpec typo = search("los", 1);
   std::ostringstream said;
   EngineOptions quiet;
   quiet.run_dir = dir_.File("typo");

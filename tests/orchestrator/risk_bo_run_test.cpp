@@ -14,23 +14,17 @@
 #include <nlohmann/json.hpp>
 
 #include "storage/result_store.hpp"
+#include "tests/table_column.hpp"
 #include "tests/test_util.hpp"
 
 namespace shammie::orchestrator {
 namespace {
 
+using testing::Column;
 using testing::ScratchDir;
 
 const std::string kShammie = std::string(SHAMMIE_BINARY_DIR) + "/orchestrator/shammie";
 
-template <typename T>
-std::vector<T> Column(const storage::Table& t, const std::string& name) {
-  for (const auto& c : t.columns) {
-    if (c.name == name) return std::get<std::vector<T>>(c.values);
-  }
-  ADD_FAILURE() << "no column " << name;
-  return {};
-}
 
 TEST(RiskBoRunTest, SmokeStudySearchesAdaptivelyAndCertifiesItsChoice) {
   ScratchDir scratch("risk-bo-smoke");
