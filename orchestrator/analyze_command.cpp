@@ -17,6 +17,7 @@
 #include "analysis/report.hpp"
 #include "common/text.hpp"
 #include "orchestrator/clm_analysis.hpp"
+#include "orchestrator/curves_analysis.hpp"
 #include "orchestrator/commands.hpp"
 #include "orchestrator/pareto_testing.hpp"
 #include "orchestrator/continual.hpp"
@@ -237,6 +238,17 @@ int AnalyzeRunCommand(const AnalyzeArgs& args, const workers::KindRegistry& kind
       }
       out << "\n";
       summary["analyses"][a.name] = {{"parameters", a.parameters}, {"result", *clm}};
+      continue;
+    }
+    if (a.methods == std::vector<std::string>{"curves"}) {
+      out << "analysis " << a.name << " (curves of " << a.metric << " on stage " << a.stage << ")\n";
+      auto curves = AnalyzeCurves(**store, a, args.report, spec.name + ": " + a.name, out);
+      if (!curves.ok()) {
+        err << "shammie analyze: " << a.name << ": " << curves.status().message() << "\n";
+        return common::ExitCodeFor(curves.status().code());
+      }
+      out << "\n";
+      summary["analyses"][a.name] = {{"parameters", a.parameters}, {"result", *curves}};
       continue;
     }
     if (a.methods == std::vector<std::string>{"pareto-testing"}) {

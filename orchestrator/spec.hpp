@@ -103,9 +103,9 @@ struct Stage {
 // One [[analysis]] table: statistics over per-example tables of a stage's runs.
 struct AnalysisSpec {
   std::string name;
-  std::vector<std::string> methods;  // classical, ppi, ppi++, stratppi, bayes-ppi; or ltt alone; or clm alone
+  std::vector<std::string> methods;  // classical, ppi, ppi++, stratppi, bayes-ppi; or ltt, clm, pareto-testing or curves alone
   std::string stage;                 // whose runs to read
-  std::string table;                 // tables/<table> of each run
+  std::string table;                 // tables/<table> of each run (every family but curves)
   std::string label;                 // column of human labels; NaN = unlabeled
   std::string prediction;            // column of autorater predictions
   std::string strata;                // optional column of strata
@@ -126,6 +126,8 @@ struct AnalysisSpec {
   int64_t grid_points = 10;          // clm
   std::string components = "none";  // clm
   std::string separator = "=";       // clm
+  std::string metric;                // curves: the metric whose curve is averaged
+  std::vector<std::string> by;       // curves: config keys that form the groups
   nlohmann::json parameters;         // the table as resolved (for provenance)
   Location location;
 };

@@ -231,8 +231,10 @@ class Loader {
   void CheckRetryCodes(const MValue* retry, const std::string& prefix, RetryPolicy& retry_policy);
   void CheckAdaptive(const MValue& sweep, const json& fields, const std::string& sp, Stage& stage);
   void CheckSweep(const MValue* sweep, const workers::JobKind* kind, StageSource& source, Stage& stage);
+  // unique: a value may appear once (grid axes); zip lists may repeat values
+  // as long as their rows differ (checked by the caller).
   std::optional<SweepAxis> CheckAxis(const std::string& key, const MValue& value, const KeySpec& spec,
-                                     const std::string& dotted);
+                                     const std::string& dotted, bool unique = true);
   std::optional<RandomAxis> CheckRandomAxis(const std::string& key, const MValue& value, const KeySpec& spec,
                                             const std::string& dotted);
   void CheckDag(std::vector<Stage>& stages);
@@ -494,7 +496,7 @@ void Loader::CheckRetryCodes(const MValue* retry, const std::string& prefix, Ret
 }
 
 std::optional<SweepAxis> Loader::CheckAxis(const std::string& key, const MValue& value, const KeySpec& spec,
-                                           const std::string& dotted) {
+                                           const std::string& dotted, bool unique) {
   if (value.type != MValue::Type::kLeaf || !value.node->is_array()) {
     Error(value.node, dotted, "expected a list of values to sweep, e.g. " + key + " = [1, 2, 3]");
     return std::nullopt;
@@ -518,7 +520,7 @@ std::optional<SweepAxis> Loader::CheckAxis(const std::string& key, const MValue&
       ok = false;
       continue;
     }
-    if (std::find(axis.values.begin(), axis.values.end(), normalized) != axis.values.end()) {
+    if (unique && std::find(axis.values.begin(), axis.values.end(), normalized) != axis.values.end()) {
       Error(arr.get(i), dotted, "value " + common::ShortJson(normalized) + " appears twice in the sweep list");
       ok = false;
       continue;
@@ -649,15 +651,38 @@ void Loader::CheckSweep(const MValue* sweep, const workers::JobKind* kind, Stage
       const std::string dotted = tp + "." + key;
       const KeySpec* spec = lookup(key, value, dotted, table_name);
       if (!spec) continue;
-      auto axis = CheckAxis(key, value, *spec, dotted);
+      const bool zip = std::string(table_name) == "zip";
+      auto axis = CheckAxis(key, value, *spec, dotted, /*unique=*/!zip);
       if (!axis) continue;
-      if (std::string(table_name) == "zip" && !axes.empty() && axes.front().values.size() != axis->values.size()) {
+      if (zip && !axes.empty() && axes.front().values.size() != axis->values.size()) {
         Error(value.node, dotted, "has " + std::to_string(axis->values.size()) + " values but `" + axes.front().key +
                                       "` has " + std::to_string(axes.front().values.size()) +
                                       "; zip lists must have equal lengths");
         continue;
       }
       axes.push_back(std::move(*axis));
+    }
+  }
+  // Zip rows (one value of every list) must differ; a single list's values too.
+  if (!stage.sweep.zip.empty()) {
+    const size_t rows = stage.sweep.zip.front().values.size();
+    std::vector<json> seen;
+    for (size_t r = 0; r < rows; ++r) {
+      json row = json::array();
+      std::string text;
+      for (const auto& axis : stage.sweep.zip) {
+        row.push_back(axis.values[r]);
+        text += (text.empty() ? "" : ", ") + axis.key + " = " + common::ShortJson(axis.values[r]);
+      }
+      auto at = std::find(seen.begin(), seen.end(), row);
+      if (at != seen.end()) {
+        const MValue* first = sweep->Get("zip")->Get(stage.sweep.zip.front().key);
+        const toml::array* arr = first && first->node ? first->node->as_array() : nullptr;
+        Error(arr && r < arr->size() ? arr->get(r) : sweep->node, sp + ".zip",
+              "row " + std::to_string(r) + " repeats row " + std::to_string(at - seen.begin()) + " (" + text +
+                  "); every zip row must differ");
+      }
+      seen.push_back(std::move(row));
     }
   }
   const MValue* random = sweep->Get("random");
@@ -960,7 +985,7 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
     return;
   }
   const std::vector<std::string> kMethods = {"classical", "ppi", "ppi++", "stratppi", "bayes-ppi", "ltt", "clm",
-                                            "pareto-testing"};
+                                            "pareto-testing", "curves"};
   std::vector<std::string> stage_names;
   for (const auto& s : spec.stages) stage_names.push_back(s.name);
   std::set<std::string> names;
@@ -1002,6 +1027,8 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
     if (fields.contains("grid_points")) a.grid_points = fields["grid_points"].get<int64_t>();
     if (fields.contains("components")) a.components = fields["components"].get<std::string>();
     if (fields.contains("separator")) a.separator = fields["separator"].get<std::string>();
+    a.metric = str("metric");
+    if (fields.contains("by")) a.by = fields["by"].get<std::vector<std::string>>();
     if (!a.name.empty() && !names.insert(a.name).second) {
       Error(item.Get("name")->node, prefix + ".name", "duplicate analysis name \"" + a.name + "\"");
     }
@@ -1023,7 +1050,8 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
       }
       // Which keys each family needs, and which it does not take.
       auto has = [&](const char* m) { return std::find(a.methods.begin(), a.methods.end(), m) != a.methods.end(); };
-      const std::string family = has("ltt") ? "ltt" : has("clm") ? "clm" : has("pareto-testing") ? "pareto-testing" : "mean";
+      const std::string family = has("ltt") ? "ltt" : has("clm") ? "clm" : has("pareto-testing") ? "pareto-testing"
+                                 : has("curves") ? "curves" : "mean";
       const std::vector<std::string> mean_keys = {"label", "prediction", "strata", "lambda", "clt_free", "bins", "target_width"};
       const std::vector<std::string> ltt_keys = {"config", "loss", "bound", "procedure"};
       const std::vector<std::string> clm_keys = {"epsilons", "trials", "calibration", "grid_points", "components", "separator"};
@@ -1035,8 +1063,18 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
         auto append = [](std::vector<std::string>& to, const std::vector<std::string>& keys) {
           to.insert(to.end(), keys.begin(), keys.end());
         };
-        if (family == "ltt") {
-          needed = {"config", "loss"};
+        if (family != "curves") {
+          needed.push_back("table");
+          foreign.insert(foreign.end(), {"metric", "by"});
+        }
+        if (family == "curves") {
+          needed = {"metric"};
+          append(foreign, mean_keys);
+          append(foreign, ltt_keys);
+          append(foreign, clm_keys);
+          foreign.insert(foreign.end(), {"table", "delta"});
+        } else if (family == "ltt") {
+          needed.insert(needed.end(), {"config", "loss"});
           append(foreign, mean_keys);
           append(foreign, clm_keys);
         } else if (family == "clm") {
@@ -1047,7 +1085,7 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
           append(foreign, mean_keys);
           foreign.insert(foreign.end(), {"config", "loss", "procedure", "epsilons", "grid_points", "components", "separator"});
         } else {
-          needed = {"label", "prediction"};
+          needed.insert(needed.end(), {"label", "prediction"});
           append(foreign, ltt_keys);
           append(foreign, clm_keys);
           foreign.push_back("delta");

@@ -112,16 +112,22 @@ const Schema& AnalysisSchema() {
     Schema s("analysis", "Statistics that `shammie analyze DIR` runs on the results: a mean estimated from few human "
                          "labels and many autorater predictions, by several methods side by side; Learn-then-Test "
                          "over per-example losses of configurations; conformal language modeling over sampled "
-                         "candidates; or Pareto Testing: the cheapest configuration with certified risk.");
+                         "candidates; Pareto Testing: the cheapest configuration with certified risk; or a metric's curves averaged "
+                         "over runs.");
     s.Add("name", ValueType::kName).Required().Doc("Unique; results go to /analysis/<name>/ in results.h5.");
     s.Add("methods", ValueType::kStringList).Required().MinItems(1)
         .Doc("Mean estimators side by side (classical, ppi, ppi++, stratppi, bayes-ppi), or [\"ltt\"]: "
              "Learn-then-Test, which configurations have risk <= alpha with probability >= 1 - delta; or [\"clm\"]: "
              "conformal language modeling over lm.sample tables, calibrated and tested on many random splits; or "
              "[\"pareto-testing\"]: the cheapest run whose risk is certified <= alpha (tables with columns split, "
-             "loss, cost), also over random splits of the calibration rows.");
+             "loss, cost), also over random splits of the calibration rows; or [\"curves\"]: a metric's curve over steps, "
+             "averaged over the runs that share the values of the `by` keys, with Student-t intervals.");
     s.Add("stage", ValueType::kName).Required().Doc("The stage whose runs hold the data.");
-    s.Add("table", ValueType::kName).Required().Doc("Per-example table (tables/<table>) in each run; rows are concatenated.");
+    s.Add("table", ValueType::kName)
+        .Doc("Per-example table (tables/<table>) in each run; rows are concatenated. Required by every family but curves.");
+    s.Add("metric", ValueType::kName).Doc("curves (required): the metric whose curve is averaged.");
+    s.Add("by", ValueType::kStringList).Default(nlohmann::json::array())
+        .Doc("curves: config keys whose values form the groups (one curve each); [] = one curve over all runs.");
     s.Add("label", ValueType::kName).Doc("Mean methods (required): column of human labels; NaN marks an unlabeled row.");
     s.Add("prediction", ValueType::kName).Doc("Mean methods (required): column of autorater predictions.");
     s.Add("config", ValueType::kName)

@@ -184,6 +184,10 @@ double LearningRate(const TrainConfig& c, int64_t step) {  // step is 0-based
   return floor + (c.learning_rate - floor) * 0.5 * (1 + std::cos(M_PI * progress));
 }
 
+}  // namespace
+
+namespace lm {
+
 // A fixed evaluation set of a split: every example when the task is small,
 // else `n` drawn with a seed derived from the task's prompt distribution (not
 // from the job: every job of a sweep, and every variant of a task family, is
@@ -198,6 +202,12 @@ std::vector<Example> EvalSet(const SyntheticTask& task, Split split, int64_t n) 
   for (int64_t i = 0; i < n; ++i) all.push_back(task.Sample(split, rng));
   return all;
 }
+
+}  // namespace lm
+
+namespace {
+
+using lm::EvalSet;
 
 // `n` distinct training examples drawn from `seed` (in draw order); fewer
 // only when the training split has fewer (InvalidArgument then).
@@ -343,6 +353,10 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainConfig& config
 
 // The one upstream model a job reads (lm.eval, lm.sample, lm.train with init
 // = "upstream"); nullptr when there is none and `required` is false.
+}  // namespace
+
+namespace lm {
+
 common::Result<const Artifact*> UpstreamModel(const JobContext& ctx, bool required, const std::string& kind) {
   std::vector<const Artifact*> models;
   for (const auto& a : ctx.inputs()) {
@@ -362,6 +376,12 @@ common::Result<const Artifact*> UpstreamModel(const JobContext& ctx, bool requir
   }
   return models.front();
 }
+
+}  // namespace lm
+
+namespace {
+
+using lm::UpstreamModel;
 
 // Writes the model and training state (gang rank 0) and records it as the
 // job's "model". No-op in a context that keeps no files.

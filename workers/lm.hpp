@@ -113,4 +113,21 @@ common::Status RunLmEval(JobContext& ctx);
 common::Status RunLmSample(JobContext& ctx);
 common::Status RunLmEarlyExit(JobContext& ctx);
 
+// Process advantage verifiers (workers/lm_pav.cpp, PAPERS.md §2):
+// - pav.didactic: the planted-subsequence task. A MADE-style MLP policy is
+//   fine-tuned on samples of a gamma prover, then trained by REINFORCE with
+//   the per-step effective reward Q^pi + alpha A^mu, Q^pi estimated by the
+//   trajectory's outcome (leave-one-out baseline) and A^mu exact
+//   (workers/pav.hpp). alpha = 0 is outcome-only RL.
+common::Status RunPavDidactic(JobContext& ctx);
+// - pav.rollouts: Monte-Carlo values Q^pi of the step prefixes of the
+//   upstream policy's own solutions (arith chains, one step per '=').
+// - pav.verifier: fine-tunes the policy's score head and body to predict
+//   those values (cross-entropy on soft labels); artifact "verifier".
+// - pav.search: best-of-N against the verifier as an outcome reward model, or
+//   step-level beam search scored by Q^pi + alpha A^mu with mu = Best-of-K.
+common::Status RunPavRollouts(JobContext& ctx);
+common::Status RunPavVerifier(JobContext& ctx);
+common::Status RunPavSearch(JobContext& ctx);
+
 }  // namespace shammie::workers

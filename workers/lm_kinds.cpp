@@ -187,6 +187,101 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_early_exit", ctx); };
     Register(registry, std::move(k));
   }
+  {
+    JobKind k;
+    k.name = "pav.didactic";
+    k.doc = "Process advantage verifiers on the planted-subsequence task (PAPERS.md §2(e)): a sequence succeeds when "
+            "the target occurs in it. A MADE-style MLP policy is fine-tuned on samples of the init_gamma prover, then "
+            "trained by REINFORCE with the per-step effective reward Q^pi + alpha A^mu of the prover_gamma prover "
+            "(A^mu exact by dynamic programming; alpha = 0 is outcome-only RL). Metrics success (per eval_every "
+            "iterations), final_success, samples_to_target, pass_at (step = N), path_probability (step = k: the policy's "
+            "probability of target[k] after target[0..k)); table \"samples\".";
+    k.config = common::Schema(k.name, k.doc);
+    k.config.Int("vocab").Default(13).Range(2, 1000).Doc("Tokens 1..vocab.");
+    k.config.Int("length").Default(10).Range(1, 1000).Doc("Tokens per sequence.");
+    k.config.Add("target", common::ValueType::kIntList).Default(nlohmann::json::array({3, 7, 1, 9}))
+        .Doc("The planted subsequence (tokens in 1..vocab).");
+    k.config.Float("init_gamma").Default(5.0).Min(0, true).Max(1e6)
+        .Doc("The prover whose samples the policy is fine-tuned on first.");
+    k.config.Int("sft_samples").Default(3200).Range(1, 10000000).Doc("Samples of the init_gamma prover.");
+    k.config.Int("sft_iterations").Default(1000).Range(0, 10000000)
+        .Doc("Fine-tuning steps (batch examples each); 1000 brings the policy to the init_gamma prover's per-step "
+             "probabilities (the paper's 50 leave this MLP near uniform).");
+    k.config.Float("prover_gamma").Default(10.0).Min(0, true).Max(1e6)
+        .Doc("The prover mu whose advantages form the dense reward (1 = uniform; large = nearly always advances).");
+    k.config.Float("alpha").Default(1.0).Min(0).Max(1000).Doc("Weight of A^mu; 0 = outcome-only RL.");
+    k.config.Int("iterations").Default(1000).Range(0, 10000000).Doc("RL steps.");
+    k.config.Int("batch").Default(64).Range(1, 1 << 20).Doc("Sequences per step (SFT and RL).");
+    k.config.Float("learning_rate").Default(1e-3).Min(0, true).Max(10).Doc("Adam step size.");
+    k.config.Int("hidden").Default(128).Range(1, 1 << 16).Doc("Hidden units of each of the 3 layers.");
+    k.config.Int("eval_every").Default(50).Range(1, 10000000).Doc("Iterations between evaluations.");
+    k.config.Int("eval_samples").Default(1000).Range(1, 10000000).Doc("Policy samples per evaluation.");
+    k.config.Float("success_target").Default(0.5).Min(0).Max(1)
+        .Doc("samples_to_target: RL samples drawn when the evaluated success first reaches this (-1: never).");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_pav_didactic", ctx); };
+    Register(registry, std::move(k));
+  }
+  {
+    JobKind k;
+    k.name = "pav.rollouts";
+    k.doc = "Monte-Carlo value data for process verifiers (PAPERS.md §2): the upstream policy (an lm.train job on "
+            "task = \"arith\") solves `prompts` training prompts `rollouts` times; from every step prefix of every "
+            "solution (a step ends with '=') it samples `mc` completions, and Q-hat is their share of right final "
+            "answers (complete solutions: the exact outcome). Table \"values\" and artifact \"values\" for "
+            "pav.verifier; metrics policy_accuracy, rollouts_per_second, tokens_per_second. Fan out with a sweep "
+            "over seeds: each job draws its own prompts.";
+    k.config = common::Schema(k.name, k.doc);
+    k.config.Int("prompts").Default(200).Range(1, 10000000).Doc("Training prompts this job solves.");
+    k.config.Int("rollouts").Default(4).Range(1, 100000).Doc("Solutions sampled per prompt (n_cov).");
+    k.config.Int("mc").Default(8).Range(1, 100000).Doc("Completions per step prefix (n_mc).");
+    k.config.Float("temperature").Default(1.0).Min(0).Max(100).Doc("Sampling temperature of the policy.");
+    k.config.Int("max_new_tokens").Default(32).Range(1, 100000).Doc("Longest solution.");
+    k.config.Int("batch").Default(1024).Range(1, 1 << 20).Doc("Rows decoded together.");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_pav_rollouts", ctx); };
+    Register(registry, std::move(k));
+  }
+  {
+    JobKind k;
+    k.name = "pav.verifier";
+    k.doc = "Trains a process verifier: the upstream policy's transformer with its scalar head, fine-tuned to predict "
+            "Q^pi of (prompt, answer prefix) from the \"values\" of upstream pav.rollouts jobs (cross-entropy on "
+            "soft labels; a tenth of the prompts held out). Serves as ORM (complete answers), PRM (Q^pi per step) and, "
+            "with Q^{BoK} = 1 - (1 - Q^pi)^K, PAV. Artifact \"verifier\"; metrics loss, val_loss, val_mae.";
+    k.config = common::Schema(k.name, k.doc);
+    k.config.Int("steps").Default(600).Range(1, 10000000).Doc("Optimizer steps.");
+    k.config.Int("batch").Default(64).Range(1, 1 << 20).Doc("Prefixes per step.");
+    k.config.Float("learning_rate").Default(1e-3).Min(0, true).Max(10).Doc("Peak AdamW step size (warmup, cosine).");
+    k.config.Int("eval_every").Default(100).Range(1, 10000000).Doc("Steps between validation evaluations.");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_pav_verifier", ctx); };
+    Register(registry, std::move(k));
+  }
+  {
+    JobKind k;
+    k.name = "pav.search";
+    k.doc = "Test-time search with the upstream policy and pav.verifier on test prompts: best-of-n (the verifier "
+            "picks among n sampled solutions, an ORM; metrics accuracy_at_n, tokens_at_n, pass_at_n for n = 1, 2, 4, "
+            "...) or beam (width `beam`, `candidates` sampled next steps per beam, scored by Q^pi + alpha (Q^mu(s') "
+            "- Q^mu(s)) with mu = Best-of-prover_k of the policy; the answer is the finished beam with the highest "
+            "Q^pi). Metrics accuracy, tokens (sampled per prompt), accuracy_by_tokens; table \"search\".";
+    k.config = common::Schema(k.name, k.doc);
+    k.config.Enum("method", {"best-of-n", "beam"}).Default("beam").Doc("Search method.");
+    k.config.Int("prompts").Default(300).Range(1, 10000000).Doc("Test prompts.");
+    k.config.Int("n").Default(16).Range(1, 100000).Doc("best-of-n: samples per prompt (curves at every power of 2).");
+    k.config.Int("beam").Default(4).Range(1, 1000).Doc("beam: width B.");
+    k.config.Int("candidates").Default(3).Range(1, 1000).Doc("beam: next steps sampled per beam (C).");
+    k.config.Float("alpha").Default(0.5).Min(0).Max(100).Doc("beam: weight of the prover's advantage; 0 = Q^pi only.");
+    k.config.Float("prover_k").Default(4.0).Min(1).Max(1e6).Doc("beam: the prover is Best-of-K of the policy.");
+    k.config.Int("max_steps").Default(12).Range(1, 1000).Doc("beam: most expansion rounds.");
+    k.config.Float("temperature").Default(1.0).Min(0).Max(100).Doc("Sampling temperature.");
+    k.config.Int("max_new_tokens").Default(32).Range(1, 100000).Doc("Longest solution.");
+    k.config.Int("batch").Default(1024).Range(1, 1 << 20).Doc("Rows decoded or scored together.");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_pav_search", ctx); };
+    Register(registry, std::move(k));
+  }
 }
 
 }  // namespace shammie::workers

@@ -17,4 +17,19 @@ __attribute__((visibility("default"))) shammie::common::Status* shammie_lm_early
   return new shammie::common::Status(shammie::workers::RunLmEarlyExit(*ctx));
 }
 
+__attribute__((visibility("default"))) shammie::common::Status* shammie_pav_didactic(shammie::workers::JobContext* ctx) {
+  return new shammie::common::Status(shammie::workers::RunPavDidactic(*ctx));
 }
+
+__attribute__((visibility("default"))) shammie::common::Status* shammie_pav_rollouts(shammie::workers::JobContext* ctx) {
+  return new shammie::common::Status(shammie::workers::RunPavRollouts(*ctx));
+}
+__attribute__((visibility("default"))) shammie::common::Status* shammie_pav_verifier(shammie::workers::JobContext* ctx) {
+  return new shammie::common::Status(shammie::workers::RunPavVerifier(*ctx));
+}
+__attribute__((visibility("default"))) shammie::common::Status* shammie_pav_search(shammie::workers::JobContext* ctx) {
+  return new shammie::common::Status(shammie::workers::RunPavSearch(*ctx));
+}
+
+}
+

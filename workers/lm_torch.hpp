@@ -148,4 +148,14 @@ common::Result<LoadedModel> LoadModelFile(const std::string& path);
 common::Status ExportSafetensors(Transformer& model, const std::string& path);
 common::Status ImportSafetensors(Transformer& model, const std::string& path);
 
+// --- shared by the job kinds (workers/lm.cpp) ---
+
+// A fixed evaluation set of a split: every example when the task is small,
+// else `n` drawn with a seed derived from the task (the same prompts for
+// every job of a sweep).
+std::vector<Example> EvalSet(const SyntheticTask& task, Split split, int64_t n);
+// The one upstream artifact named "model" (nullptr when there is none and it
+// is not `required`); InvalidArgument naming `kind` otherwise.
+common::Result<const Artifact*> UpstreamModel(const JobContext& ctx, bool required, const std::string& kind);
+
 }  // namespace shammie::workers::lm

@@ -234,5 +234,108 @@ trials = 5
                    }));
 }
 
+// `methods = ["curves"]`: a metric's curve per group of runs that share the
+// `by` keys, averaged over the group's runs with a Student-t interval.
+TEST(AnalyzeRunTest, CurvesAverageEachGroupsRunsPerStep) {
+  workers::KindRegistry kinds;
+  workers::RegisterBuiltinKinds(kinds);
+  testing::ScratchDir dir("analyze-curves");
+  const std::string spec_text = R"([experiment]
+name = "curves"
+[[stage]]
+name = "rl"
+kind = "bench.noop"
+[[analysis]]
+name = "success"
+methods = ["curves"]
+stage = "rl"
+metric = "success"
+by = ["alpha"]
+alpha = 0.05
+)";
+  auto loaded = LoadExperimentFromString(spec_text, "curves.toml", kinds);
+  ASSERT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors[0].ToString());
+  storage::ExperimentInfo info;
+  info.experiment = "curves";
+  info.spec_text = loaded.spec->canonical_text;
+  auto store = storage::ResultStore::Create(dir.File("results.h5"), info);
+  ASSERT_TRUE(store.ok());
+  // alpha = 0: two seeds; alpha = 1: one seed. The seed is not a `by` key.
+  struct R { const char* id; const char* config; std::vector<storage::MetricPoint> points; };
+  const std::vector<R> runs = {
+      {"a", R"({"alpha":0.0,"gamma":10})", {{0, 0.0}, {10, 0.2}, {20, 0.4}}},
+      {"b", R"({"alpha":0.0,"gamma":10})", {{0, 0.0}, {10, 0.4}, {20, 0.8}}},
+      {"c", R"({"alpha":1.0,"gamma":10})", {{0, 0.1}, {10, 0.9}}},
+  };
+  int64_t seed = 0;
+  for (const auto& run : runs) {
+    ASSERT_TRUE((*store)->BeginRun({run.id, "rl", "bench.noop", run.config, seed++, {}}).ok());
+    ASSERT_TRUE((*store)->AppendMetrics(run.id, "success", run.points).ok());
+  }
+  ASSERT_TRUE((*store)->BeginRun({"other-stage", "elsewhere", "bench.noop", "{}", 9, {}}).ok());
+  ASSERT_TRUE((*store)->Close().ok());
+  auto r = Shammie({"analyze", dir.path().string(), "--report", dir.File("report")}, kinds);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("alpha=0.0"), std::string::npos) << r.out;
+  auto reread = storage::ResultStore::Open(dir.File("results.h5"), storage::ResultStore::Mode::kReadOnly);
+  ASSERT_TRUE(reread.ok());
+  auto stored = (*reread)->ReadAnalysis("success");
+  ASSERT_TRUE(stored.ok());
+  const auto& t = stored->second;
+  const auto& group = std::get<std::vector<std::string>>(t.columns[0].values);
+  const auto& step = std::get<std::vector<int64_t>>(t.columns[1].values);
+  const auto& n = std::get<std::vector<int64_t>>(t.columns[2].values);
+  const auto& mean = std::get<std::vector<double>>(t.columns[3].values);
+  const auto& lower = std::get<std::vector<double>>(t.columns[4].values);
+  const auto& upper = std::get<std::vector<double>>(t.columns[5].values);
+  ASSERT_EQ(group.size(), 5u);
+  // alpha=0 at step 20: values 0.4 and 0.8, mean 0.6, sd 0.2828; the 95%
+  // Student-t interval with 1 degree of freedom: 0.6 +- 12.7062 * 0.2828 / sqrt(2).
+  size_t row = 0;
+  while (row < group.size() && !(group[row] == "alpha=0.0" && step[row] == 20)) ++row;
+  ASSERT_LT(row, group.size());
+  EXPECT_EQ(n[row], 2);
+  EXPECT_NEAR(mean[row], 0.6, 1e-12);
+  EXPECT_NEAR(upper[row] - mean[row], 12.706204736 * 0.2 , 1e-6);
+  EXPECT_NEAR(mean[row] - lower[row], 12.706204736 * 0.2, 1e-6);
+  row = 0;
+  while (row < group.size() && !(group[row] == "alpha=1.0" && step[row] == 10)) ++row;
+  ASSERT_LT(row, group.size());
+  EXPECT_EQ(n[row], 1);
+  EXPECT_NEAR(mean[row], 0.9, 1e-12);
+  EXPECT_GT(testing::ReadFileText(dir.File("report/success.png")).size(), 1000u);
+}
+
+TEST(AnalyzeRunTest, CurvesNeedAMetricAndTakeNoTable) {
+  workers::KindRegistry kinds;
+  workers::RegisterBuiltinKinds(kinds);
+  auto r = LoadExperimentFromString(R"([experiment]
+name = "x"
+[[stage]]
+name = "s"
+kind = "bench.noop"
+[[analysis]]
+name = "a"
+methods = ["curves"]
+stage = "s"
+table = "t"
+[[analysis]]
+name = "b"
+methods = ["ltt"]
+stage = "s"
+config = "c"
+loss = "l"
+metric = "m"
+)", "x.toml", kinds);
+  std::vector<std::string> lines;
+  for (const auto& d : r.errors) lines.push_back(d.ToString());
+  EXPECT_EQ(lines, (std::vector<std::string>{
+                       "x.toml:6:1: analysis.a.metric: missing required key",
+                       "x.toml:10:1: analysis.a.table: does not apply to curves (methods = `curves`)",
+                       "x.toml:11:1: analysis.b.table: missing required key",
+                       "x.toml:17:1: analysis.b.metric: does not apply to ltt (methods = `ltt`)",
+                   }));
+}
+
 }  // namespace
 }  // namespace shammie::orchestrator

@@ -15,8 +15,9 @@ TEST(KindRegistryTest, BuiltinsAreRegisteredWithSchemas) {
   RegisterBuiltinKinds(r);
   EXPECT_EQ(r.Names(),
             (std::vector<std::string>{"bench.allreduce", "bench.fail", "bench.noop", "bench.sleep", "continual.select",
-                                      "lm.early_exit", "lm.eval",
-                                      "lm.sample", "lm.train", "sim.llm_eval", "toy.quadratic"}));
+                                      "lm.early_exit", "lm.eval", "lm.sample", "lm.train", "pav.didactic",
+                                      "pav.rollouts", "pav.search", "pav.verifier", "sim.llm_eval",
+                                      "toy.quadratic"}));
   const JobKind* q = r.Find("toy.quadratic");
   ASSERT_NE(q, nullptr);
   ASSERT_NE(q->config.Find("learning_rate"), nullptr);

@@ -1,0 +1,137 @@
+#include "orchestrator/curves_analysis.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "analysis/bootstrap.hpp"
+#include "analysis/report.hpp"
+#include "common/schema.hpp"
+#include "common/text.hpp"
+
+namespace shammie::orchestrator {
+
+namespace {
+
+// "alpha=1, prover_gamma=10" (keys in the order given); "all runs" for none.
+std::string GroupName(const nlohmann::json& config, const std::vector<std::string>& keys) {
+  std::string name;
+  for (const auto& k : keys) {
+    if (!name.empty()) name += ", ";
+    name += k + "=" + (config.contains(k) ? common::ShortJson(config[k]) : std::string("(unset)"));
+  }
+  return name.empty() ? "all runs" : name;
+}
+
+}  // namespace
+
+common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const AnalysisSpec& a,
+                                             const std::string& report_dir, const std::string& title,
+                                             std::ostream& out) {
+  SHAMMIE_ASSIGN_OR_RETURN(auto runs, store.ListRuns());
+  // group -> step -> one value per run
+  std::map<std::string, std::map<int64_t, std::vector<double>>> groups;
+  std::map<std::string, size_t> group_runs;
+  std::vector<std::string> order;
+  size_t stage_runs = 0;
+  for (const auto& run : runs) {
+    if (run.stage != a.stage) continue;
+    ++stage_runs;
+    const nlohmann::json config = nlohmann::json::parse(run.config_json);
+    for (const auto& k : a.by) {
+      if (!config.contains(k)) {
+        std::vector<std::string> keys;
+        for (const auto& [key, v] : config.items()) keys.push_back(key);
+        return common::InvalidArgument("`by` names " + k + ", which the config of stage " + a.stage +
+                                       " does not have; its keys: " + common::QuotedList(keys));
+      }
+    }
+    auto points = store.ReadMetric(run.job_id, a.metric);
+    if (!points.ok()) {
+      if (points.status().code() == common::StatusCode::kNotFound) continue;
+      return points.status();
+    }
+    const std::string g = GroupName(config, a.by);
+    if (!groups.count(g)) order.push_back(g);
+    ++group_runs[g];
+    for (const auto& p : *points) groups[g][p.step].push_back(p.value);
+  }
+  if (groups.empty()) {
+    return common::FailedPrecondition(stage_runs == 0 ? "stage " + a.stage + " has no finished runs yet"
+                                                      : "no run of stage " + a.stage + " reported metric " + a.metric);
+  }
+  std::vector<std::string> group_col;
+  std::vector<int64_t> step_col, runs_col;
+  std::vector<double> mean_col, lower_col, upper_col;
+  std::set<int64_t> all_steps;
+  nlohmann::json json = nlohmann::json::object();
+  std::map<std::string, std::map<int64_t, double>> means;
+  for (const auto& g : order) {
+    nlohmann::json curve = nlohmann::json::array();
+    for (const auto& [step, values] : groups[g]) {
+      SHAMMIE_ASSIGN_OR_RETURN(analysis::SeedSummary s, analysis::SummarizeSeeds(values, a.alpha));
+      group_col.push_back(g);
+      step_col.push_back(step);
+      runs_col.push_back(static_cast<int64_t>(values.size()));
+      mean_col.push_back(s.mean);
+      lower_col.push_back(s.lower);
+      upper_col.push_back(s.upper);
+      all_steps.insert(step);
+      means[g][step] = s.mean;
+      curve.push_back({{"step", step}, {"runs", values.size()}, {"mean", s.mean}, {"lower", s.lower}, {"upper", s.upper}});
+    }
+    json[g] = {{"runs", group_runs[g]}, {"curve", curve}};
+  }
+  // Text: one line per group, the mean at (up to) 8 steps spread over the curve.
+  std::vector<int64_t> steps(all_steps.begin(), all_steps.end());
+  std::vector<int64_t> shown;
+  const size_t k = std::min<size_t>(8, steps.size());
+  for (size_t i = 0; i < k; ++i) shown.push_back(steps[k == 1 ? 0 : i * (steps.size() - 1) / (k - 1)]);
+  size_t width = 12;
+  for (const auto& g : order) width = std::max(width, g.size());
+  char cell[64];
+  out << std::string(width, ' ') << "  runs";
+  for (int64_t s : shown) {
+    std::snprintf(cell, sizeof cell, " %9lld", static_cast<long long>(s));
+    out << cell;
+  }
+  out << "   (" << a.metric << " by step, mean over runs)\n";
+  for (const auto& g : order) {
+    out << g << std::string(width - g.size(), ' ');
+    std::snprintf(cell, sizeof cell, "  %4zu", group_runs[g]);
+    out << cell;
+    for (int64_t s : shown) {
+      auto it = means[g].find(s);
+      if (it == means[g].end()) {
+        out << "         -";
+      } else {
+        std::snprintf(cell, sizeof cell, " %9.4g", it->second);
+        out << cell;
+      }
+    }
+    out << "\n";
+  }
+  storage::Table table;
+  table.columns = {{"group", group_col}, {"step", step_col}, {"runs", runs_col},
+                   {"mean", mean_col},   {"lower", lower_col}, {"upper", upper_col}};
+  SHAMMIE_RETURN_IF_ERROR(store.WriteAnalysis(a.name, a.parameters.dump(), table));
+  if (!report_dir.empty()) {
+    std::vector<std::string> x;
+    for (int64_t s : steps) x.push_back(std::to_string(s));
+    std::vector<std::pair<std::string, std::vector<double>>> series;
+    for (const auto& g : order) {
+      std::vector<double> y;
+      for (int64_t s : steps) {
+        auto it = means[g].find(s);
+        y.push_back(it == means[g].end() ? std::numeric_limits<double>::quiet_NaN() : it->second);
+      }
+      series.push_back({g, y});
+    }
+    SHAMMIE_RETURN_IF_ERROR(analysis::PlotCurves(x, series, a.metric, a.name, title, report_dir));
+  }
+  return nlohmann::json{{"metric", a.metric}, {"by", a.by}, {"groups", json}};
+}
+
+}  // namespace shammie::orchestrator

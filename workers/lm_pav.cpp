@@ -1,0 +1,714 @@
+// Process advantage verifiers (PAPERS.md §2) on LibTorch: the pav.* job
+// kinds. The exact values they use live in workers/pav.hpp (no torch).
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/random.hpp"
+#include "storage/checkpoint_store.hpp"
+#include "workers/lm.hpp"
+#include "workers/lm_torch.hpp"
+#include "workers/pav.hpp"
+
+namespace shammie::workers {
+
+namespace {
+
+using torch::Tensor;
+
+// --- the didactic planted-subsequence task (pav.didactic) ---
+
+// The paper's MADE-style autoregressive MLP: the logits of position h read
+// the one-hot tokens before h (later ones masked to zero) and a one-hot of h.
+struct DidacticPolicyImpl : torch::nn::Module {
+  DidacticPolicyImpl(int vocab_size, int positions, int64_t hidden) : vocab(vocab_size), length(positions) {
+    const int64_t in = static_cast<int64_t>(length) * (vocab + 1);
+    net = register_module("net", torch::nn::Sequential(torch::nn::Linear(in, hidden), torch::nn::ReLU(),
+                                                       torch::nn::Linear(hidden, hidden), torch::nn::ReLU(),
+                                                       torch::nn::Linear(hidden, hidden), torch::nn::ReLU(),
+                                                       torch::nn::Linear(hidden, vocab)));
+    // mask[h] keeps the one-hot slots of positions < h.
+    mask = torch::zeros({length, static_cast<int64_t>(length) * vocab});
+    for (int h = 0; h < length; ++h) mask[h].slice(0, 0, static_cast<int64_t>(h) * vocab).fill_(1);
+    position = torch::eye(length);
+  }
+  // tokens [B, L] in 1..vocab (0 = not yet drawn) -> logits [B, L, vocab].
+  Tensor forward(const Tensor& tokens) {
+    const int64_t b = tokens.size(0);
+    Tensor onehot = torch::one_hot(tokens.clamp_min(1) - 1, vocab).to(torch::kFloat32);
+    onehot = onehot * (tokens > 0).unsqueeze(-1).to(torch::kFloat32);
+    Tensor flat = onehot.reshape({b, 1, -1}) * mask.unsqueeze(0);  // [B, L, L*V]
+    Tensor input = torch::cat({flat, position.unsqueeze(0).expand({b, length, length})}, -1);
+    return net->forward(input);
+  }
+  int vocab, length;
+  torch::nn::Sequential net{nullptr};
+  Tensor mask, position;
+};
+TORCH_MODULE(DidacticPolicy);
+
+// Draws `n` sequences from the policy, position by position.
+std::vector<std::vector<int>> SamplePolicy(DidacticPolicy& policy, int64_t n, common::SplitMix64& rng) {
+  torch::NoGradGuard guard;
+  const int length = policy->length, vocab = policy->vocab;
+  Tensor tokens = torch::zeros({n, length}, torch::kLong);
+  for (int h = 0; h < length; ++h) {
+    Tensor probs = torch::softmax(policy->forward(tokens).select(1, h).to(torch::kFloat64), -1).contiguous();
+    const double* p = probs.data_ptr<double>();
+    auto tok = tokens.accessor<int64_t, 2>();
+    for (int64_t i = 0; i < n; ++i) {
+      double u = rng.NextDouble();
+      int pick = vocab;
+      for (int a = 0; a < vocab; ++a) {
+        u -= p[i * vocab + a];
+        if (u < 0) {
+          pick = a + 1;
+          break;
+        }
+      }
+      tok[i][h] = pick;
+    }
+  }
+  std::vector<std::vector<int>> out(static_cast<size_t>(n), std::vector<int>(static_cast<size_t>(length)));
+  auto tok = tokens.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < n; ++i) {
+    for (int h = 0; h < length; ++h) out[static_cast<size_t>(i)][static_cast<size_t>(h)] = static_cast<int>(tok[i][h]);
+  }
+  return out;
+}
+
+Tensor ToTensor(const std::vector<std::vector<int>>& seqs) {
+  const auto n = static_cast<int64_t>(seqs.size());
+  const auto l = static_cast<int64_t>(seqs.empty() ? 0 : seqs[0].size());
+  Tensor t = torch::zeros({n, l}, torch::kLong);
+  auto a = t.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t h = 0; h < l; ++h) a[i][h] = seqs[static_cast<size_t>(i)][static_cast<size_t>(h)];
+  }
+  return t;
+}
+
+}  // namespace
+
+common::Status RunPavDidactic(JobContext& ctx) {
+  const auto& c = ctx.config();
+  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
+  pav::PlantedTask task;
+  task.vocab = static_cast<int>(c["vocab"].get<int64_t>());
+  task.length = static_cast<int>(c["length"].get<int64_t>());
+  task.target.clear();
+  for (const auto& t : c["target"]) task.target.push_back(static_cast<int>(t.get<int64_t>()));
+  SHAMMIE_RETURN_IF_ERROR(pav::ValidatePlantedTask(task));
+  const pav::ProverValues sft_prover(task, c["init_gamma"].get<double>());
+  const pav::ProverValues prover(task, c["prover_gamma"].get<double>());
+  const double alpha = c["alpha"].get<double>();
+  const int64_t iterations = c["iterations"].get<int64_t>();
+  const int64_t batch = c["batch"].get<int64_t>();
+  const int64_t eval_every = c["eval_every"].get<int64_t>();
+  const int64_t eval_samples = c["eval_samples"].get<int64_t>();
+  const double success_target = c["success_target"].get<double>();
+  const double lr = c["learning_rate"].get<double>();
+
+  torch::manual_seed(common::DeriveSeed(ctx.seed(), "init", 0));
+  DidacticPolicy policy(task.vocab, task.length, c["hidden"].get<int64_t>());
+  const pav::PlantedAutomaton& automaton = prover.automaton();
+  common::SplitMix64 rng(common::DeriveSeed(ctx.seed(), "samples", 0));
+
+  // SFT: imitate the initial prover's samples (cross-entropy on every token).
+  {
+    std::vector<std::vector<int>> data;
+    const int64_t n = c["sft_samples"].get<int64_t>();
+    for (int64_t i = 0; i < n; ++i) data.push_back(sft_prover.Sample(rng));
+    torch::optim::Adam sft(policy->parameters(), torch::optim::AdamOptions(lr));
+    for (int64_t it = 0; it < c["sft_iterations"].get<int64_t>(); ++it) {
+      std::vector<std::vector<int>> mb;
+      for (int64_t i = 0; i < batch; ++i) mb.push_back(data[static_cast<size_t>(rng.NextInt(0, n - 1))]);
+      Tensor tokens = ToTensor(mb);
+      Tensor logits = policy->forward(tokens);
+      Tensor loss = torch::nn::functional::cross_entropy(logits.reshape({-1, task.vocab}), (tokens - 1).reshape({-1}));
+      sft.zero_grad();
+      loss.backward();
+      sft.step();
+    }
+  }
+
+  torch::optim::Adam optimizer(policy->parameters(), torch::optim::AdamOptions(lr));
+  int64_t reached_at = -1;  // samples drawn when the evaluated success first reached success_target
+  double success = 0;
+  std::vector<std::vector<int>> eval;
+  auto evaluate = [&](int64_t it) {
+    common::SplitMix64 eval_rng(common::DeriveSeed(ctx.seed(), "eval", static_cast<uint64_t>(it)));
+    eval = SamplePolicy(policy, eval_samples, eval_rng);
+    int64_t hits = 0;
+    for (const auto& s : eval) hits += pav::Succeeds(automaton, s) ? 1 : 0;
+    success = static_cast<double>(hits) / static_cast<double>(eval_samples);
+    ctx.ReportMetric("success", it, success);
+    if (reached_at < 0 && success >= success_target) reached_at = it * batch;
+  };
+  evaluate(0);
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t it = 1; it <= iterations; ++it) {
+    if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "stopped during RL");
+    const std::vector<std::vector<int>> seqs = SamplePolicy(policy, batch, rng);
+    // Per-step effective reward: the trajectory's outcome (a Monte-Carlo
+    // estimate of Q^pi of the step taken) minus a leave-one-out baseline,
+    // plus alpha times the prover's exact advantage of the step.
+    std::vector<double> reward(static_cast<size_t>(batch));
+    double total = 0;
+    for (int64_t i = 0; i < batch; ++i) {
+      reward[static_cast<size_t>(i)] = pav::Succeeds(automaton, seqs[static_cast<size_t>(i)]) ? 1 : 0;
+      total += reward[static_cast<size_t>(i)];
+    }
+    Tensor weight = torch::zeros({batch, task.length}, torch::kFloat32);
+    auto w = weight.accessor<float, 2>();
+    double mean_advantage = 0;
+    for (int64_t i = 0; i < batch; ++i) {
+      const double r = reward[static_cast<size_t>(i)];
+      const double baseline = batch > 1 ? (total - r) / static_cast<double>(batch - 1) : 0;
+      const std::vector<double> adv = prover.Advantages(seqs[static_cast<size_t>(i)]);
+      for (int h = 0; h < task.length; ++h) {
+        w[i][h] = static_cast<float>(pav::EffectiveReward(r - baseline, adv[static_cast<size_t>(h)], alpha));
+        mean_advantage += adv[static_cast<size_t>(h)];
+      }
+    }
+    Tensor tokens = ToTensor(seqs);
+    Tensor logp = torch::log_softmax(policy->forward(tokens), -1).gather(-1, (tokens - 1).unsqueeze(-1)).squeeze(-1);
+    Tensor loss = -(logp * weight).sum() / static_cast<double>(batch);
+    optimizer.zero_grad();
+    loss.backward();
+    optimizer.step();
+    if (it % eval_every == 0 || it == iterations) {
+      ctx.ReportMetric("train_success", it, total / static_cast<double>(batch));
+      ctx.ReportMetric("advantage", it, mean_advantage / static_cast<double>(batch * task.length));
+      evaluate(it);
+    }
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ctx.ReportMetric("final_success", 0, success);
+  ctx.ReportMetric("samples_to_target", 0, static_cast<double>(reached_at));
+  ctx.ReportMetric("iterations_per_second", 0, seconds > 0 ? static_cast<double>(iterations) / seconds : 0);
+  ctx.ReportMetric("prover_value", 0, prover.Value(0, task.length));
+  {  // The policy's probability of writing target[k] right after target[0..k) at the start.
+    torch::NoGradGuard guard;
+    const auto m = static_cast<int64_t>(task.target.size());
+    Tensor path = torch::zeros({m, task.length}, torch::kLong);
+    for (int64_t k = 0; k < m; ++k) {
+      for (int64_t j = 0; j < k; ++j) path[k][j] = task.target[static_cast<size_t>(j)];
+    }
+    Tensor probs = torch::softmax(policy->forward(path).to(torch::kFloat64), -1);
+    for (int64_t k = 0; k < m; ++k) {
+      ctx.ReportMetric("path_probability", k, probs[k][k][task.target[static_cast<size_t>(k)] - 1].item<double>());
+    }
+  }
+  int64_t hits = 0;
+  for (const auto& s : eval) hits += pav::Succeeds(automaton, s) ? 1 : 0;
+  for (int64_t n = 1; n <= std::min<int64_t>(64, eval_samples); n *= 2) {
+    ctx.ReportMetric("pass_at", n, pav::PassAtN(eval_samples, hits, n));
+  }
+  // The final evaluation's samples.
+  storage::Table table;
+  std::vector<int64_t> index, found, state;
+  std::vector<std::string> text;
+  std::vector<double> advantage_sum;
+  for (size_t i = 0; i < eval.size(); ++i) {
+    index.push_back(static_cast<int64_t>(i));
+    std::string t;
+    for (int a : eval[i]) t += (t.empty() ? "" : " ") + std::to_string(a);
+    text.push_back(t);
+    found.push_back(pav::Succeeds(automaton, eval[i]) ? 1 : 0);
+    state.push_back(automaton.Run(eval[i]));
+    double sum = 0;
+    for (double a : prover.Advantages(eval[i])) sum += a;
+    advantage_sum.push_back(sum);
+  }
+  table.columns = {{"sample", index}, {"tokens", text}, {"success", found}, {"match_state", state},
+                   {"prover_advantage_sum", advantage_sum}};
+  return ctx.WriteTable("samples", table);
+}
+
+// --- arithmetic chains with a policy and a verifier (pav.rollouts, pav.verifier, pav.search) ---
+
+namespace {
+
+using lm::Transformer;
+
+int EqualsToken() {
+  static const int id = Tokenizer::Encode("=").value().at(0);
+  return id;
+}
+
+std::vector<int> WithBos(const std::vector<int>& prompt, const std::vector<int>& answer = {}) {
+  std::vector<int> s = {Tokenizer::kBos};
+  s.insert(s.end(), prompt.begin(), prompt.end());
+  s.insert(s.end(), answer.begin(), answer.end());
+  return s;
+}
+
+// Answer tokens up to (not including) the first EOS.
+std::vector<int> WithoutEos(const std::vector<int>& answer) {
+  std::vector<int> out;
+  for (int t : answer) {
+    if (t == Tokenizer::kEos) break;
+    out.push_back(t);
+  }
+  return out;
+}
+
+// Step prefixes of an answer: the lengths after each '=' before the first
+// EOS, starting with the empty prefix. A step is one line of the chain.
+std::vector<size_t> StepPrefixes(const std::vector<int>& answer) {
+  std::vector<size_t> ends = {0};
+  for (size_t i = 0; i < answer.size() && answer[i] != Tokenizer::kEos; ++i) {
+    if (answer[i] == EqualsToken()) ends.push_back(i + 1);
+  }
+  return ends;
+}
+
+// The verifier's Q^pi estimate sigmoid(score) of each sequence (BOS prompt
+// answer-prefix), in batches.
+std::vector<double> VerifierValues(Transformer& verifier, const std::vector<std::vector<int>>& seqs, size_t batch) {
+  torch::NoGradGuard guard;
+  std::vector<double> out;
+  out.reserve(seqs.size());
+  for (size_t i = 0; i < seqs.size(); i += batch) {
+    const size_t end = std::min(seqs.size(), i + batch);
+    size_t longest = 1;
+    for (size_t k = i; k < end; ++k) longest = std::max(longest, seqs[k].size());
+    Tensor input = torch::full({static_cast<int64_t>(end - i), static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong);
+    Tensor last = torch::zeros({static_cast<int64_t>(end - i)}, torch::kLong);
+    auto in = input.accessor<int64_t, 2>();
+    for (size_t k = i; k < end; ++k) {
+      for (size_t j = 0; j < seqs[k].size(); ++j) in[static_cast<int64_t>(k - i)][static_cast<int64_t>(j)] = seqs[k][j];
+      last[static_cast<int64_t>(k - i)] = static_cast<int64_t>(seqs[k].size()) - 1;
+    }
+    Tensor q = torch::sigmoid(verifier->Score(verifier->forward(input), last)).to(torch::kFloat64).contiguous();
+    out.insert(out.end(), q.data_ptr<double>(), q.data_ptr<double>() + q.numel());
+  }
+  return out;
+}
+
+// Samples continuations of `prompts` in chunks of `batch`, row i with its own
+// stream (seed, i): the same rows give the same samples in any chunking.
+std::vector<lm::Sampled> SampleChunked(Transformer& model, const std::vector<std::vector<int>>& prompts,
+                                       lm::SampleOptions options, size_t batch, uint64_t seed, const JobContext& ctx,
+                                       common::Status& status) {
+  std::vector<lm::Sampled> out;
+  out.reserve(prompts.size());
+  for (size_t i = 0; i < prompts.size(); i += batch) {
+    if (ctx.cancelled()) {
+      status = common::Status(common::StatusCode::kCancelled, "stopped while sampling");
+      return out;
+    }
+    const size_t end = std::min(prompts.size(), i + batch);
+    std::vector<std::vector<int>> chunk(prompts.begin() + static_cast<std::ptrdiff_t>(i),
+                                        prompts.begin() + static_cast<std::ptrdiff_t>(end));
+    options.seed = common::DeriveSeed(seed, "chunk", i);
+    std::vector<lm::Sampled> part = lm::Generate(model, chunk, options);
+    for (auto& p : part) out.push_back(std::move(p));
+  }
+  return out;
+}
+
+common::Result<std::unique_ptr<SyntheticTask>> TrainedTask(const lm::Checkpoint& policy) {
+  SHAMMIE_ASSIGN_OR_RETURN(TaskSpec spec, TaskSpecFromConfig(policy.job_config));
+  if (spec.family != "arith") {
+    return common::InvalidArgument("the PAV kinds work on step-by-step arithmetic chains (task = \"arith\"); the "
+                                   "upstream policy was trained on \"" + spec.family + "\"");
+  }
+  return SyntheticTask::Make(spec);
+}
+
+common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::string& name, const std::string& kind,
+                                         const std::string& hint) {
+  const Artifact* found = nullptr;
+  for (const auto& a : ctx.inputs()) {
+    if (a.name != name) continue;
+    if (found) return common::InvalidArgument(kind + " reads one upstream \"" + name + "\" but has several; " + hint);
+    found = &a;
+  }
+  if (!found) return common::InvalidArgument(kind + " needs an upstream \"" + name + "\": " + hint);
+  return found;
+}
+
+struct ValueRow {
+  std::string prompt, prefix;  // texts: the prompt and the answer prefix
+  double q = 0;
+};
+
+}  // namespace
+
+common::Status RunPavRollouts(JobContext& ctx) {
+  const auto& c = ctx.config();
+  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, lm::UpstreamModel(ctx, true, "pav.rollouts"));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel policy, lm::LoadModelFile(up->path));
+  SHAMMIE_ASSIGN_OR_RETURN(auto task, TrainedTask(policy.checkpoint));
+  const int64_t n_prompts = c["prompts"].get<int64_t>(), n_cov = c["rollouts"].get<int64_t>(),
+                n_mc = c["mc"].get<int64_t>();
+  const size_t batch = static_cast<size_t>(c["batch"].get<int64_t>());
+  lm::SampleOptions o;
+  o.temperature = c["temperature"].get<double>();
+  o.max_new_tokens = c["max_new_tokens"].get<int64_t>();
+  o.stop_tokens = {Tokenizer::kEos};
+  common::SplitMix64 rng(common::DeriveSeed(ctx.seed(), "prompts", 0));
+  std::vector<Example> prompts;
+  for (int64_t i = 0; i < n_prompts; ++i) prompts.push_back(task->Sample(Split::kTrain, rng));
+  const auto start = std::chrono::steady_clock::now();
+  // Seed rollouts: n_cov per prompt.
+  std::vector<std::vector<int>> rows;
+  for (const auto& e : prompts) {
+    for (int64_t r = 0; r < n_cov; ++r) rows.push_back(WithBos(e.prompt));
+  }
+  common::Status status;
+  const std::vector<lm::Sampled> seeds = SampleChunked(policy.model, rows, o, batch, common::DeriveSeed(ctx.seed(), "rollouts", 0), ctx, status);
+  SHAMMIE_RETURN_IF_ERROR(status);
+  // Every step prefix of every rollout (but the complete answer) gets n_mc completions.
+  struct Prefix {
+    size_t rollout;
+    size_t step, steps;
+    std::vector<int> answer;
+  };
+  std::vector<Prefix> prefixes;
+  std::vector<std::vector<int>> mc_rows;
+  int64_t generated_tokens = 0;
+  for (size_t r = 0; r < seeds.size(); ++r) {
+    generated_tokens += static_cast<int64_t>(seeds[r].tokens.size());
+    const std::vector<size_t> ends = StepPrefixes(seeds[r].tokens);
+    for (size_t h = 0; h < ends.size(); ++h) {
+      std::vector<int> answer(seeds[r].tokens.begin(), seeds[r].tokens.begin() + static_cast<std::ptrdiff_t>(ends[h]));
+      prefixes.push_back({r, h, ends.size(), answer});
+      for (int64_t k = 0; k < n_mc; ++k) mc_rows.push_back(WithBos(prompts[r / static_cast<size_t>(n_cov)].prompt, answer));
+    }
+  }
+  const std::vector<lm::Sampled> mc = SampleChunked(policy.model, mc_rows, o, batch, common::DeriveSeed(ctx.seed(), "mc", 0), ctx, status);
+  SHAMMIE_RETURN_IF_ERROR(status);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::vector<int64_t> prompt_col, rollout_col, step_col, steps_col, final_col, n_col;
+  std::vector<std::string> prompt_text, prefix_text;
+  std::vector<double> q_col;
+  nlohmann::json data = nlohmann::json::array();
+  auto add = [&](size_t r, int64_t step, int64_t steps, const std::vector<int>& answer, double q, int64_t n, bool final) {
+    const Example& e = prompts[r / static_cast<size_t>(n_cov)];
+    prompt_col.push_back(static_cast<int64_t>(r / static_cast<size_t>(n_cov)));
+    rollout_col.push_back(static_cast<int64_t>(r));
+    step_col.push_back(step);
+    steps_col.push_back(steps);
+    final_col.push_back(final ? 1 : 0);
+    n_col.push_back(n);
+    prompt_text.push_back(e.prompt_text);
+    prefix_text.push_back(Tokenizer::Decode(answer));
+    q_col.push_back(q);
+    data.push_back({{"prompt", e.prompt_text}, {"prefix", prefix_text.back()}, {"q", q}});
+  };
+  double correct = 0;
+  for (size_t p = 0; p < prefixes.size(); ++p) {
+    const Prefix& pre = prefixes[p];
+    const Example& e = prompts[pre.rollout / static_cast<size_t>(n_cov)];
+    int64_t hits = 0;
+    for (int64_t k = 0; k < n_mc; ++k) {
+      const lm::Sampled& s = mc[p * static_cast<size_t>(n_mc) + static_cast<size_t>(k)];
+      generated_tokens += static_cast<int64_t>(s.tokens.size());
+      std::vector<int> full = pre.answer;
+      full.insert(full.end(), s.tokens.begin(), s.tokens.end());
+      hits += task->Correct(e, full) ? 1 : 0;
+    }
+    add(pre.rollout, static_cast<int64_t>(pre.step), static_cast<int64_t>(pre.steps), pre.answer,
+        static_cast<double>(hits) / static_cast<double>(std::max<int64_t>(1, n_mc)), n_mc, false);
+    if (pre.step + 1 == pre.steps) {  // the complete answer: its outcome is exact
+      const bool ok = task->Correct(e, seeds[pre.rollout].tokens);
+      correct += ok ? 1 : 0;
+      add(pre.rollout, static_cast<int64_t>(pre.steps), static_cast<int64_t>(pre.steps), WithoutEos(seeds[pre.rollout].tokens),
+          ok ? 1.0 : 0.0, 1, true);
+    }
+  }
+  ctx.ReportMetric("policy_accuracy", 0, correct / static_cast<double>(std::max<size_t>(1, seeds.size())));
+  ctx.ReportMetric("prefixes", 0, static_cast<double>(prefixes.size()));
+  ctx.ReportMetric("rollouts_per_second", 0, seconds > 0 ? static_cast<double>(seeds.size() + mc.size()) / seconds : 0);
+  ctx.ReportMetric("tokens_per_second", 0, seconds > 0 ? static_cast<double>(generated_tokens) / seconds : 0);
+  storage::Table table;
+  table.columns = {{"prompt_index", prompt_col}, {"rollout", rollout_col}, {"step", step_col}, {"steps", steps_col},
+                   {"final", final_col},         {"completions", n_col},   {"prompt", prompt_text},
+                   {"prefix", prefix_text},      {"q", q_col}};
+  SHAMMIE_RETURN_IF_ERROR(ctx.WriteTable("values", table));
+  if (!ctx.artifact_dir().empty()) {
+    SHAMMIE_ASSIGN_OR_RETURN(std::string path, storage::WriteContentAddressed(ctx.artifact_dir(), data.dump() + "\n", "json"));
+    SHAMMIE_RETURN_IF_ERROR(ctx.RecordArtifact("values", path));
+  }
+  return common::Status::Ok();
+}
+
+common::Status RunPavVerifier(JobContext& ctx) {
+  const auto& c = ctx.config();
+  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, lm::UpstreamModel(ctx, true, "pav.verifier"));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel model, lm::LoadModelFile(up->path));
+  std::vector<ValueRow> rows;
+  for (const auto& a : ctx.inputs()) {
+    if (a.name != "values") continue;
+    SHAMMIE_ASSIGN_OR_RETURN(std::string text, storage::ReadVerified(a.path));
+    nlohmann::json data = nlohmann::json::parse(text, nullptr, false);
+    if (data.is_discarded() || !data.is_array()) return common::DataLoss(a.path + ": not a JSON array of values");
+    for (const auto& d : data) rows.push_back({d.at("prompt").get<std::string>(), d.at("prefix").get<std::string>(), d.at("q").get<double>()});
+  }
+  if (rows.empty()) {
+    return common::InvalidArgument("pav.verifier needs upstream pav.rollouts jobs (their \"values\"); job " + ctx.job_id() + " has none");
+  }
+  // Hold out a tenth of the prompts (by hash) for validation.
+  std::vector<std::vector<int>> train_x, val_x;
+  std::vector<double> train_q, val_q;
+  for (const auto& r : rows) {
+    SHAMMIE_ASSIGN_OR_RETURN(std::vector<int> p, Tokenizer::Encode(r.prompt));
+    SHAMMIE_ASSIGN_OR_RETURN(std::vector<int> a, Tokenizer::Encode(r.prefix));
+    const bool val = common::DeriveSeed(0, r.prompt, 0) % 10 == 0;
+    (val ? val_x : train_x).push_back(WithBos(p, a));
+    (val ? val_q : train_q).push_back(r.q);
+  }
+  if (train_x.empty()) return common::InvalidArgument("pav.verifier: every prompt fell into validation; run more rollouts");
+  Transformer& v = model.model;
+  v->train();
+  const int64_t steps = c["steps"].get<int64_t>(), batch = c["batch"].get<int64_t>();
+  const double lr = c["learning_rate"].get<double>();
+  torch::optim::AdamW optimizer(v->parameters(), torch::optim::AdamWOptions(lr).weight_decay(0.01).betas({0.9, 0.95}));
+  common::SplitMix64 rng(common::DeriveSeed(ctx.seed(), "batches", 0));
+  auto loss_of = [&](const std::vector<std::vector<int>>& xs, const std::vector<double>& qs) {
+    torch::NoGradGuard guard;
+    double loss = 0, mae = 0;
+    const std::vector<double> pred = VerifierValues(v, xs, 512);
+    for (size_t i = 0; i < xs.size(); ++i) {
+      const double p = std::clamp(pred[i], 1e-7, 1 - 1e-7);
+      loss -= qs[i] * std::log(p) + (1 - qs[i]) * std::log(1 - p);
+      mae += std::abs(pred[i] - qs[i]);
+    }
+    const double n = static_cast<double>(std::max<size_t>(1, xs.size()));
+    return std::make_pair(loss / n, mae / n);
+  };
+  const int64_t eval_every = c["eval_every"].get<int64_t>();
+  for (int64_t step = 0; step < steps; ++step) {
+    if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "stopped while training the verifier");
+    const double warm = std::min(1.0, static_cast<double>(step + 1) / 20.0);
+    const double cosine = 0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(steps)));
+    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr * warm * cosine);
+    std::vector<std::vector<int>> xs;
+    std::vector<float> qs;
+    size_t longest = 1;
+    for (int64_t i = 0; i < batch; ++i) {
+      const size_t k = static_cast<size_t>(rng.NextInt(0, static_cast<int64_t>(train_x.size()) - 1));
+      xs.push_back(train_x[k]);
+      qs.push_back(static_cast<float>(train_q[k]));
+      longest = std::max(longest, train_x[k].size());
+    }
+    Tensor input = torch::full({batch, static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong);
+    Tensor last = torch::zeros({batch}, torch::kLong);
+    auto in = input.accessor<int64_t, 2>();
+    for (int64_t i = 0; i < batch; ++i) {
+      const auto& x = xs[static_cast<size_t>(i)];
+      for (size_t j = 0; j < x.size(); ++j) in[i][static_cast<int64_t>(j)] = x[j];
+      last[i] = static_cast<int64_t>(x.size()) - 1;
+    }
+    Tensor target = torch::from_blob(qs.data(), {batch}, torch::kFloat32).clone();
+    Tensor loss = torch::binary_cross_entropy_with_logits(v->Score(v->forward(input), last), target);
+    optimizer.zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(v->parameters(), 1.0);
+    optimizer.step();
+    if ((step + 1) % 10 == 0) ctx.ReportMetric("loss", step + 1, loss.item<double>());
+    if ((step + 1) % eval_every == 0 || step + 1 == steps) {
+      v->eval();
+      const auto [val_loss, val_mae] = loss_of(val_x, val_q);
+      v->train();
+      ctx.ReportMetric("val_loss", step + 1, val_loss);
+      ctx.ReportMetric("val_mae", step + 1, val_mae);
+    }
+  }
+  v->eval();
+  ctx.ReportMetric("train_rows", 0, static_cast<double>(train_x.size()));
+  ctx.ReportMetric("val_rows", 0, static_cast<double>(val_x.size()));
+  if (!ctx.artifact_dir().empty()) {
+    lm::Checkpoint ck;
+    ck.model = v->config;
+    ck.vocab = v->vocab;
+    ck.job_config = model.checkpoint.job_config;  // the policy's: says which task
+    ck.model_bytes = lm::SaveModule(*v);
+    ck.state.finished = true;
+    ck.state.step = steps;
+    SHAMMIE_ASSIGN_OR_RETURN(std::string path,
+                             storage::WriteContentAddressed(ctx.artifact_dir(), lm::SerializeCheckpoint(ck), "ckpt"));
+    SHAMMIE_RETURN_IF_ERROR(ctx.RecordArtifact("verifier", path));
+  }
+  return common::Status::Ok();
+}
+
+common::Status RunPavSearch(JobContext& ctx) {
+  const auto& c = ctx.config();
+  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, lm::UpstreamModel(ctx, true, "pav.search"));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel policy, lm::LoadModelFile(up->path));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* vf, OneInput(ctx, "verifier", "pav.search", "a pav.verifier stage in depends_on"));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel verifier, lm::LoadModelFile(vf->path));
+  SHAMMIE_ASSIGN_OR_RETURN(auto task, TrainedTask(policy.checkpoint));
+  const std::vector<Example> set = lm::EvalSet(*task, Split::kTest, c["prompts"].get<int64_t>());
+  const size_t n_prompts = std::min(set.size(), static_cast<size_t>(c["prompts"].get<int64_t>()));
+  const size_t batch = static_cast<size_t>(c["batch"].get<int64_t>());
+  const std::string method = c["method"].get<std::string>();
+  lm::SampleOptions o;
+  o.temperature = c["temperature"].get<double>();
+  o.max_new_tokens = c["max_new_tokens"].get<int64_t>();
+  o.stop_tokens = {Tokenizer::kEos};
+  common::Status status;
+  std::vector<std::string> generated(n_prompts);
+  std::vector<int64_t> correct(n_prompts), tokens(n_prompts);
+  std::vector<double> chosen_q(n_prompts);
+  const auto start = std::chrono::steady_clock::now();
+  if (method == "best-of-n") {
+    const auto n = static_cast<size_t>(c["n"].get<int64_t>());
+    std::vector<std::vector<int>> rows;
+    for (size_t p = 0; p < n_prompts; ++p) {
+      for (size_t k = 0; k < n; ++k) rows.push_back(WithBos(set[p].prompt));
+    }
+    const std::vector<lm::Sampled> out = SampleChunked(policy.model, rows, o, batch, common::DeriveSeed(ctx.seed(), "best-of-n", 0), ctx, status);
+    SHAMMIE_RETURN_IF_ERROR(status);
+    std::vector<std::vector<int>> scored;
+    for (size_t r = 0; r < out.size(); ++r) scored.push_back(WithBos(set[r / n].prompt, WithoutEos(out[r].tokens)));
+    const std::vector<double> q = VerifierValues(verifier.model, scored, batch);
+    // The verifier as an outcome reward model over the first N samples, N = 1, 2, 4, ..., n.
+    for (size_t big_n = 1;; big_n = std::min(n, big_n * 2)) {
+      double acc = 0, any = 0, spent = 0;
+      for (size_t p = 0; p < n_prompts; ++p) {
+        size_t best = p * n;
+        bool hit = false;
+        for (size_t k = 0; k < big_n; ++k) {
+          const size_t r = p * n + k;
+          if (q[r] > q[best]) best = r;
+          hit = hit || task->Correct(set[p], out[r].tokens);
+          spent += static_cast<double>(out[r].tokens.size());
+        }
+        const bool ok = task->Correct(set[p], out[best].tokens);
+        acc += ok ? 1 : 0;
+        any += hit ? 1 : 0;
+        if (big_n == n) {
+          generated[p] = Tokenizer::Decode(out[best].tokens);
+          correct[p] = ok ? 1 : 0;
+          chosen_q[p] = q[best];
+          tokens[p] = 0;
+          for (size_t k = 0; k < n; ++k) tokens[p] += static_cast<int64_t>(out[p * n + k].tokens.size());
+        }
+      }
+      const double np = static_cast<double>(std::max<size_t>(1, n_prompts));
+      ctx.ReportMetric("accuracy_at_n", static_cast<int64_t>(big_n), acc / np);
+      ctx.ReportMetric("tokens_at_n", static_cast<int64_t>(big_n), spent / np);
+      ctx.ReportMetric("pass_at_n", static_cast<int64_t>(big_n), any / np);
+      ctx.ReportMetric("accuracy_by_tokens", static_cast<int64_t>(std::lround(spent / np)), acc / np);
+      if (big_n == n) break;
+    }
+  } else {  // beam search scored by Q^pi + alpha * A^mu, mu = Best-of-K(pi)
+    const auto width = static_cast<size_t>(c["beam"].get<int64_t>());
+    const auto candidates = static_cast<size_t>(c["candidates"].get<int64_t>());
+    const double alpha = c["alpha"].get<double>(), k = c["prover_k"].get<double>();
+    const int64_t max_steps = c["max_steps"].get<int64_t>();
+    lm::SampleOptions step_options = o;
+    step_options.stop_tokens = {Tokenizer::kEos, EqualsToken()};
+    struct Beam {
+      std::vector<int> answer;  // generated so far (EOS included when done)
+      double q = 0, score = 0;
+      bool done = false;
+    };
+    std::vector<std::vector<Beam>> beams(n_prompts);
+    {
+      std::vector<std::vector<int>> roots;
+      for (size_t p = 0; p < n_prompts; ++p) roots.push_back(WithBos(set[p].prompt));
+      const std::vector<double> q = VerifierValues(verifier.model, roots, batch);
+      for (size_t p = 0; p < n_prompts; ++p) beams[p] = {Beam{{}, q[p], q[p], false}};
+    }
+    for (int64_t step = 0; step < max_steps; ++step) {
+      // Expand every open beam: C samples each (width x C from the root).
+      std::vector<std::vector<int>> rows;
+      std::vector<std::pair<size_t, size_t>> parent;  // (prompt, beam)
+      for (size_t p = 0; p < n_prompts; ++p) {
+        for (size_t b = 0; b < beams[p].size(); ++b) {
+          if (beams[p][b].done) continue;
+          const size_t draws = step == 0 ? width * candidates : candidates;
+          for (size_t d = 0; d < draws; ++d) {
+            rows.push_back(WithBos(set[p].prompt, beams[p][b].answer));
+            parent.push_back({p, b});
+          }
+        }
+      }
+      if (rows.empty()) break;
+      const std::vector<lm::Sampled> out =
+          SampleChunked(policy.model, rows, step_options, batch, common::DeriveSeed(ctx.seed(), "beam", static_cast<uint64_t>(step)), ctx, status);
+      SHAMMIE_RETURN_IF_ERROR(status);
+      std::vector<Beam> fresh(out.size());
+      std::vector<std::vector<int>> scored;
+      for (size_t r = 0; r < out.size(); ++r) {
+        const auto [p, b] = parent[r];
+        tokens[p] += static_cast<int64_t>(out[r].tokens.size());
+        fresh[r].answer = beams[p][b].answer;
+        fresh[r].answer.insert(fresh[r].answer.end(), out[r].tokens.begin(), out[r].tokens.end());
+        fresh[r].done = !out[r].stopped || out[r].tokens.back() == Tokenizer::kEos ||
+                        static_cast<int64_t>(fresh[r].answer.size()) >= o.max_new_tokens;
+        scored.push_back(WithBos(set[p].prompt, WithoutEos(fresh[r].answer)));
+      }
+      const std::vector<double> q = VerifierValues(verifier.model, scored, batch);
+      std::vector<std::vector<Beam>> next(n_prompts);
+      for (size_t p = 0; p < n_prompts; ++p) {
+        for (const Beam& b : beams[p]) {
+          if (b.done) next[p].push_back(b);
+        }
+      }
+      for (size_t r = 0; r < out.size(); ++r) {
+        const auto [p, b] = parent[r];
+        fresh[r].q = q[r];
+        fresh[r].score = q[r] + alpha * (pav::BestOfK(q[r], k) - pav::BestOfK(beams[p][b].q, k));
+        next[p].push_back(std::move(fresh[r]));
+      }
+      for (size_t p = 0; p < n_prompts; ++p) {
+        std::stable_sort(next[p].begin(), next[p].end(), [](const Beam& x, const Beam& y) { return x.score > y.score; });
+        if (next[p].size() > width) next[p].resize(width);
+      }
+      beams = std::move(next);
+    }
+    for (size_t p = 0; p < n_prompts; ++p) {
+      // The answer: the finished beam the verifier rates highest (as an ORM).
+      const Beam* best = nullptr;
+      for (const Beam& b : beams[p]) {
+        if (!best || (b.done && !best->done) || (b.done == best->done && b.q > best->q)) best = &b;
+      }
+      generated[p] = Tokenizer::Decode(best->answer);
+      correct[p] = task->Correct(set[p], best->answer) ? 1 : 0;
+      chosen_q[p] = best->q;
+    }
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double acc = 0, spent = 0;
+  for (size_t p = 0; p < n_prompts; ++p) {
+    acc += static_cast<double>(correct[p]);
+    spent += static_cast<double>(tokens[p]);
+  }
+  const double np = static_cast<double>(std::max<size_t>(1, n_prompts));
+  ctx.ReportMetric("accuracy", 0, acc / np);
+  ctx.ReportMetric("tokens", 0, spent / np);
+  ctx.ReportMetric("seconds", 0, seconds);
+  if (method != "best-of-n") ctx.ReportMetric("accuracy_by_tokens", std::lround(spent / np), acc / np);
+  storage::Table table;
+  std::vector<int64_t> index(n_prompts);
+  std::vector<std::string> prompt(n_prompts), answer(n_prompts);
+  for (size_t p = 0; p < n_prompts; ++p) {
+    index[p] = static_cast<int64_t>(p);
+    prompt[p] = set[p].prompt_text;
+    answer[p] = set[p].answer_text;
+  }
+  table.columns = {{"example", index},   {"prompt", prompt},       {"answer", answer}, {"generated", generated},
+                   {"correct", correct}, {"verifier_q", chosen_q}, {"tokens", tokens}};
+  return ctx.WriteTable("search", table);
+}
+
+}  // namespace shammie::workers
