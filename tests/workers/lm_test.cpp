@@ -13,6 +13,7 @@
 #include "workers/dataset.hpp"
 #include "workers/lm_kinds.hpp"
 #include "workers/local_context.hpp"
+#include "tests/workers/kind_config.hpp"
 
 namespace shammie::workers {
 namespace {
@@ -218,20 +219,7 @@ TEST(LmTest, ResumeAfterAStopGivesTheUninterruptedRunBitForBit) {
   EXPECT_EQ(TrainLanguageModel(other, wrong).status().code(), common::StatusCode::kFailedPrecondition);
 }
 
-// The defaults of a kind's config keys, with `overrides` applied.
-nlohmann::json KindConfig(const std::string& kind, const nlohmann::json& overrides) {
-  KindRegistry registry;
-  RegisterLmKinds(registry);
-  const JobKind* k = registry.Find(kind);
-  EXPECT_NE(k, nullptr);
-  nlohmann::json c = nlohmann::json::object();
-  for (const auto& key : k->config.keys()) c[key.name] = key.default_value;
-  for (const auto& [key, value] : overrides.items()) {
-    EXPECT_TRUE(c.contains(key)) << key;
-    c[key] = value;
-  }
-  return c;
-}
+using testing::KindConfig;
 
 // lm.train -> lm.eval and lm.sample through their job code, with checkpoints
 // on disk: the eval job's accuracy is the fraction of "correct" rows of its

@@ -1,0 +1,32 @@
+// A job kind's resolved config for tests that call job code directly: the
+// defaults of the kind's keys with `overrides` applied (an override of an
+// unknown key fails the test).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "workers/job_kind.hpp"
+#include "workers/lm_kinds.hpp"
+
+namespace shammie::testing {
+
+inline nlohmann::json KindConfig(const std::string& kind, const nlohmann::json& overrides) {
+  workers::KindRegistry registry;
+  workers::RegisterLmKinds(registry);
+  const workers::JobKind* k = registry.Find(kind);
+  EXPECT_NE(k, nullptr) << kind;
+  nlohmann::json c = nlohmann::json::object();
+  if (!k) return c;
+  for (const auto& key : k->config.keys()) c[key.name] = key.default_value;
+  for (const auto& [key, value] : overrides.items()) {
+    EXPECT_TRUE(c.contains(key)) << key;
+    c[key] = value;
+  }
+  return c;
+}
+
+}  // namespace shammie::testing

@@ -1,0 +1,148 @@
+// The pav.* job kinds through their job code (workers/lm_pav.cpp): what
+// follows from the method whatever the model learns. alpha = 0 makes the
+// prover irrelevant (outcome RL; beam search on Q^pi alone); Monte-Carlo
+// values are shares of completions and complete answers carry their exact
+// outcome; best-of-N's oracle pass@N never falls with N.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "tests/test_util.hpp"
+#include "tests/workers/kind_config.hpp"
+#include "workers/lm.hpp"
+#include "workers/local_context.hpp"
+
+namespace shammie::workers {
+namespace {
+
+using testing::KindConfig;
+
+template <typename T>
+const std::vector<T>& Col(const storage::Table& t, const std::string& name) {
+  for (const auto& c : t.columns) {
+    if (c.name == name) return std::get<std::vector<T>>(c.values);
+  }
+  ADD_FAILURE() << "no column " << name;
+  static const std::vector<T> empty;
+  return empty;
+}
+
+nlohmann::json Didactic(double alpha, double gamma) {
+  return KindConfig("pav.didactic", {{"iterations", 40}, {"eval_every", 20}, {"eval_samples", 200},
+                                     {"sft_iterations", 100}, {"alpha", alpha}, {"prover_gamma", gamma}});
+}
+
+TEST(PavKindsTest, DidacticRlIsReproducibleAndAlphaZeroIgnoresTheProver) {
+  LocalJobContext a("a", Didactic(0, 5), 3), b("b", Didactic(0, 100), 3), c("c", Didactic(1, 100), 3),
+      again("d", Didactic(1, 100), 3);
+  for (LocalJobContext* ctx : {&a, &b, &c, &again}) {
+    common::Status s = RunPavDidactic(*ctx);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  // Outcome-only RL: the prover's strength changes nothing, bit for bit.
+  EXPECT_EQ(a.metrics().at("success"), b.metrics().at("success"));
+  EXPECT_EQ(Col<std::string>(a.tables().at("samples"), "tokens"), Col<std::string>(b.tables().at("samples"), "tokens"));
+  // With alpha = 1 the prover's advantages steer the updates.
+  EXPECT_NE(Col<std::string>(b.tables().at("samples"), "tokens"), Col<std::string>(c.tables().at("samples"), "tokens"));
+  EXPECT_EQ(c.metrics().at("success"), again.metrics().at("success"));
+  // The table agrees with the metric, and the advantages of every sample
+  // telescope to its outcome minus V^mu of the empty prefix.
+  const auto& success = Col<int64_t>(c.tables().at("samples"), "success");
+  const auto& sum = Col<double>(c.tables().at("samples"), "prover_advantage_sum");
+  const double v0 = c.metrics().at("prover_value").back().value;
+  double hits = 0;
+  for (size_t i = 0; i < success.size(); ++i) {
+    hits += static_cast<double>(success[i]);
+    EXPECT_NEAR(sum[i], static_cast<double>(success[i]) - v0, 1e-12);
+  }
+  EXPECT_DOUBLE_EQ(hits / static_cast<double>(success.size()), c.metrics().at("final_success").back().value);
+}
+
+TEST(PavKindsTest, BadTargetsAreRefused) {
+  LocalJobContext ctx("x", KindConfig("pav.didactic", {{"target", {3, 14}}}), 1);
+  EXPECT_EQ(RunPavDidactic(ctx).code(), common::StatusCode::kInvalidArgument);
+}
+
+// policy -> rollouts -> verifier -> search, with checkpoints on disk.
+TEST(PavKindsTest, RolloutsVerifierAndSearchOnArithmeticChains) {
+  testing::ScratchDir dir("pav-lm");
+  LocalJobContext policy("policy", KindConfig("lm.train", {{"task", "arith"}, {"modulus", 5}, {"operations", 2},
+                                                           {"d_model", 32}, {"heads", 2}, {"steps", 150},
+                                                           {"eval_every", 150}, {"eval_examples", 64}}), 5);
+  policy.set_artifact_dir(dir.File("artifacts"));
+  ASSERT_TRUE(RunLmTrain(policy).ok());
+
+  LocalJobContext rollouts("rollouts", KindConfig("pav.rollouts", {{"prompts", 12}, {"rollouts", 2}, {"mc", 4}}), 6);
+  rollouts.set_artifact_dir(dir.File("artifacts"));
+  rollouts.set_inputs(policy.recorded());
+  common::Status s = RunPavRollouts(rollouts);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const storage::Table& values = rollouts.tables().at("values");
+  const auto& step = Col<int64_t>(values, "step");
+  const auto& final = Col<int64_t>(values, "final");
+  const auto& q = Col<double>(values, "q");
+  const auto& prefix = Col<std::string>(values, "prefix");
+  int64_t empty = 0, finals = 0;
+  for (size_t i = 0; i < q.size(); ++i) {
+    if (final[i]) {
+      ++finals;
+      EXPECT_TRUE(q[i] == 0 || q[i] == 1) << "a complete answer's value is its outcome";
+    } else {
+      EXPECT_DOUBLE_EQ(q[i] * 4, std::round(q[i] * 4)) << "a share of 4 completions";
+      if (step[i] == 0) {
+        ++empty;
+        EXPECT_EQ(prefix[i], "");
+      } else {
+        EXPECT_EQ(prefix[i].back(), '=') << "prefixes end with a step";
+      }
+    }
+  }
+  EXPECT_EQ(empty, 12 * 2);
+  EXPECT_EQ(finals, 12 * 2);
+  ASSERT_EQ(rollouts.recorded().size(), 1u);
+  EXPECT_EQ(rollouts.recorded()[0].name, "values");
+
+  LocalJobContext verifier("verifier", KindConfig("pav.verifier", {{"steps", 30}, {"eval_every", 30}}), 7);
+  verifier.set_artifact_dir(dir.File("artifacts"));
+  std::vector<Artifact> inputs = policy.recorded();
+  inputs.insert(inputs.end(), rollouts.recorded().begin(), rollouts.recorded().end());
+  verifier.set_inputs(inputs);
+  s = RunPavVerifier(verifier);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_EQ(verifier.recorded().size(), 1u);
+  EXPECT_EQ(verifier.recorded()[0].name, "verifier");
+
+  std::vector<Artifact> search_inputs = policy.recorded();
+  search_inputs.push_back(verifier.recorded()[0]);
+  LocalJobContext bon("bon", KindConfig("pav.search", {{"method", "best-of-n"}, {"n", 8}, {"prompts", 20}}), 8);
+  bon.set_inputs(search_inputs);
+  s = RunPavSearch(bon);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const auto& pass = bon.metrics().at("pass_at_n");
+  ASSERT_EQ(pass.size(), 4u);  // N = 1, 2, 4, 8
+  for (size_t i = 1; i < pass.size(); ++i) EXPECT_GE(pass[i].value, pass[i - 1].value);
+  const auto& acc = bon.metrics().at("accuracy_at_n");
+  for (size_t i = 0; i < acc.size(); ++i) EXPECT_LE(acc[i].value, pass[i].value);
+  EXPECT_DOUBLE_EQ(acc[0].value, pass[0].value) << "one sample: nothing to choose";
+
+  // Beam search with alpha = 0 ranks by Q^pi alone: the prover's K is inert.
+  auto beam = [&](double alpha, double k) {
+    LocalJobContext ctx("beam", KindConfig("pav.search", {{"method", "beam"}, {"beam", 2}, {"prompts", 20},
+                                                          {"alpha", alpha}, {"prover_k", k}}), 9);
+    ctx.set_inputs(search_inputs);
+    common::Status st = RunPavSearch(ctx);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return Col<std::string>(ctx.tables().at("search"), "generated");
+  };
+  EXPECT_EQ(beam(0, 1), beam(0, 32));
+  // Missing inputs are named.
+  LocalJobContext lonely("lonely", KindConfig("pav.search", {}), 1);
+  lonely.set_inputs(policy.recorded());
+  s = RunPavSearch(lonely);
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("verifier"), std::string::npos) << s.ToString();
+}
+
+}  // namespace
+}  // namespace shammie::workers
