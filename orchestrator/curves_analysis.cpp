@@ -1,5 +1,6 @@
 #include "orchestrator/curves_analysis.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -34,6 +35,7 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
   // group -> step -> one value per run
   std::map<std::string, std::map<int64_t, std::vector<double>>> groups;
   std::map<std::string, size_t> group_runs;
+  std::map<std::string, nlohmann::json> group_key;  // the `by` values, for ordering
   std::vector<std::string> order;
   size_t stage_runs = 0;
   for (const auto& run : runs) {
@@ -54,7 +56,12 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
       return points.status();
     }
     const std::string g = GroupName(config, a.by);
-    if (!groups.count(g)) order.push_back(g);
+    if (!groups.count(g)) {
+      order.push_back(g);
+      nlohmann::json key = nlohmann::json::array();
+      for (const auto& k : a.by) key.push_back(config[k]);
+      group_key[g] = key;
+    }
     ++group_runs[g];
     for (const auto& p : *points) groups[g][p.step].push_back(p.value);
   }
@@ -62,6 +69,9 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
     return common::FailedPrecondition(stage_runs == 0 ? "stage " + a.stage + " has no finished runs yet"
                                                       : "no run of stage " + a.stage + " reported metric " + a.metric);
   }
+  // Groups in order of their `by` values (numbers numerically).
+  std::stable_sort(order.begin(), order.end(),
+                   [&](const std::string& x, const std::string& y) { return group_key[x] < group_key[y]; });
   std::vector<std::string> group_col;
   std::vector<int64_t> step_col, runs_col;
   std::vector<double> mean_col, lower_col, upper_col;

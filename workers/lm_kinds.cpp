@@ -194,7 +194,7 @@ void RegisterLmKinds(KindRegistry& registry) {
             "the target occurs in it. A MADE-style MLP policy is fine-tuned on samples of the init_gamma prover, then "
             "trained by REINFORCE with the per-step effective reward Q^pi + alpha A^mu of the prover_gamma prover "
             "(A^mu exact by dynamic programming; alpha = 0 is outcome-only RL). Metrics success (per eval_every "
-            "iterations), final_success, samples_to_target, pass_at (step = N), path_probability (step = k: the policy's "
+            "iterations), final_success, reached_target, samples_to_target, pass_at (step = N), path_probability (step = k: the policy's "
             "probability of target[k] after target[0..k)); table \"samples\".";
     k.config = common::Schema(k.name, k.doc);
     k.config.Int("vocab").Default(13).Range(2, 1000).Doc("Tokens 1..vocab.");
@@ -217,7 +217,8 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Int("eval_every").Default(50).Range(1, 10000000).Doc("Iterations between evaluations.");
     k.config.Int("eval_samples").Default(1000).Range(1, 10000000).Doc("Policy samples per evaluation.");
     k.config.Float("success_target").Default(0.5).Min(0).Max(1)
-        .Doc("samples_to_target: RL samples drawn when the evaluated success first reaches this (-1: never).");
+        .Doc("samples_to_target: RL samples drawn when the evaluated success first reached this (reported only then; "
+             "reached_target says whether it did).");
     k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_pav_didactic", ctx); };
     Register(registry, std::move(k));

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <cmath>
@@ -194,7 +195,8 @@ common::Status RunPavDidactic(JobContext& ctx) {
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ctx.ReportMetric("final_success", 0, success);
-  ctx.ReportMetric("samples_to_target", 0, static_cast<double>(reached_at));
+  ctx.ReportMetric("reached_target", 0, reached_at >= 0 ? 1.0 : 0.0);
+  if (reached_at >= 0) ctx.ReportMetric("samples_to_target", 0, static_cast<double>(reached_at));
   ctx.ReportMetric("iterations_per_second", 0, seconds > 0 ? static_cast<double>(iterations) / seconds : 0);
   ctx.ReportMetric("prover_value", 0, prover.Value(0, task.length));
   {  // The policy's probability of writing target[k] right after target[0..k) at the start.
@@ -492,6 +494,11 @@ common::Status RunPavVerifier(JobContext& ctx) {
     return std::make_pair(loss / n, mae / n);
   };
   const int64_t eval_every = c["eval_every"].get<int64_t>();
+  // The parameters at the best validation loss are the ones kept (the
+  // verifier overfits a small pool of prompts).
+  std::string best_bytes;
+  double best_val = std::numeric_limits<double>::infinity();
+  int64_t best_step = 0;
   for (int64_t step = 0; step < steps; ++step) {
     if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "stopped while training the verifier");
     const double warm = std::min(1.0, static_cast<double>(step + 1) / 20.0);
@@ -527,9 +534,16 @@ common::Status RunPavVerifier(JobContext& ctx) {
       v->train();
       ctx.ReportMetric("val_loss", step + 1, val_loss);
       ctx.ReportMetric("val_mae", step + 1, val_mae);
+      if (val_x.empty() || val_loss < best_val) {
+        best_val = val_loss;
+        best_step = step + 1;
+        best_bytes = lm::SaveModule(*v);
+      }
     }
   }
   v->eval();
+  if (!best_bytes.empty()) SHAMMIE_RETURN_IF_ERROR(lm::LoadModule(*v, best_bytes, "the best verifier"));
+  ctx.ReportMetric("best_step", 0, static_cast<double>(best_step));
   ctx.ReportMetric("train_rows", 0, static_cast<double>(train_x.size()));
   ctx.ReportMetric("val_rows", 0, static_cast<double>(val_x.size()));
   if (!ctx.artifact_dir().empty()) {
