@@ -39,6 +39,9 @@ cases=(
   "small-gen-b8|sample|--d 128 --layers 5 --heads 4|--length 31 --batch 8 --rows 24 --new 64"
   "small-gen-b1|sample|--d 128 --layers 5 --heads 4|--length 31 --batch 1 --rows 3 --new 64"
   "medium-gen-b8|sample|--d 512 --layers 6 --heads 8|--length 31 --batch 8 --rows 16 --new 64"
+  # The shape of pav.rollouts (docs/experiments/pav.md): a 2-layer d = 64
+  # policy, short prompts, 1024 rows decoded together.
+  "rollout-gen-b1024|sample|--d 64 --layers 2 --heads 4|--length 7 --batch 1024 --rows 2048 --new 16"
 )
 
 runs=

@@ -129,5 +129,9 @@ common::Status RunPavDidactic(JobContext& ctx);
 common::Status RunPavRollouts(JobContext& ctx);
 common::Status RunPavVerifier(JobContext& ctx);
 common::Status RunPavSearch(JobContext& ctx);
+// - pav.rl: online REINFORCE of the upstream policy on training prompts with
+//   the per-step effective reward (outcome - baseline) + alpha A^mu, A^mu
+//   from the verifier and mu = Best-of-K; alpha = 0 is outcome-only RL.
+common::Status RunPavRl(JobContext& ctx);
 
 }  // namespace shammie::workers

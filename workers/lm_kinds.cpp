@@ -283,6 +283,29 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_pav_search", ctx); };
     Register(registry, std::move(k));
   }
+  {
+    JobKind k;
+    k.name = "pav.rl";
+    k.doc = "Online RL of the upstream policy on training prompts (REINFORCE, `samples` per prompt, the outcome "
+            "measured against the mean of the prompt's other samples) with the per-step effective reward: every token "
+            "of step h is weighted by that outcome term + alpha (Q^mu(s_h+1) - Q^mu(s_h)), Q^mu = 1 - (1 - Q^pi)^K from "
+            "the upstream pav.verifier. alpha = 0 is outcome-only RL (no verifier needed). Metrics accuracy (one "
+            "sample per test prompt; step = RL samples drawn), train_accuracy, pass_at_n of the final policy.";
+    k.config = common::Schema(k.name, k.doc);
+    k.config.Int("iterations").Default(150).Range(1, 10000000).Doc("Policy updates.");
+    k.config.Int("batch").Default(16).Range(1, 1 << 20).Doc("Training prompts per update.");
+    k.config.Int("samples").Default(4).Range(1, 1024).Doc("Samples per prompt (the baseline is the others' mean).");
+    k.config.Float("alpha").Default(0.5).Min(0).Max(100).Doc("Weight of the prover's advantage; 0 = outcome only.");
+    k.config.Float("prover_k").Default(4.0).Min(1).Max(1e6).Doc("The prover is Best-of-K of the policy.");
+    k.config.Float("learning_rate").Default(1e-4).Min(0, true).Max(10).Doc("AdamW step size.");
+    k.config.Int("eval_every").Default(10).Range(1, 10000000).Doc("Updates between evaluations.");
+    k.config.Int("eval_prompts").Default(300).Range(1, 10000000).Doc("Test prompts of each evaluation.");
+    k.config.Int("pass_samples").Default(16).Range(1, 4096).Doc("Samples per test prompt for the final pass@N.");
+    k.config.Int("max_new_tokens").Default(32).Range(1, 100000).Doc("Longest solution.");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_pav_rl", ctx); };
+    Register(registry, std::move(k));
+  }
 }
 
 }  // namespace shammie::workers

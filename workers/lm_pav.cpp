@@ -7,6 +7,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <cmath>
 #include <string>
@@ -344,7 +345,32 @@ common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::strin
 struct ValueRow {
   std::string prompt, prefix;  // texts: the prompt and the answer prefix
   double q = 0;
+  bool final = false;  // a complete answer: q is its exact outcome
 };
+
+// The probability that a random positive scores above a random negative
+// (ties count half); NaN without both classes.
+double Auc(const std::vector<double>& score, const std::vector<bool>& positive) {
+  std::vector<size_t> order(score.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return score[a] < score[b]; });
+  double rank_sum = 0, pos = 0;
+  for (size_t i = 0; i < order.size();) {
+    size_t j = i;
+    while (j < order.size() && score[order[j]] == score[order[i]]) ++j;
+    const double mid = (static_cast<double>(i) + static_cast<double>(j) + 1) / 2;  // 1-based mean rank
+    for (size_t t = i; t < j; ++t) {
+      if (positive[order[t]]) {
+        rank_sum += mid;
+        pos += 1;
+      }
+    }
+    i = j;
+  }
+  const double neg = static_cast<double>(score.size()) - pos;
+  if (pos == 0 || neg == 0) return std::nan("");
+  return (rank_sum - pos * (pos + 1) / 2) / (pos * neg);
+}
 
 }  // namespace
 
@@ -409,7 +435,7 @@ common::Status RunPavRollouts(JobContext& ctx) {
     prompt_text.push_back(e.prompt_text);
     prefix_text.push_back(Tokenizer::Decode(answer));
     q_col.push_back(q);
-    data.push_back({{"prompt", e.prompt_text}, {"prefix", prefix_text.back()}, {"q", q}});
+    data.push_back({{"prompt", e.prompt_text}, {"prefix", prefix_text.back()}, {"q", q}, {"final", final}});
   };
   double correct = 0;
   for (size_t p = 0; p < prefixes.size(); ++p) {
@@ -459,7 +485,10 @@ common::Status RunPavVerifier(JobContext& ctx) {
     SHAMMIE_ASSIGN_OR_RETURN(std::string text, storage::ReadVerified(a.path));
     nlohmann::json data = nlohmann::json::parse(text, nullptr, false);
     if (data.is_discarded() || !data.is_array()) return common::DataLoss(a.path + ": not a JSON array of values");
-    for (const auto& d : data) rows.push_back({d.at("prompt").get<std::string>(), d.at("prefix").get<std::string>(), d.at("q").get<double>()});
+    for (const auto& d : data) {
+      rows.push_back({d.at("prompt").get<std::string>(), d.at("prefix").get<std::string>(), d.at("q").get<double>(),
+                      d.value("final", false)});
+    }
   }
   if (rows.empty()) {
     return common::InvalidArgument("pav.verifier needs upstream pav.rollouts jobs (their \"values\"); job " + ctx.job_id() + " has none");
@@ -467,12 +496,14 @@ common::Status RunPavVerifier(JobContext& ctx) {
   // Hold out a tenth of the prompts (by hash) for validation.
   std::vector<std::vector<int>> train_x, val_x;
   std::vector<double> train_q, val_q;
+  std::vector<bool> val_final;
   for (const auto& r : rows) {
     SHAMMIE_ASSIGN_OR_RETURN(std::vector<int> p, Tokenizer::Encode(r.prompt));
     SHAMMIE_ASSIGN_OR_RETURN(std::vector<int> a, Tokenizer::Encode(r.prefix));
     const bool val = common::DeriveSeed(0, r.prompt, 0) % 10 == 0;
     (val ? val_x : train_x).push_back(WithBos(p, a));
     (val ? val_q : train_q).push_back(r.q);
+    if (val) val_final.push_back(r.final);
   }
   if (train_x.empty()) return common::InvalidArgument("pav.verifier: every prompt fell into validation; run more rollouts");
   Transformer& v = model.model;
@@ -544,6 +575,18 @@ common::Status RunPavVerifier(JobContext& ctx) {
   v->eval();
   if (!best_bytes.empty()) SHAMMIE_RETURN_IF_ERROR(lm::LoadModule(*v, best_bytes, "the best verifier"));
   ctx.ReportMetric("best_step", 0, static_cast<double>(best_step));
+  {  // How well the kept verifier ranks held-out complete answers (exact labels): its use as an ORM.
+    const std::vector<double> pred = VerifierValues(v, val_x, 512);
+    std::vector<double> score;
+    std::vector<bool> right;
+    for (size_t i = 0; i < val_x.size(); ++i) {
+      if (!val_final[i]) continue;
+      score.push_back(pred[i]);
+      right.push_back(val_q[i] > 0.5);
+    }
+    const double auc = Auc(score, right);
+    if (!std::isnan(auc)) ctx.ReportMetric("val_final_auc", 0, auc);
+  }
   ctx.ReportMetric("train_rows", 0, static_cast<double>(train_x.size()));
   ctx.ReportMetric("val_rows", 0, static_cast<double>(val_x.size()));
   if (!ctx.artifact_dir().empty()) {
@@ -667,7 +710,8 @@ common::Status RunPavSearch(JobContext& ctx) {
         tokens[p] += static_cast<int64_t>(out[r].tokens.size());
         fresh[r].answer = beams[p][b].answer;
         fresh[r].answer.insert(fresh[r].answer.end(), out[r].tokens.begin(), out[r].tokens.end());
-        fresh[r].done = !out[r].stopped || out[r].tokens.back() == Tokenizer::kEos ||
+        // Done: an EOS, or no room left (max_new_tokens, or the model's max_len).
+        fresh[r].done = out[r].tokens.empty() || !out[r].stopped || out[r].tokens.back() == Tokenizer::kEos ||
                         static_cast<int64_t>(fresh[r].answer.size()) >= o.max_new_tokens;
         scored.push_back(WithBos(set[p].prompt, WithoutEos(fresh[r].answer)));
       }
@@ -723,6 +767,150 @@ common::Status RunPavSearch(JobContext& ctx) {
   table.columns = {{"example", index},   {"prompt", prompt},       {"answer", answer}, {"generated", generated},
                    {"correct", correct}, {"verifier_q", chosen_q}, {"tokens", tokens}};
   return ctx.WriteTable("search", table);
+}
+
+common::Status RunPavRl(JobContext& ctx) {
+  const auto& c = ctx.config();
+  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, lm::UpstreamModel(ctx, true, "pav.rl"));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel policy, lm::LoadModelFile(up->path));
+  SHAMMIE_ASSIGN_OR_RETURN(auto task, TrainedTask(policy.checkpoint));
+  const double alpha = c["alpha"].get<double>(), k = c["prover_k"].get<double>();
+  std::optional<lm::LoadedModel> verifier;
+  if (alpha > 0) {
+    SHAMMIE_ASSIGN_OR_RETURN(const Artifact* vf, OneInput(ctx, "verifier", "pav.rl", "a pav.verifier stage in depends_on (alpha > 0)"));
+    SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(vf->path));
+    verifier = std::move(loaded);
+  }
+  const int64_t iterations = c["iterations"].get<int64_t>(), prompts_per_step = c["batch"].get<int64_t>(),
+                samples = c["samples"].get<int64_t>(), eval_every = c["eval_every"].get<int64_t>();
+  const size_t gen_batch = 1024;
+  lm::SampleOptions o;
+  o.temperature = 1.0;
+  o.max_new_tokens = c["max_new_tokens"].get<int64_t>();
+  o.stop_tokens = {Tokenizer::kEos};
+  const std::vector<Example> eval_set = lm::EvalSet(*task, Split::kTest, c["eval_prompts"].get<int64_t>());
+  Transformer& model = policy.model;
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(c["learning_rate"].get<double>())
+                                                         .weight_decay(0.0).betas({0.9, 0.95}));
+  common::Status status;
+  // Accuracy of one sample at temperature 1 per test prompt (the RL objective), with a fixed seed.
+  auto evaluate = [&](int64_t drawn) -> common::Status {
+    model->eval();
+    std::vector<std::vector<int>> rows;
+    for (const auto& e : eval_set) rows.push_back(WithBos(e.prompt));
+    const auto out = SampleChunked(model, rows, o, gen_batch, common::DeriveSeed(ctx.seed(), "eval", 0), ctx, status);
+    SHAMMIE_RETURN_IF_ERROR(status);
+    double hits = 0;
+    for (size_t i = 0; i < out.size(); ++i) hits += task->Correct(eval_set[i], out[i].tokens) ? 1 : 0;
+    ctx.ReportMetric("accuracy", drawn, hits / static_cast<double>(std::max<size_t>(1, out.size())));
+    model->train();
+    return common::Status::Ok();
+  };
+  SHAMMIE_RETURN_IF_ERROR(evaluate(0));
+  common::SplitMix64 rng(common::DeriveSeed(ctx.seed(), "prompts", 0));
+  for (int64_t it = 1; it <= iterations; ++it) {
+    if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "stopped during RL");
+    std::vector<Example> batch;
+    std::vector<std::vector<int>> rows;
+    for (int64_t p = 0; p < prompts_per_step; ++p) {
+      batch.push_back(task->Sample(Split::kTrain, rng));
+      for (int64_t s = 0; s < samples; ++s) rows.push_back(WithBos(batch.back().prompt));
+    }
+    model->eval();
+    const auto out = SampleChunked(model, rows, o, gen_batch, common::DeriveSeed(ctx.seed(), "rl", static_cast<uint64_t>(it)), ctx, status);
+    SHAMMIE_RETURN_IF_ERROR(status);
+    model->train();
+    // Outcome term: the sample's outcome minus the mean of its prompt's other samples.
+    std::vector<double> reward(out.size());
+    for (size_t r = 0; r < out.size(); ++r) reward[r] = task->Correct(batch[r / static_cast<size_t>(samples)], out[r].tokens) ? 1 : 0;
+    std::vector<double> outcome(out.size());
+    for (size_t r = 0; r < out.size(); ++r) {
+      const size_t first = r / static_cast<size_t>(samples) * static_cast<size_t>(samples);
+      double others = 0;
+      for (size_t j = first; j < first + static_cast<size_t>(samples); ++j) others += j == r ? 0 : reward[j];
+      outcome[r] = reward[r] - (samples > 1 ? others / static_cast<double>(samples - 1) : 0);
+    }
+    // Dense term: alpha (Q^mu after the step - Q^mu before it), Q^mu = 1 - (1 - Q^pi)^K, Q^pi from the verifier.
+    std::vector<std::vector<double>> token_weight(out.size());
+    std::vector<std::vector<size_t>> ends(out.size());
+    std::vector<std::vector<int>> scored;
+    for (size_t r = 0; r < out.size(); ++r) {
+      ends[r] = StepPrefixes(out[r].tokens);
+      const size_t full = WithoutEos(out[r].tokens).size();
+      if (ends[r].back() != full) ends[r].push_back(full);  // the last step: the final value
+      if (verifier) {
+        for (size_t e : ends[r]) {
+          scored.push_back(WithBos(batch[r / static_cast<size_t>(samples)].prompt,
+                                   std::vector<int>(out[r].tokens.begin(), out[r].tokens.begin() + static_cast<std::ptrdiff_t>(e))));
+        }
+      }
+    }
+    std::vector<double> q;
+    if (verifier) q = VerifierValues(verifier->model, scored, gen_batch);
+    size_t qi = 0;
+    for (size_t r = 0; r < out.size(); ++r) {
+      token_weight[r].assign(out[r].tokens.size(), outcome[r]);
+      if (!verifier) continue;
+      std::vector<double> qr(q.begin() + static_cast<std::ptrdiff_t>(qi), q.begin() + static_cast<std::ptrdiff_t>(qi + ends[r].size()));
+      qi += ends[r].size();
+      for (size_t h = 0; h + 1 < ends[r].size(); ++h) {
+        const double advantage = pav::BestOfK(qr[h + 1], k) - pav::BestOfK(qr[h], k);
+        for (size_t t = ends[r][h]; t < ends[r][h + 1] && t < token_weight[r].size(); ++t) {
+          token_weight[r][t] = pav::EffectiveReward(outcome[r], advantage, alpha);
+        }
+      }
+    }
+    // REINFORCE: - sum over answer tokens of weight x log pi(token | context), per sample.
+    size_t longest = 1;
+    for (size_t r = 0; r < out.size(); ++r) longest = std::max(longest, rows[r].size() + out[r].tokens.size());
+    const auto n = static_cast<int64_t>(out.size());
+    Tensor input = torch::full({n, static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong);
+    Tensor target = torch::zeros({n, static_cast<int64_t>(longest)}, torch::kLong);
+    Tensor weight = torch::zeros({n, static_cast<int64_t>(longest)}, torch::kFloat32);
+    auto in = input.accessor<int64_t, 2>();
+    auto tg = target.accessor<int64_t, 2>();
+    auto w = weight.accessor<float, 2>();
+    for (int64_t r = 0; r < n; ++r) {
+      std::vector<int> seq = rows[static_cast<size_t>(r)];
+      const size_t prompt_len = seq.size();
+      seq.insert(seq.end(), out[static_cast<size_t>(r)].tokens.begin(), out[static_cast<size_t>(r)].tokens.end());
+      for (size_t j = 0; j + 1 < seq.size(); ++j) {
+        in[r][static_cast<int64_t>(j)] = seq[j];
+        tg[r][static_cast<int64_t>(j)] = seq[j + 1];
+        if (j + 1 >= prompt_len) w[r][static_cast<int64_t>(j)] = static_cast<float>(token_weight[static_cast<size_t>(r)][j + 1 - prompt_len]);
+      }
+    }
+    Tensor logp = torch::log_softmax(model->Logits(model->forward(input)), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1);
+    Tensor loss = -(logp * weight).sum() / static_cast<double>(n);
+    optimizer.zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
+    optimizer.step();
+    double mean_reward = 0;
+    for (double v : reward) mean_reward += v;
+    ctx.ReportMetric("train_accuracy", it, mean_reward / static_cast<double>(std::max<int64_t>(1, n)));
+    if (it % eval_every == 0 || it == iterations) SHAMMIE_RETURN_IF_ERROR(evaluate(it * n));
+  }
+  // Pass@N of the final policy: N samples per test prompt.
+  model->eval();
+  const int64_t big_n = c["pass_samples"].get<int64_t>();
+  std::vector<std::vector<int>> rows;
+  for (const auto& e : eval_set) {
+    for (int64_t s = 0; s < big_n; ++s) rows.push_back(WithBos(e.prompt));
+  }
+  const auto out = SampleChunked(model, rows, o, gen_batch, common::DeriveSeed(ctx.seed(), "pass", 0), ctx, status);
+  SHAMMIE_RETURN_IF_ERROR(status);
+  for (int64_t m = 1; m <= big_n; m *= 2) {
+    double sum = 0;
+    for (size_t p = 0; p < eval_set.size(); ++p) {
+      int64_t hits = 0;
+      for (int64_t s = 0; s < big_n; ++s) hits += task->Correct(eval_set[p], out[p * static_cast<size_t>(big_n) + static_cast<size_t>(s)].tokens) ? 1 : 0;
+      sum += pav::PassAtN(big_n, hits, m);
+    }
+    ctx.ReportMetric("pass_at_n", m, sum / static_cast<double>(std::max<size_t>(1, eval_set.size())));
+  }
+  return common::Status::Ok();
 }
 
 }  // namespace shammie::workers

@@ -31,5 +31,9 @@ __attribute__((visibility("default"))) shammie::common::Status* shammie_pav_sear
   return new shammie::common::Status(shammie::workers::RunPavSearch(*ctx));
 }
 
+__attribute__((visibility("default"))) shammie::common::Status* shammie_pav_rl(shammie::workers::JobContext* ctx) {
+  return new shammie::common::Status(shammie::workers::RunPavRl(*ctx));
+}
+
 }
 

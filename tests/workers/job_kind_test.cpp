@@ -16,7 +16,7 @@ TEST(KindRegistryTest, BuiltinsAreRegisteredWithSchemas) {
   EXPECT_EQ(r.Names(),
             (std::vector<std::string>{"bench.allreduce", "bench.fail", "bench.noop", "bench.sleep", "continual.select",
                                       "lm.early_exit", "lm.eval", "lm.sample", "lm.train", "pav.didactic",
-                                      "pav.rollouts", "pav.search", "pav.verifier", "sim.llm_eval",
+                                      "pav.rl", "pav.rollouts", "pav.search", "pav.verifier", "sim.llm_eval",
                                       "toy.quadratic"}));
   const JobKind* q = r.Find("toy.quadratic");
   ASSERT_NE(q, nullptr);

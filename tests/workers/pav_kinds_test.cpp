@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <set>
 
+#include "tests/table_column.hpp"
 #include "tests/test_util.hpp"
 #include "tests/workers/kind_config.hpp"
 #include "workers/lm.hpp"
@@ -17,16 +18,8 @@ namespace shammie::workers {
 namespace {
 
 using testing::KindConfig;
+using testing::Column;
 
-template <typename T>
-const std::vector<T>& Col(const storage::Table& t, const std::string& name) {
-  for (const auto& c : t.columns) {
-    if (c.name == name) return std::get<std::vector<T>>(c.values);
-  }
-  ADD_FAILURE() << "no column " << name;
-  static const std::vector<T> empty;
-  return empty;
-}
 
 nlohmann::json Didactic(double alpha, double gamma) {
   return KindConfig("pav.didactic", {{"iterations", 40}, {"eval_every", 20}, {"eval_samples", 200},
@@ -42,14 +35,14 @@ TEST(PavKindsTest, DidacticRlIsReproducibleAndAlphaZeroIgnoresTheProver) {
   }
   // Outcome-only RL: the prover's strength changes nothing, bit for bit.
   EXPECT_EQ(a.metrics().at("success"), b.metrics().at("success"));
-  EXPECT_EQ(Col<std::string>(a.tables().at("samples"), "tokens"), Col<std::string>(b.tables().at("samples"), "tokens"));
+  EXPECT_EQ(Column<std::string>(a.tables().at("samples"), "tokens"), Column<std::string>(b.tables().at("samples"), "tokens"));
   // With alpha = 1 the prover's advantages steer the updates.
-  EXPECT_NE(Col<std::string>(b.tables().at("samples"), "tokens"), Col<std::string>(c.tables().at("samples"), "tokens"));
+  EXPECT_NE(Column<std::string>(b.tables().at("samples"), "tokens"), Column<std::string>(c.tables().at("samples"), "tokens"));
   EXPECT_EQ(c.metrics().at("success"), again.metrics().at("success"));
   // The table agrees with the metric, and the advantages of every sample
   // telescope to its outcome minus V^mu of the empty prefix.
-  const auto& success = Col<int64_t>(c.tables().at("samples"), "success");
-  const auto& sum = Col<double>(c.tables().at("samples"), "prover_advantage_sum");
+  const auto& success = Column<int64_t>(c.tables().at("samples"), "success");
+  const auto& sum = Column<double>(c.tables().at("samples"), "prover_advantage_sum");
   const double v0 = c.metrics().at("prover_value").back().value;
   double hits = 0;
   for (size_t i = 0; i < success.size(); ++i) {
@@ -79,10 +72,10 @@ TEST(PavKindsTest, RolloutsVerifierAndSearchOnArithmeticChains) {
   common::Status s = RunPavRollouts(rollouts);
   ASSERT_TRUE(s.ok()) << s.ToString();
   const storage::Table& values = rollouts.tables().at("values");
-  const auto& step = Col<int64_t>(values, "step");
-  const auto& final = Col<int64_t>(values, "final");
-  const auto& q = Col<double>(values, "q");
-  const auto& prefix = Col<std::string>(values, "prefix");
+  const auto& step = Column<int64_t>(values, "step");
+  const auto& final = Column<int64_t>(values, "final");
+  const auto& q = Column<double>(values, "q");
+  const auto& prefix = Column<std::string>(values, "prefix");
   int64_t empty = 0, finals = 0;
   for (size_t i = 0; i < q.size(); ++i) {
     if (final[i]) {
@@ -133,7 +126,7 @@ TEST(PavKindsTest, RolloutsVerifierAndSearchOnArithmeticChains) {
     ctx.set_inputs(search_inputs);
     common::Status st = RunPavSearch(ctx);
     EXPECT_TRUE(st.ok()) << st.ToString();
-    return Col<std::string>(ctx.tables().at("search"), "generated");
+    return Column<std::string>(ctx.tables().at("search"), "generated");
   };
   EXPECT_EQ(beam(0, 1), beam(0, 32));
   // Missing inputs are named.
