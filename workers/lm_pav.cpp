@@ -4,12 +4,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
-#include <limits>
-#include <map>
-#include <optional>
-#include <sstream>
 #include <cmath>
+#include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
