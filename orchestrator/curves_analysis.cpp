@@ -36,6 +36,7 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
   std::map<std::string, std::map<int64_t, std::vector<double>>> groups;
   std::map<std::string, size_t> group_runs;
   std::map<std::string, nlohmann::json> group_key;  // the `by` values, for ordering
+  std::map<std::string, std::string> group_name;     // for display
   std::vector<std::string> order;
   size_t stage_runs = 0;
   for (const auto& run : runs) {
@@ -55,12 +56,13 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
       if (points.status().code() == common::StatusCode::kNotFound) continue;
       return points.status();
     }
-    const std::string g = GroupName(config, a.by);
-    if (!groups.count(g)) {
+    nlohmann::json key = nlohmann::json::array();
+    for (const auto& k : a.by) key.push_back(config[k]);
+    const std::string g = key.dump();  // groups are keyed by their exact values; GroupName only displays them
+    if (!group_key.count(g)) {
       order.push_back(g);
-      nlohmann::json key = nlohmann::json::array();
-      for (const auto& k : a.by) key.push_back(config[k]);
       group_key[g] = key;
+      group_name[g] = GroupName(config, a.by);
     }
     ++group_runs[g];
     for (const auto& p : *points) groups[g][p.step].push_back(p.value);
@@ -82,7 +84,7 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
     nlohmann::json curve = nlohmann::json::array();
     for (const auto& [step, values] : groups[g]) {
       SHAMMIE_ASSIGN_OR_RETURN(analysis::SeedSummary s, analysis::SummarizeSeeds(values, a.alpha));
-      group_col.push_back(g);
+      group_col.push_back(group_name[g]);
       step_col.push_back(step);
       runs_col.push_back(static_cast<int64_t>(values.size()));
       mean_col.push_back(s.mean);
@@ -92,7 +94,7 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
       means[g][step] = s.mean;
       curve.push_back({{"step", step}, {"runs", values.size()}, {"mean", s.mean}, {"lower", s.lower}, {"upper", s.upper}});
     }
-    json[g] = {{"runs", group_runs[g]}, {"curve", curve}};
+    json[group_name[g]] = {{"runs", group_runs[g]}, {"curve", curve}};
   }
   // Text: one line per group, the mean at (up to) 8 steps spread over the curve.
   std::vector<int64_t> steps(all_steps.begin(), all_steps.end());
@@ -100,7 +102,7 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
   const size_t k = std::min<size_t>(8, steps.size());
   for (size_t i = 0; i < k; ++i) shown.push_back(steps[k == 1 ? 0 : i * (steps.size() - 1) / (k - 1)]);
   size_t width = 12;
-  for (const auto& g : order) width = std::max(width, g.size());
+  for (const auto& g : order) width = std::max(width, group_name[g].size());
   char cell[64];
   out << std::string(width, ' ') << "  runs";
   for (int64_t s : shown) {
@@ -109,7 +111,7 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
   }
   out << "   (" << a.metric << " by step, mean over runs)\n";
   for (const auto& g : order) {
-    out << g << std::string(width - g.size(), ' ');
+    out << group_name[g] << std::string(width - group_name[g].size(), ' ');
     std::snprintf(cell, sizeof cell, "  %4zu", group_runs[g]);
     out << cell;
     for (int64_t s : shown) {
@@ -137,7 +139,7 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
         auto it = means[g].find(s);
         y.push_back(it == means[g].end() ? std::numeric_limits<double>::quiet_NaN() : it->second);
       }
-      series.push_back({g, y});
+      series.push_back({group_name[g], y});
     }
     SHAMMIE_RETURN_IF_ERROR(analysis::PlotCurves(x, series, a.metric, a.name, title, report_dir));
   }

@@ -663,8 +663,10 @@ void Loader::CheckSweep(const MValue* sweep, const workers::JobKind* kind, Stage
       axes.push_back(std::move(*axis));
     }
   }
-  // Zip rows (one value of every list) must differ; a single list's values too.
-  if (!stage.sweep.zip.empty()) {
+  // Zip rows (one value of every list) must differ; a single list's values
+  // too. Only when every zip list was accepted (a refused one has its error).
+  const MValue* zip_table = sweep->Get("zip");
+  if (!stage.sweep.zip.empty() && zip_table && zip_table->entries.size() == stage.sweep.zip.size()) {
     const size_t rows = stage.sweep.zip.front().values.size();
     std::vector<json> seen;
     for (size_t r = 0; r < rows; ++r) {

@@ -211,8 +211,10 @@ common::Status RunPavDidactic(JobContext& ctx) {
   }
   int64_t hits = 0;
   for (const auto& s : eval) hits += pav::Succeeds(automaton, s) ? 1 : 0;
-  for (int64_t n = 1; n <= std::min<int64_t>(64, eval_samples); n *= 2) {
+  const int64_t most = std::min<int64_t>(64, eval_samples);
+  for (int64_t n = 1;; n = std::min(most, 2 * n)) {
     ctx.ReportMetric("pass_at", n, pav::PassAtN(eval_samples, hits, n));
+    if (n == most) break;
   }
   // The final evaluation's samples.
   storage::Table table;
@@ -296,8 +298,10 @@ std::vector<double> VerifierValues(Transformer& verifier, const std::vector<std:
   return out;
 }
 
-// Samples continuations of `prompts` in chunks of `batch`, row i with its own
-// stream (seed, i): the same rows give the same samples in any chunking.
+// Samples continuations of `prompts` in chunks of `batch` (chunk c draws
+// from DeriveSeed(seed, "chunk", c's first row)). Deterministic for a given
+// batch size; another batch size gives other (equally valid) samples, and a
+// chunk's longest prompt caps its rows' new tokens at the model's max_len.
 std::vector<lm::Sampled> SampleChunked(Transformer& model, const std::vector<std::vector<int>>& prompts,
                                        lm::SampleOptions options, size_t batch, uint64_t seed, const JobContext& ctx,
                                        common::Status& status) {
@@ -407,7 +411,10 @@ common::Status RunPavRollouts(JobContext& ctx) {
   int64_t generated_tokens = 0;
   for (size_t r = 0; r < seeds.size(); ++r) {
     generated_tokens += static_cast<int64_t>(seeds[r].tokens.size());
-    const std::vector<size_t> ends = StepPrefixes(seeds[r].tokens);
+    std::vector<size_t> ends = StepPrefixes(seeds[r].tokens);
+    // A solution cut off right after a '=' is its own last prefix: keep only
+    // the complete-answer row (its exact outcome), not a Monte-Carlo one too.
+    if (ends.size() > 1 && ends.back() == WithoutEos(seeds[r].tokens).size()) ends.pop_back();
     for (size_t h = 0; h < ends.size(); ++h) {
       std::vector<int> answer(seeds[r].tokens.begin(), seeds[r].tokens.begin() + static_cast<std::ptrdiff_t>(ends[h]));
       prefixes.push_back({r, h, ends.size(), answer});
@@ -593,7 +600,7 @@ common::Status RunPavVerifier(JobContext& ctx) {
     ck.job_config = model.checkpoint.job_config;  // the policy's: says which task
     ck.model_bytes = lm::SaveModule(*v);
     ck.state.finished = true;
-    ck.state.step = steps;
+    ck.state.step = best_step > 0 ? best_step : steps;  // the kept parameters' step
     SHAMMIE_ASSIGN_OR_RETURN(std::string path,
                              storage::WriteContentAddressed(ctx.artifact_dir(), lm::SerializeCheckpoint(ck), "ckpt"));
     SHAMMIE_RETURN_IF_ERROR(ctx.RecordArtifact("verifier", path));
@@ -898,7 +905,7 @@ common::Status RunPavRl(JobContext& ctx) {
   }
   const auto out = SampleChunked(model, rows, o, gen_batch, common::DeriveSeed(ctx.seed(), "pass", 0), ctx, status);
   SHAMMIE_RETURN_IF_ERROR(status);
-  for (int64_t m = 1; m <= big_n; m *= 2) {
+  for (int64_t m = 1;; m = std::min(big_n, 2 * m)) {
     double sum = 0;
     for (size_t p = 0; p < eval_set.size(); ++p) {
       int64_t hits = 0;
@@ -906,6 +913,7 @@ common::Status RunPavRl(JobContext& ctx) {
       sum += pav::PassAtN(big_n, hits, m);
     }
     ctx.ReportMetric("pass_at_n", m, sum / static_cast<double>(std::max<size_t>(1, eval_set.size())));
+    if (m == big_n) break;
   }
   return common::Status::Ok();
 }

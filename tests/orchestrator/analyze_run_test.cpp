@@ -306,6 +306,47 @@ alpha = 0.05
   EXPECT_GT(testing::ReadFileText(dir.File("report/success.png")).size(), 1000u);
 }
 
+// Groups are told apart by their exact values, even when their printed
+// names (shortened JSON) coincide.
+TEST(AnalyzeRunTest, CurvesKeepGroupsWithLongEqualPrefixesApart) {
+  workers::KindRegistry kinds;
+  workers::RegisterBuiltinKinds(kinds);
+  testing::ScratchDir dir("analyze-curves-long");
+  auto loaded = LoadExperimentFromString(R"([experiment]
+name = "long"
+[[stage]]
+name = "rl"
+kind = "bench.noop"
+[[analysis]]
+name = "c"
+methods = ["curves"]
+stage = "rl"
+metric = "m"
+by = ["target"]
+)", "long.toml", kinds);
+  ASSERT_TRUE(loaded.ok());
+  storage::ExperimentInfo info;
+  info.experiment = "long";
+  info.spec_text = loaded.spec->canonical_text;
+  auto store = storage::ResultStore::Create(dir.File("results.h5"), info);
+  ASSERT_TRUE(store.ok());
+  const std::string a = R"({"target":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]})";
+  const std::string b = R"({"target":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,21]})";
+  ASSERT_TRUE((*store)->BeginRun({"a", "rl", "bench.noop", a, 0, {}}).ok());
+  ASSERT_TRUE((*store)->AppendMetrics("a", "m", std::vector<storage::MetricPoint>{{0, 1.0}}).ok());
+  ASSERT_TRUE((*store)->BeginRun({"b", "rl", "bench.noop", b, 1, {}}).ok());
+  ASSERT_TRUE((*store)->AppendMetrics("b", "m", std::vector<storage::MetricPoint>{{0, 3.0}}).ok());
+  ASSERT_TRUE((*store)->Close().ok());
+  auto r = Shammie({"analyze", dir.path().string()}, kinds);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto reread = storage::ResultStore::Open(dir.File("results.h5"), storage::ResultStore::Mode::kReadOnly);
+  ASSERT_TRUE(reread.ok());
+  auto stored = (*reread)->ReadAnalysis("c");
+  ASSERT_TRUE(stored.ok());
+  const auto& mean = std::get<std::vector<double>>(stored->second.columns[3].values);
+  EXPECT_EQ(mean, (std::vector<double>{1.0, 3.0})) << "two groups, not one averaged to 2";
+}
+
 TEST(AnalyzeRunTest, CurvesNeedAMetricAndTakeNoTable) {
   workers::KindRegistry kinds;
   workers::RegisterBuiltinKinds(kinds);
