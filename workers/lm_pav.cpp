@@ -24,6 +24,15 @@ namespace {
 
 using torch::Tensor;
 
+// 1, 2, 4, ..., n (n itself last even when it is not a power of two): the N
+// of the pass@N and best-of-N curves.
+std::vector<int64_t> Doublings(int64_t n) {
+  std::vector<int64_t> out;
+  for (int64_t k = 1; k < n; k *= 2) out.push_back(k);
+  out.push_back(n);
+  return out;
+}
+
 // --- the didactic planted-subsequence task (pav.didactic) ---
 
 // The paper's MADE-style autoregressive MLP: the logits of position h read
@@ -143,13 +152,14 @@ common::Status RunPavDidactic(JobContext& ctx) {
   torch::optim::Adam optimizer(policy->parameters(), torch::optim::AdamOptions(lr));
   int64_t reached_at = -1;  // samples drawn when the evaluated success first reached success_target
   double success = 0;
+  int64_t eval_hits = 0;  // successes among the last evaluation's samples
   std::vector<std::vector<int>> eval;
   auto evaluate = [&](int64_t it) {
     common::SplitMix64 eval_rng(common::DeriveSeed(ctx.seed(), "eval", static_cast<uint64_t>(it)));
     eval = SamplePolicy(policy, eval_samples, eval_rng);
-    int64_t hits = 0;
-    for (const auto& s : eval) hits += pav::Succeeds(automaton, s) ? 1 : 0;
-    success = static_cast<double>(hits) / static_cast<double>(eval_samples);
+    eval_hits = 0;
+    for (const auto& s : eval) eval_hits += pav::Succeeds(automaton, s) ? 1 : 0;
+    success = static_cast<double>(eval_hits) / static_cast<double>(eval_samples);
     ctx.ReportMetric("success", it, success);
     if (reached_at < 0 && success >= success_target) reached_at = it * batch;
   };
@@ -209,12 +219,8 @@ common::Status RunPavDidactic(JobContext& ctx) {
       ctx.ReportMetric("path_probability", k, probs[k][k][task.target[static_cast<size_t>(k)] - 1].item<double>());
     }
   }
-  int64_t hits = 0;
-  for (const auto& s : eval) hits += pav::Succeeds(automaton, s) ? 1 : 0;
-  const int64_t most = std::min<int64_t>(64, eval_samples);
-  for (int64_t n = 1;; n = std::min(most, 2 * n)) {
-    ctx.ReportMetric("pass_at", n, pav::PassAtN(eval_samples, hits, n));
-    if (n == most) break;
+  for (int64_t n : Doublings(std::min<int64_t>(64, eval_samples))) {
+    ctx.ReportMetric("pass_at", n, pav::PassAtN(eval_samples, eval_hits, n));
   }
   // The final evaluation's samples.
   storage::Table table;
@@ -275,6 +281,25 @@ std::vector<size_t> StepPrefixes(const std::vector<int>& answer) {
   return ends;
 }
 
+// Sequences [first, end) of `seqs` right-padded into [n, longest] tokens,
+// with each one's last real position (what the score head reads).
+struct Padded {
+  Tensor input, last;
+};
+Padded RightPadded(const std::vector<std::vector<int>>& seqs, size_t first, size_t end) {
+  size_t longest = 1;
+  for (size_t k = first; k < end; ++k) longest = std::max(longest, seqs[k].size());
+  Padded p{torch::full({static_cast<int64_t>(end - first), static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong),
+           torch::zeros({static_cast<int64_t>(end - first)}, torch::kLong)};
+  auto in = p.input.accessor<int64_t, 2>();
+  auto last = p.last.accessor<int64_t, 1>();
+  for (size_t k = first; k < end; ++k) {
+    for (size_t j = 0; j < seqs[k].size(); ++j) in[static_cast<int64_t>(k - first)][static_cast<int64_t>(j)] = seqs[k][j];
+    last[static_cast<int64_t>(k - first)] = static_cast<int64_t>(seqs[k].size()) - 1;
+  }
+  return p;
+}
+
 // The verifier's Q^pi estimate sigmoid(score) of each sequence (BOS prompt
 // answer-prefix), in batches.
 std::vector<double> VerifierValues(Transformer& verifier, const std::vector<std::vector<int>>& seqs, size_t batch) {
@@ -282,17 +307,8 @@ std::vector<double> VerifierValues(Transformer& verifier, const std::vector<std:
   std::vector<double> out;
   out.reserve(seqs.size());
   for (size_t i = 0; i < seqs.size(); i += batch) {
-    const size_t end = std::min(seqs.size(), i + batch);
-    size_t longest = 1;
-    for (size_t k = i; k < end; ++k) longest = std::max(longest, seqs[k].size());
-    Tensor input = torch::full({static_cast<int64_t>(end - i), static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong);
-    Tensor last = torch::zeros({static_cast<int64_t>(end - i)}, torch::kLong);
-    auto in = input.accessor<int64_t, 2>();
-    for (size_t k = i; k < end; ++k) {
-      for (size_t j = 0; j < seqs[k].size(); ++j) in[static_cast<int64_t>(k - i)][static_cast<int64_t>(j)] = seqs[k][j];
-      last[static_cast<int64_t>(k - i)] = static_cast<int64_t>(seqs[k].size()) - 1;
-    }
-    Tensor q = torch::sigmoid(verifier->Score(verifier->forward(input), last)).to(torch::kFloat64).contiguous();
+    const Padded p = RightPadded(seqs, i, std::min(seqs.size(), i + batch));
+    Tensor q = torch::sigmoid(verifier->Score(verifier->forward(p.input), p.last)).to(torch::kFloat64).contiguous();
     out.insert(out.end(), q.data_ptr<double>(), q.data_ptr<double>() + q.numel());
   }
   return out;
@@ -322,13 +338,24 @@ std::vector<lm::Sampled> SampleChunked(Transformer& model, const std::vector<std
   return out;
 }
 
-common::Result<std::unique_ptr<SyntheticTask>> TrainedTask(const lm::Checkpoint& policy) {
-  SHAMMIE_ASSIGN_OR_RETURN(TaskSpec spec, TaskSpecFromConfig(policy.job_config));
+// What every arithmetic pav kind starts from: the job's thread count set,
+// the upstream policy (an lm.train job on task = "arith") and its task.
+struct PolicyWork {
+  lm::LoadedModel policy;
+  std::unique_ptr<SyntheticTask> task;
+};
+common::Result<PolicyWork> OpenPolicy(const JobContext& ctx, const std::string& kind) {
+  torch::set_num_threads(static_cast<int>(ctx.config()["threads"].get<int64_t>()));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, lm::UpstreamModel(ctx, true, kind));
+  PolicyWork work;
+  SHAMMIE_ASSIGN_OR_RETURN(work.policy, lm::LoadModelFile(up->path));
+  SHAMMIE_ASSIGN_OR_RETURN(TaskSpec spec, TaskSpecFromConfig(work.policy.checkpoint.job_config));
   if (spec.family != "arith") {
     return common::InvalidArgument("the PAV kinds work on step-by-step arithmetic chains (task = \"arith\"); the "
                                    "upstream policy was trained on \"" + spec.family + "\"");
   }
-  return SyntheticTask::Make(spec);
+  SHAMMIE_ASSIGN_OR_RETURN(work.task, SyntheticTask::Make(spec));
+  return work;
 }
 
 common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::string& name, const std::string& kind,
@@ -377,10 +404,9 @@ double Auc(const std::vector<double>& score, const std::vector<bool>& positive) 
 
 common::Status RunPavRollouts(JobContext& ctx) {
   const auto& c = ctx.config();
-  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
-  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, lm::UpstreamModel(ctx, true, "pav.rollouts"));
-  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel policy, lm::LoadModelFile(up->path));
-  SHAMMIE_ASSIGN_OR_RETURN(auto task, TrainedTask(policy.checkpoint));
+  SHAMMIE_ASSIGN_OR_RETURN(PolicyWork work, OpenPolicy(ctx, "pav.rollouts"));
+  lm::LoadedModel& policy = work.policy;
+  const std::unique_ptr<SyntheticTask>& task = work.task;
   const int64_t n_prompts = c["prompts"].get<int64_t>(), n_cov = c["rollouts"].get<int64_t>(),
                 n_mc = c["mc"].get<int64_t>();
   const size_t batch = static_cast<size_t>(c["batch"].get<int64_t>());
@@ -541,23 +567,14 @@ common::Status RunPavVerifier(JobContext& ctx) {
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr * warm * cosine);
     std::vector<std::vector<int>> xs;
     std::vector<float> qs;
-    size_t longest = 1;
     for (int64_t i = 0; i < batch; ++i) {
       const size_t k = static_cast<size_t>(rng.NextInt(0, static_cast<int64_t>(train_x.size()) - 1));
       xs.push_back(train_x[k]);
       qs.push_back(static_cast<float>(train_q[k]));
-      longest = std::max(longest, train_x[k].size());
     }
-    Tensor input = torch::full({batch, static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong);
-    Tensor last = torch::zeros({batch}, torch::kLong);
-    auto in = input.accessor<int64_t, 2>();
-    for (int64_t i = 0; i < batch; ++i) {
-      const auto& x = xs[static_cast<size_t>(i)];
-      for (size_t j = 0; j < x.size(); ++j) in[i][static_cast<int64_t>(j)] = x[j];
-      last[i] = static_cast<int64_t>(x.size()) - 1;
-    }
+    const Padded p = RightPadded(xs, 0, xs.size());
     Tensor target = torch::from_blob(qs.data(), {batch}, torch::kFloat32).clone();
-    Tensor loss = torch::binary_cross_entropy_with_logits(v->Score(v->forward(input), last), target);
+    Tensor loss = torch::binary_cross_entropy_with_logits(v->Score(v->forward(p.input), p.last), target);
     optimizer.zero_grad();
     loss.backward();
     torch::nn::utils::clip_grad_norm_(v->parameters(), 1.0);
@@ -610,12 +627,11 @@ common::Status RunPavVerifier(JobContext& ctx) {
 
 common::Status RunPavSearch(JobContext& ctx) {
   const auto& c = ctx.config();
-  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
-  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, lm::UpstreamModel(ctx, true, "pav.search"));
-  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel policy, lm::LoadModelFile(up->path));
+  SHAMMIE_ASSIGN_OR_RETURN(PolicyWork work, OpenPolicy(ctx, "pav.search"));
+  lm::LoadedModel& policy = work.policy;
+  const std::unique_ptr<SyntheticTask>& task = work.task;
   SHAMMIE_ASSIGN_OR_RETURN(const Artifact* vf, OneInput(ctx, "verifier", "pav.search", "a pav.verifier stage in depends_on"));
   SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel verifier, lm::LoadModelFile(vf->path));
-  SHAMMIE_ASSIGN_OR_RETURN(auto task, TrainedTask(policy.checkpoint));
   const std::vector<Example> set = lm::EvalSet(*task, Split::kTest, c["prompts"].get<int64_t>());
   const size_t n_prompts = std::min(set.size(), static_cast<size_t>(c["prompts"].get<int64_t>()));
   const size_t batch = static_cast<size_t>(c["batch"].get<int64_t>());
@@ -640,8 +656,11 @@ common::Status RunPavSearch(JobContext& ctx) {
     std::vector<std::vector<int>> scored;
     for (size_t r = 0; r < out.size(); ++r) scored.push_back(WithBos(set[r / n].prompt, WithoutEos(out[r].tokens)));
     const std::vector<double> q = VerifierValues(verifier.model, scored, batch);
+    std::vector<bool> right(out.size());
+    for (size_t r = 0; r < out.size(); ++r) right[r] = task->Correct(set[r / n], out[r].tokens);
     // The verifier as an outcome reward model over the first N samples, N = 1, 2, 4, ..., n.
-    for (size_t big_n = 1;; big_n = std::min(n, big_n * 2)) {
+    for (const int64_t doubling : Doublings(static_cast<int64_t>(n))) {
+      const auto big_n = static_cast<size_t>(doubling);
       double acc = 0, any = 0, spent = 0;
       for (size_t p = 0; p < n_prompts; ++p) {
         size_t best = p * n;
@@ -649,10 +668,10 @@ common::Status RunPavSearch(JobContext& ctx) {
         for (size_t k = 0; k < big_n; ++k) {
           const size_t r = p * n + k;
           if (q[r] > q[best]) best = r;
-          hit = hit || task->Correct(set[p], out[r].tokens);
+          hit = hit || right[r];
           spent += static_cast<double>(out[r].tokens.size());
         }
-        const bool ok = task->Correct(set[p], out[best].tokens);
+        const bool ok = right[best];
         acc += ok ? 1 : 0;
         any += hit ? 1 : 0;
         if (big_n == n) {
@@ -668,7 +687,6 @@ common::Status RunPavSearch(JobContext& ctx) {
       ctx.ReportMetric("tokens_at_n", static_cast<int64_t>(big_n), spent / np);
       ctx.ReportMetric("pass_at_n", static_cast<int64_t>(big_n), any / np);
       ctx.ReportMetric("accuracy_by_tokens", static_cast<int64_t>(std::lround(spent / np)), acc / np);
-      if (big_n == n) break;
     }
   } else {  // beam search scored by Q^pi + alpha * A^mu, mu = Best-of-K(pi)
     const auto width = static_cast<size_t>(c["beam"].get<int64_t>());
@@ -775,10 +793,9 @@ common::Status RunPavSearch(JobContext& ctx) {
 
 common::Status RunPavRl(JobContext& ctx) {
   const auto& c = ctx.config();
-  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
-  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, lm::UpstreamModel(ctx, true, "pav.rl"));
-  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel policy, lm::LoadModelFile(up->path));
-  SHAMMIE_ASSIGN_OR_RETURN(auto task, TrainedTask(policy.checkpoint));
+  SHAMMIE_ASSIGN_OR_RETURN(PolicyWork work, OpenPolicy(ctx, "pav.rl"));
+  lm::LoadedModel& policy = work.policy;
+  const std::unique_ptr<SyntheticTask>& task = work.task;
   const double alpha = c["alpha"].get<double>(), k = c["prover_k"].get<double>();
   std::optional<lm::LoadedModel> verifier;
   if (alpha > 0) {
@@ -905,15 +922,15 @@ common::Status RunPavRl(JobContext& ctx) {
   }
   const auto out = SampleChunked(model, rows, o, gen_batch, common::DeriveSeed(ctx.seed(), "pass", 0), ctx, status);
   SHAMMIE_RETURN_IF_ERROR(status);
-  for (int64_t m = 1;; m = std::min(big_n, 2 * m)) {
+  std::vector<int64_t> hits(eval_set.size(), 0);  // right samples per test prompt
+  for (size_t r = 0; r < out.size(); ++r) {
+    const size_t p = r / static_cast<size_t>(big_n);
+    hits[p] += task->Correct(eval_set[p], out[r].tokens) ? 1 : 0;
+  }
+  for (int64_t m : Doublings(big_n)) {
     double sum = 0;
-    for (size_t p = 0; p < eval_set.size(); ++p) {
-      int64_t hits = 0;
-      for (int64_t s = 0; s < big_n; ++s) hits += task->Correct(eval_set[p], out[p * static_cast<size_t>(big_n) + static_cast<size_t>(s)].tokens) ? 1 : 0;
-      sum += pav::PassAtN(big_n, hits, m);
-    }
+    for (int64_t h : hits) sum += pav::PassAtN(big_n, h, m);
     ctx.ReportMetric("pass_at_n", m, sum / static_cast<double>(std::max<size_t>(1, eval_set.size())));
-    if (m == big_n) break;
   }
   return common::Status::Ok();
 }

@@ -52,6 +52,21 @@ void WriteRun(const std::string& config_path, const std::string& dir, const work
   ASSERT_TRUE((*store)->Close().ok());
 }
 
+// An empty results.h5 at `path` for the experiment `spec_text` (its runs
+// are then written by hand); nullptr after a failed assertion.
+std::unique_ptr<storage::ResultStore> CreateStoreFor(const std::string& spec_text, const std::string& path,
+                                                     const workers::KindRegistry& kinds) {
+  auto loaded = LoadExperimentFromString(spec_text, "spec.toml", kinds);
+  EXPECT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors[0].ToString());
+  if (!loaded.ok()) return nullptr;
+  storage::ExperimentInfo info;
+  info.experiment = loaded.spec->name;
+  info.spec_text = loaded.spec->canonical_text;
+  auto store = storage::ResultStore::Create(path, info);
+  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  return store.ok() ? std::move(*store) : nullptr;
+}
+
 TEST(AnalyzeRunTest, RunsDeclaredAnalysesStoresAndReports) {
   workers::KindRegistry kinds;
   workers::RegisterBuiltinKinds(kinds);
@@ -133,18 +148,13 @@ alpha = 0.1
 delta = 0.1
 bound = "binomial"
 )";
-  auto loaded = LoadExperimentFromString(spec_text, "thresholds.toml", kinds);
-  ASSERT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors[0].ToString());
-  storage::ExperimentInfo info;
-  info.experiment = "thresholds";
-  info.spec_text = loaded.spec->canonical_text;
-  auto store = storage::ResultStore::Create(dir.File("results.h5"), info);
-  ASSERT_TRUE(store.ok());
+  auto store = CreateStoreFor(spec_text, dir.File("results.h5"), kinds);
+  ASSERT_NE(store, nullptr);
   // Two runs (e.g. two calibration shards); threshold t has error rate t / 2.
   std::vector<std::vector<double>> expected_losses(10);
   for (int run = 0; run < 2; ++run) {
     const std::string id = "run" + std::to_string(run);
-    ASSERT_TRUE((*store)->BeginRun({id, "calibrate", "bench.noop", "{}", run, {}}).ok());
+    ASSERT_TRUE(store->BeginRun({id, "calibrate", "bench.noop", "{}", run, {}}).ok());
     std::vector<double> threshold, error;
     for (int t = 0; t < 10; ++t) {
       for (int i = 0; i < 500; ++i) {
@@ -157,9 +167,9 @@ bound = "binomial"
     }
     storage::Table table;
     table.columns = {{"threshold", threshold}, {"error", error}};
-    ASSERT_TRUE((*store)->AppendTable(id, "calibration", table).ok());
+    ASSERT_TRUE(store->AppendTable(id, "calibration", table).ok());
   }
-  ASSERT_TRUE((*store)->Close().ok());
+  ASSERT_TRUE(store->Close().ok());
   auto r = Shammie({"analyze", dir.path().string(), "--report", dir.File("report")}, kinds);
   ASSERT_EQ(r.code, 0) << r.err;
   auto direct = analysis::LearnThenTest(expected_losses, 0.1, 0.1, analysis::PValueBound::kBinomial,
@@ -253,13 +263,8 @@ metric = "success"
 by = ["alpha"]
 alpha = 0.05
 )";
-  auto loaded = LoadExperimentFromString(spec_text, "curves.toml", kinds);
-  ASSERT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors[0].ToString());
-  storage::ExperimentInfo info;
-  info.experiment = "curves";
-  info.spec_text = loaded.spec->canonical_text;
-  auto store = storage::ResultStore::Create(dir.File("results.h5"), info);
-  ASSERT_TRUE(store.ok());
+  auto store = CreateStoreFor(spec_text, dir.File("results.h5"), kinds);
+  ASSERT_NE(store, nullptr);
   // alpha = 0: two seeds; alpha = 1: one seed. The seed is not a `by` key.
   struct R { const char* id; const char* config; std::vector<storage::MetricPoint> points; };
   const std::vector<R> runs = {
@@ -269,11 +274,11 @@ alpha = 0.05
   };
   int64_t seed = 0;
   for (const auto& run : runs) {
-    ASSERT_TRUE((*store)->BeginRun({run.id, "rl", "bench.noop", run.config, seed++, {}}).ok());
-    ASSERT_TRUE((*store)->AppendMetrics(run.id, "success", run.points).ok());
+    ASSERT_TRUE(store->BeginRun({run.id, "rl", "bench.noop", run.config, seed++, {}}).ok());
+    ASSERT_TRUE(store->AppendMetrics(run.id, "success", run.points).ok());
   }
-  ASSERT_TRUE((*store)->BeginRun({"other-stage", "elsewhere", "bench.noop", "{}", 9, {}}).ok());
-  ASSERT_TRUE((*store)->Close().ok());
+  ASSERT_TRUE(store->BeginRun({"other-stage", "elsewhere", "bench.noop", "{}", 9, {}}).ok());
+  ASSERT_TRUE(store->Close().ok());
   auto r = Shammie({"analyze", dir.path().string(), "--report", dir.File("report")}, kinds);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("alpha=0.0"), std::string::npos) << r.out;
@@ -312,7 +317,7 @@ TEST(AnalyzeRunTest, CurvesKeepGroupsWithLongEqualPrefixesApart) {
   workers::KindRegistry kinds;
   workers::RegisterBuiltinKinds(kinds);
   testing::ScratchDir dir("analyze-curves-long");
-  auto loaded = LoadExperimentFromString(R"([experiment]
+  auto store = CreateStoreFor(R"([experiment]
 name = "long"
 [[stage]]
 name = "rl"
@@ -323,20 +328,15 @@ methods = ["curves"]
 stage = "rl"
 metric = "m"
 by = ["target"]
-)", "long.toml", kinds);
-  ASSERT_TRUE(loaded.ok());
-  storage::ExperimentInfo info;
-  info.experiment = "long";
-  info.spec_text = loaded.spec->canonical_text;
-  auto store = storage::ResultStore::Create(dir.File("results.h5"), info);
-  ASSERT_TRUE(store.ok());
+)", dir.File("results.h5"), kinds);
+  ASSERT_NE(store, nullptr);
   const std::string a = R"({"target":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]})";
   const std::string b = R"({"target":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,21]})";
-  ASSERT_TRUE((*store)->BeginRun({"a", "rl", "bench.noop", a, 0, {}}).ok());
-  ASSERT_TRUE((*store)->AppendMetrics("a", "m", std::vector<storage::MetricPoint>{{0, 1.0}}).ok());
-  ASSERT_TRUE((*store)->BeginRun({"b", "rl", "bench.noop", b, 1, {}}).ok());
-  ASSERT_TRUE((*store)->AppendMetrics("b", "m", std::vector<storage::MetricPoint>{{0, 3.0}}).ok());
-  ASSERT_TRUE((*store)->Close().ok());
+  ASSERT_TRUE(store->BeginRun({"a", "rl", "bench.noop", a, 0, {}}).ok());
+  ASSERT_TRUE(store->AppendMetrics("a", "m", std::vector<storage::MetricPoint>{{0, 1.0}}).ok());
+  ASSERT_TRUE(store->BeginRun({"b", "rl", "bench.noop", b, 1, {}}).ok());
+  ASSERT_TRUE(store->AppendMetrics("b", "m", std::vector<storage::MetricPoint>{{0, 3.0}}).ok());
+  ASSERT_TRUE(store->Close().ok());
   auto r = Shammie({"analyze", dir.path().string()}, kinds);
   ASSERT_EQ(r.code, 0) << r.err;
   auto reread = storage::ResultStore::Open(dir.File("results.h5"), storage::ResultStore::Mode::kReadOnly);
