@@ -34,6 +34,7 @@ void RegisterBuiltinKinds(KindRegistry& registry) {
   RegisterSimKinds(registry);
   RegisterLmKinds(registry);
   RegisterContinualKinds(registry);
+  RegisterPreferenceKinds(registry);
 }
 
 }  // namespace shammie::workers

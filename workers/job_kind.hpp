@@ -59,6 +59,8 @@ void RegisterSimKinds(KindRegistry& registry);
 void RegisterLmKinds(KindRegistry& registry);
 // continual.select: workers/continual.hpp.
 void RegisterContinualKinds(KindRegistry& registry);
+// pref.bandit, pref.rm, pref.align: workers/preference.hpp.
+void RegisterPreferenceKinds(KindRegistry& registry);
 // Every kind this build has.
 void RegisterBuiltinKinds(KindRegistry& registry);
 
