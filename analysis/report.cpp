@@ -178,10 +178,16 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
   namespace fs = std::filesystem;
   SHAMMIE_RETURN_IF_ERROR(EnsureDirectory(out_dir));
   const std::string data = (fs::path(out_dir) / (name + ".dat")).string();
+  // Numeric x values (steps, N) go on a numeric axis; others are categories.
+  const bool numeric = !x_labels.empty() && std::all_of(x_labels.begin(), x_labels.end(), [](const std::string& l) {
+    char* end = nullptr;
+    std::strtod(l.c_str(), &end);
+    return !l.empty() && end == l.c_str() + l.size();
+  });
   std::ostringstream text;
   text.precision(6);
   for (size_t i = 0; i < x_labels.size(); ++i) {
-    text << i << " \"" << x_labels[i] << '"';
+    text << i << ' ' << (numeric ? x_labels[i] : "\"" + x_labels[i] + '"');
     for (const auto& s : series) {
       const double v = i < s.second.size() ? s.second[i] : std::nan("");
       text << ' ';
@@ -197,11 +203,11 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
                        "set ylabel " + Quote(y_label) + "\n"
                        "set datafile missing 'NaN'\n"
                        "set grid ytics\nset key outside right\nset lmargin 14\nset bmargin 9\n"
-                       "set xtics rotate by 30 right\n"
-                       "plot ";
+                       "set termoption noenhanced\n" +
+                       std::string(numeric ? "" : "set xtics rotate by 30 right\n") + "plot ";
   for (size_t k = 0; k < series.size(); ++k) {
-    script += (k ? ", " : "") + Quote(data) + " using 1:" + std::to_string(k + 3) + (k == 0 ? ":xtic(2)" : "") +
-              " with linespoints title " + Quote(series[k].first);
+    script += (k ? ", " : "") + Quote(data) + " using " + (numeric ? "2" : "1") + ":" + std::to_string(k + 3) +
+              (k == 0 && !numeric ? ":xtic(2)" : "") + " with linespoints title " + Quote(series[k].first);
   }
   script += "\n";
   return Render(out_dir, name, script);

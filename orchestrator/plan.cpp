@@ -103,6 +103,18 @@ common::Result<Plan> BuildPlan(const ExperimentSpec& spec) {
   plan.spec_hash = spec.spec_hash;
   std::map<std::string, std::vector<size_t>> stage_jobs;  // stage -> indices into plan.jobs
   std::map<std::string, size_t> by_id;
+  // For per-lineage fan-in: each stage's upstream stages, each job's upstream
+  // jobs (indices into plan.jobs), transitively.
+  std::map<std::string, std::set<std::string>> stage_ancestors;
+  std::map<size_t, std::set<size_t>> job_ancestors;
+  bool lineage = false;  // whether some stage needs job_ancestors
+  for (const Stage& stage : spec.stages) {
+    for (const auto& dep : stage.depends_on) {
+      stage_ancestors[stage.name].insert(dep);
+      stage_ancestors[stage.name].insert(stage_ancestors[dep].begin(), stage_ancestors[dep].end());
+      for (const auto& over : stage.sweep.over) lineage = lineage || (over != dep && stage_ancestors[dep].count(over));
+    }
+  }
   const int64_t kMaxJobs = kMaxJobsPerStage * 10;
 
   for (const Stage& stage : spec.stages) {
@@ -120,11 +132,23 @@ common::Result<Plan> BuildPlan(const ExperimentSpec& spec) {
       }
       combos = std::move(next);
     }
-    std::vector<std::string> shared_inputs;  // every job of non-`over` dependencies
-    for (const auto& dep : stage.depends_on) {
-      if (std::find(stage.sweep.over.begin(), stage.sweep.over.end(), dep) != stage.sweep.over.end()) continue;
-      for (size_t j : stage_jobs[dep]) shared_inputs.push_back(plan.jobs[j].id);
-    }
+    // Non-`over` dependencies are fan-in: every job of theirs, except that a
+    // stage downstream of an `over` stage gives each combination only the
+    // jobs descending from that combination's job of it (per-lineage fan-in).
+    auto fan_in = [&](const std::vector<size_t>& combo) {
+      std::vector<std::string> inputs;
+      for (const auto& dep : stage.depends_on) {
+        if (std::find(stage.sweep.over.begin(), stage.sweep.over.end(), dep) != stage.sweep.over.end()) continue;
+        for (size_t j : stage_jobs[dep]) {
+          bool same_lineage = true;
+          for (size_t o = 0; o < combo.size() && same_lineage; ++o) {
+            if (stage_ancestors[dep].count(stage.sweep.over[o])) same_lineage = job_ancestors[j].count(combo[o]) > 0;
+          }
+          if (same_lineage) inputs.push_back(plan.jobs[j].id);
+        }
+      }
+      return inputs;
+    };
     const std::vector<json> points = SweepPoints(spec, stage);
     const int64_t count = static_cast<int64_t>(combos.size() * points.size()) * stage.sweep.seeds;
     if (count + static_cast<int64_t>(plan.jobs.size()) > kMaxJobs) {
@@ -133,7 +157,7 @@ common::Result<Plan> BuildPlan(const ExperimentSpec& spec) {
     }
     auto& mine = stage_jobs[stage.name];
     for (const auto& combo : combos) {
-      std::vector<std::string> inputs = shared_inputs;
+      std::vector<std::string> inputs = fan_in(combo);
       for (size_t j : combo) inputs.push_back(plan.jobs[j].id);
       std::sort(inputs.begin(), inputs.end());
       inputs.erase(std::unique(inputs.begin(), inputs.end()), inputs.end());
@@ -156,6 +180,14 @@ common::Result<Plan> BuildPlan(const ExperimentSpec& spec) {
             ++plan.duplicates_merged;
             mine.push_back(it->second);
             continue;
+          }
+          if (lineage) {
+            std::set<size_t>& ancestors = job_ancestors[plan.jobs.size()];
+            for (const auto& in : job.inputs) {
+              const size_t i = by_id.at(in);
+              ancestors.insert(i);
+              ancestors.insert(job_ancestors[i].begin(), job_ancestors[i].end());
+            }
           }
           by_id[job.id] = plan.jobs.size();
           mine.push_back(plan.jobs.size());

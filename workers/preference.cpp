@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numbers>
 #include <numeric>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +20,7 @@ double Sigmoid(double x) { return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) 
 class Adam {
  public:
   Adam(size_t n, double learning_rate) : lr_(learning_rate), m_(n, 0.0), v_(n, 0.0) {}
+  void set_learning_rate(double lr) { lr_ = lr; }
   void Step(std::vector<double>& params, const std::vector<double>& grad) {
     ++t_;
     const double c1 = 1 - std::pow(0.9, t_), c2 = 1 - std::pow(0.999, t_);
@@ -363,6 +365,9 @@ common::Result<AlignResult> Align(const Bandit& b, std::span<const LinearReward>
       return common::Status(common::StatusCode::kCancelled, "cancelled at step " + std::to_string(step));
     }
     if (step == spec.steps) break;
+    if (spec.cosine) {
+      adam.set_learning_rate(spec.learning_rate * 0.5 * (1 + std::cos(std::numbers::pi * step / spec.steps)));
+    }
     adam.Step(result.logits, grad);
   }
   return result;

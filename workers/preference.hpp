@@ -117,6 +117,7 @@ struct AlignSpec {
   double gamma = 0.0;  // weight of KL(pi_ref || pi), for every method
   int steps = 2000;
   double learning_rate = 0.05;
+  bool cosine = false;  // decay the step size to 0 along a half cosine (else constant)
 };
 
 // What a policy does on the bandit; every value exact.

@@ -160,6 +160,7 @@ common::Status RunAlign(JobContext& ctx) {
   spec.gamma = c["gamma"].get<double>();
   spec.steps = c["steps"].get<int>();
   spec.learning_rate = c["learning_rate"].get<double>();
+  spec.cosine = c["schedule"].get<std::string>() == "cosine";
   if (spec.method != pref::Method::kDpo && family.empty()) {
     return common::InvalidArgument("method \"" + c["method"].get<std::string>() +
                                    "\" distills reward models: give the stage an upstream pref.rm stage");
@@ -305,6 +306,8 @@ void RegisterPreferenceKinds(KindRegistry& registry) {
     k.config.Float("gamma").Default(0.0).Range(0, 1000).Doc("Weight of the forward KL(pi_ref || pi) added to the objective.");
     k.config.Int("steps").Default(2000).Range(0, 10000000).Doc("Adam steps (full batch).");
     k.config.Float("learning_rate").Default(0.05).Min(0, true).Max(10).Doc("Adam step size on the logits.");
+    k.config.Enum("schedule", {"constant", "cosine"}).Default("constant")
+        .Doc("Step size over the steps: constant (shows where each objective drifts) or a half cosine to 0 (settles).");
     k.config.Int("eval_every").Default(100).Range(1, 10000000).Doc("Steps between evaluations.");
     k.run = RunAlign;
     MustRegister(registry, std::move(k));

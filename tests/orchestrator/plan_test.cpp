@@ -93,6 +93,72 @@ TEST_F(PlanTest, ExpansionShapeAndDependencies) {
   }
 }
 
+// over = ["data"] with depends_on = ["data", "family", "other"]: each job gets
+// its own data job, the family jobs fitted to that data job only (family
+// descends from data), and every job of `other` (which does not).
+TEST_F(PlanTest, OverScopesFanInOfDescendantStagesToTheSameLineage) {
+  Plan p = PlanOf(R"(
+[experiment]
+name = "lineage"
+seed = 5
+[[stage]]
+name = "data"
+kind = "toy.quadratic"
+sweep = { seeds = 3 }
+[[stage]]
+name = "family"
+kind = "toy.quadratic"
+depends_on = ["data"]
+sweep = { over = ["data"], seeds = 2 }
+[[stage]]
+name = "other"
+kind = "bench.sleep"
+sweep = { grid = { seconds = [0.1, 0.2] } }
+[[stage]]
+name = "align"
+kind = "bench.sleep"
+depends_on = ["data", "family", "other"]
+sweep = { over = ["data"] }
+[[stage]]
+name = "all"
+kind = "bench.sleep"
+depends_on = ["family"]
+)");
+  auto ids = IdsByStage(p);
+  ASSERT_EQ(ids["data"].size(), 3u);
+  ASSERT_EQ(ids["family"].size(), 6u);
+  ASSERT_EQ(ids["align"].size(), 3u);
+  std::map<std::string, std::string> parent;  // family job -> its data job
+  for (const auto& j : p.jobs) {
+    if (j.stage == "family") parent[j.id] = j.inputs.at(0);
+  }
+  std::set<std::string> data_seen;
+  for (const auto& j : p.jobs) {
+    if (j.stage == "all") {
+      EXPECT_EQ(j.inputs.size(), 6u) << "without over, fan-in takes every job";
+    }
+    if (j.stage != "align") continue;
+    std::string data;
+    int family = 0, other = 0;
+    for (const auto& in : j.inputs) {
+      if (ids["data"].count(in)) data = in;
+    }
+    ASSERT_FALSE(data.empty());
+    data_seen.insert(data);
+    for (const auto& in : j.inputs) {
+      if (ids["family"].count(in)) {
+        ++family;
+        EXPECT_EQ(parent[in], data) << "a family job of another data job";
+      }
+      if (ids["other"].count(in)) ++other;
+    }
+    EXPECT_EQ(family, 2);
+    EXPECT_EQ(other, 2);
+    EXPECT_EQ(j.inputs.size(), 5u);
+  }
+  EXPECT_EQ(data_seen.size(), 3u);
+}
+
 TEST_F(PlanTest, SameFileSameIds) {
   Plan a = PlanOf(Pipeline()), b = PlanOf(Pipeline());
   ASSERT_EQ(a.jobs.size(), b.jobs.size());

@@ -10,13 +10,12 @@
 #include <nlohmann/json.hpp>
 
 #include "workers/job_kind.hpp"
-#include "workers/lm_kinds.hpp"
 
 namespace shammie::testing {
 
 inline nlohmann::json KindConfig(const std::string& kind, const nlohmann::json& overrides) {
   workers::KindRegistry registry;
-  workers::RegisterLmKinds(registry);
+  workers::RegisterBuiltinKinds(registry);
   const workers::JobKind* k = registry.Find(kind);
   EXPECT_NE(k, nullptr) << kind;
   nlohmann::json c = nlohmann::json::object();
