@@ -16,8 +16,8 @@ TEST(KindRegistryTest, BuiltinsAreRegisteredWithSchemas) {
   EXPECT_EQ(r.Names(),
             (std::vector<std::string>{"bench.allreduce", "bench.fail", "bench.noop", "bench.sleep", "continual.select",
                                       "lm.early_exit", "lm.eval", "lm.sample", "lm.train", "pav.didactic",
-                                      "pav.rl", "pav.rollouts", "pav.search", "pav.verifier", "sim.llm_eval",
-                                      "toy.quadratic"}));
+                                      "pav.rl", "pav.rollouts", "pav.search", "pav.verifier", "pref.align",
+                                      "pref.bandit", "pref.rm", "sim.llm_eval", "toy.quadratic"}));
   const JobKind* q = r.Find("toy.quadratic");
   ASSERT_NE(q, nullptr);
   ASSERT_NE(q->config.Find("learning_rate"), nullptr);
