@@ -133,5 +133,14 @@ common::Status RunPavSearch(JobContext& ctx);
 //   the per-step effective reward (outcome - baseline) + alpha A^mu, A^mu
 //   from the verifier and mu = Best-of-K; alpha = 0 is outcome-only RL.
 common::Status RunPavRl(JobContext& ctx);
+// Reward-model ensembles (workers/lm_rm.cpp, PAPERS.md §7) on the "distinct"
+// task: rm.prefs (length-biased preference pairs of policy samples),
+// rm.train (a reward model fine-tuned from a pretrained backbone),
+// rm.bon (best-of-n under each aggregation of an ensemble), rm.rl
+// (KL-regularized REINFORCE against an aggregated reward).
+common::Status RunRmPrefs(JobContext& ctx);
+common::Status RunRmTrain(JobContext& ctx);
+common::Status RunRmBestOfN(JobContext& ctx);
+common::Status RunRmRl(JobContext& ctx);
 
 }  // namespace shammie::workers

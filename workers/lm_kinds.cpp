@@ -306,6 +306,90 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_pav_rl", ctx); };
     Register(registry, std::move(k));
   }
+  // Reward-model ensembles (workers/lm_rm.cpp, PAPERS.md §7,
+  // docs/experiments/reward-ensembles.md).
+  auto ensemble_keys = [](common::Schema& schema) {
+    schema.Enum("ensemble", {"single", "finetune", "pretrain"}).Default("pretrain")
+        .Doc("Which upstream reward models: single = the first of backbone `pick`; finetune = every one of backbone "
+             "`pick` (one pretraining, several fine-tunes); pretrain = the `pick`-th of every backbone.");
+    schema.Int("pick").Default(0).Range(0, 1000000).Doc("Which backbone (single, finetune) or which fine-tune (pretrain).");
+    schema.Float("std_weight").Default(1.0).Min(0).Max(1000).Doc("lambda of the mean_minus_std aggregation.");
+    schema.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+  };
+  {
+    JobKind k;
+    k.name = "rm.prefs";
+    k.doc = "Preference pairs for reward models: two samples of the upstream policy (an lm.train job on task = "
+            "\"distinct\") per training prompt, labelled by Bradley-Terry on quality_scale x gold + length_bias x "
+            "length (gold = the letter F1; the length bias is the spurious feature). Identical pairs are dropped. "
+            "Artifact \"prefs\"; table \"pairs\"; metrics labels_agree_with_gold, longer_wins, sft_gold, sft_length.";
+    k.config = common::Schema(k.name, k.doc);
+    k.config.Int("prompts").Default(4000).Range(1, 10000000).Doc("Training prompts (one pair each).");
+    k.config.Float("temperature").Default(1.0).Min(0).Max(10).Doc("Sampling temperature.");
+    k.config.Int("max_new_tokens").Default(16).Range(1, 100000).Doc("Longest response.");
+    k.config.Float("quality_scale").Default(5.0).Min(0).Max(1000).Doc("Bradley-Terry weight of the gold reward.");
+    k.config.Float("length_bias").Default(0.5).Range(-100, 100).Doc("Bradley-Terry weight per letter of length.");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_rm_prefs", ctx); };
+    Register(registry, std::move(k));
+  }
+  {
+    JobKind k;
+    k.name = "rm.train";
+    k.doc = "A reward model: the upstream lm.train job's transformer (the pretraining) with a fresh scalar head drawn "
+            "from this job's seed, fine-tuned on the upstream rm.prefs pairs by Bradley-Terry + eta (r+ + r-)^2; keeps "
+            "the best validation loss (a tenth of the prompts held out). Artifact \"reward_model\" (role member) or "
+            "\"eval_model\" (role eval); metrics val_loss, val_accuracy, val_gold_accuracy, val_prefers_longer.";
+    k.config = common::Schema(k.name, k.doc);
+    k.config.Int("steps").Default(600).Range(1, 10000000).Doc("AdamW steps.");
+    k.config.Int("batch").Default(64).Range(1, 1 << 20).Doc("Pairs per step.");
+    k.config.Float("learning_rate").Default(1e-3).Min(0, true).Max(10).Doc("Peak step size (cosine to 10%).");
+    k.config.Float("eta").Default(0.01).Min(0).Max(100).Doc("Centering regularizer weight.");
+    k.config.Enum("role", {"member", "eval"}).Default("member")
+        .Doc("member: an ensemble member; eval: the held-out evaluation reward model.");
+    k.config.Int("eval_every").Default(100).Range(1, 10000000).Doc("Steps between validations.");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_rm_train", ctx); };
+    Register(registry, std::move(k));
+  }
+  {
+    JobKind k;
+    k.name = "rm.bon";
+    k.doc = "Best-of-n reranking: n samples of the upstream policy per test prompt, scored by the chosen ensemble "
+            "of upstream reward models and the eval reward model; for every aggregation (mean, median, min, "
+            "mean_minus_std) and n = 1, 2, 4, ..., the pick's <agg>_gold, _proxy, _eval, _length, _hack (longer than "
+            "the right answer), _win_rate (gold, vs a policy sample), _member_spread (step = n); member_spread_sft. "
+            "Table \"samples\".";
+    k.config = common::Schema(k.name, k.doc);
+    ensemble_keys(k.config);
+    k.config.Int("prompts").Default(200).Range(1, 10000000).Doc("Test prompts.");
+    k.config.Int("n").Default(64).Range(1, 100000).Doc("Samples per prompt (the largest n).");
+    k.config.Float("temperature").Default(1.0).Min(0).Max(10).Doc("Sampling temperature.");
+    k.config.Int("max_new_tokens").Default(16).Range(1, 100000).Doc("Longest response.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_rm_bon", ctx); };
+    Register(registry, std::move(k));
+  }
+  {
+    JobKind k;
+    k.name = "rm.rl";
+    k.doc = "KL-regularized policy-gradient RL (REINFORCE, leave-one-out baseline) of the upstream policy against "
+            "the aggregated reward of the chosen ensemble minus kl x log(pi / pi_sft). Metrics per eval_every: gold, "
+            "proxy, eval_reward, kl, length, hack, member_spread; at the end eval_reward_decreases (share of "
+            "evaluations where the eval reward model's reward fell), best_gold, best_gold_step.";
+    k.config = common::Schema(k.name, k.doc);
+    ensemble_keys(k.config);
+    k.config.Enum("aggregation", {"mean", "median", "min", "mean_minus_std"}).Default("mean").Doc("How members combine.");
+    k.config.Float("kl").Default(0.05).Min(0).Max(1000).Doc("Weight of the KL penalty log(pi / pi_sft).");
+    k.config.Int("iterations").Default(200).Range(1, 10000000).Doc("Policy updates.");
+    k.config.Int("batch").Default(16).Range(1, 1 << 20).Doc("Training prompts per update.");
+    k.config.Int("samples").Default(4).Range(1, 1024).Doc("Samples per prompt.");
+    k.config.Float("learning_rate").Default(1e-4).Min(0, true).Max(10).Doc("AdamW step size.");
+    k.config.Int("eval_every").Default(20).Range(1, 10000000).Doc("Updates between evaluations.");
+    k.config.Int("eval_prompts").Default(200).Range(1, 10000000).Doc("Test prompts of each evaluation.");
+    k.config.Int("max_new_tokens").Default(16).Range(1, 100000).Doc("Longest response.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_rm_rl", ctx); };
+    Register(registry, std::move(k));
+  }
 }
 
 }  // namespace shammie::workers

@@ -20,18 +20,92 @@
 
 namespace shammie::workers {
 
-namespace {
+// Shared with the other torch kinds (declared in workers/lm_torch.hpp).
+namespace lm {
 
-using torch::Tensor;
-
-// 1, 2, 4, ..., n (n itself last even when it is not a power of two): the N
-// of the pass@N and best-of-N curves.
 std::vector<int64_t> Doublings(int64_t n) {
   std::vector<int64_t> out;
   for (int64_t k = 1; k < n; k *= 2) out.push_back(k);
   out.push_back(n);
   return out;
 }
+
+std::vector<int> WithBos(const std::vector<int>& prompt, const std::vector<int>& answer) {
+  std::vector<int> s = {Tokenizer::kBos};
+  s.insert(s.end(), prompt.begin(), prompt.end());
+  s.insert(s.end(), answer.begin(), answer.end());
+  return s;
+}
+
+std::vector<int> WithoutEos(const std::vector<int>& answer) {
+  std::vector<int> out;
+  for (int t : answer) {
+    if (t == Tokenizer::kEos) break;
+    out.push_back(t);
+  }
+  return out;
+}
+
+Padded RightPadded(const std::vector<std::vector<int>>& seqs, size_t first, size_t end) {
+  size_t longest = 1;
+  for (size_t k = first; k < end; ++k) longest = std::max(longest, seqs[k].size());
+  Padded p{torch::full({static_cast<int64_t>(end - first), static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong),
+           torch::zeros({static_cast<int64_t>(end - first)}, torch::kLong)};
+  auto in = p.input.accessor<int64_t, 2>();
+  auto last = p.last.accessor<int64_t, 1>();
+  for (size_t k = first; k < end; ++k) {
+    for (size_t j = 0; j < seqs[k].size(); ++j) in[static_cast<int64_t>(k - first)][static_cast<int64_t>(j)] = seqs[k][j];
+    last[static_cast<int64_t>(k - first)] = static_cast<int64_t>(seqs[k].size()) - 1;
+  }
+  return p;
+}
+
+std::vector<Sampled> SampleChunked(Transformer& model, const std::vector<std::vector<int>>& prompts,
+                                   SampleOptions options, size_t batch, uint64_t seed, const JobContext& ctx,
+                                   common::Status& status) {
+  std::vector<Sampled> out;
+  out.reserve(prompts.size());
+  for (size_t i = 0; i < prompts.size(); i += batch) {
+    if (ctx.cancelled()) {
+      status = common::Status(common::StatusCode::kCancelled, "stopped while sampling");
+      return out;
+    }
+    const size_t end = std::min(prompts.size(), i + batch);
+    std::vector<std::vector<int>> chunk(prompts.begin() + static_cast<std::ptrdiff_t>(i),
+                                        prompts.begin() + static_cast<std::ptrdiff_t>(end));
+    options.seed = common::DeriveSeed(seed, "chunk", i);
+    std::vector<Sampled> part = Generate(model, chunk, options);
+    for (auto& p : part) out.push_back(std::move(p));
+  }
+  return out;
+}
+
+common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::string& name, const std::string& kind,
+                                         const std::string& hint) {
+  const Artifact* found = nullptr;
+  for (const auto& a : ctx.inputs()) {
+    if (a.name != name) continue;
+    if (found) return common::InvalidArgument(kind + " reads one upstream \"" + name + "\" but has several; " + hint);
+    found = &a;
+  }
+  if (!found) return common::InvalidArgument(kind + " needs an upstream \"" + name + "\": " + hint);
+  return found;
+}
+
+}  // namespace lm
+
+using lm::Doublings;
+using lm::OneInput;
+using lm::Padded;
+using lm::RightPadded;
+using lm::SampleChunked;
+using lm::WithBos;
+using lm::WithoutEos;
+
+namespace {
+
+using torch::Tensor;
+
 
 // --- the didactic planted-subsequence task (pav.didactic) ---
 
@@ -254,22 +328,7 @@ int EqualsToken() {
   return id;
 }
 
-std::vector<int> WithBos(const std::vector<int>& prompt, const std::vector<int>& answer = {}) {
-  std::vector<int> s = {Tokenizer::kBos};
-  s.insert(s.end(), prompt.begin(), prompt.end());
-  s.insert(s.end(), answer.begin(), answer.end());
-  return s;
-}
 
-// Answer tokens up to (not including) the first EOS.
-std::vector<int> WithoutEos(const std::vector<int>& answer) {
-  std::vector<int> out;
-  for (int t : answer) {
-    if (t == Tokenizer::kEos) break;
-    out.push_back(t);
-  }
-  return out;
-}
 
 // Step prefixes of an answer: the lengths after each '=' before the first
 // EOS, starting with the empty prefix. A step is one line of the chain.
@@ -281,24 +340,6 @@ std::vector<size_t> StepPrefixes(const std::vector<int>& answer) {
   return ends;
 }
 
-// Sequences [first, end) of `seqs` right-padded into [n, longest] tokens,
-// with each one's last real position (what the score head reads).
-struct Padded {
-  Tensor input, last;
-};
-Padded RightPadded(const std::vector<std::vector<int>>& seqs, size_t first, size_t end) {
-  size_t longest = 1;
-  for (size_t k = first; k < end; ++k) longest = std::max(longest, seqs[k].size());
-  Padded p{torch::full({static_cast<int64_t>(end - first), static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong),
-           torch::zeros({static_cast<int64_t>(end - first)}, torch::kLong)};
-  auto in = p.input.accessor<int64_t, 2>();
-  auto last = p.last.accessor<int64_t, 1>();
-  for (size_t k = first; k < end; ++k) {
-    for (size_t j = 0; j < seqs[k].size(); ++j) in[static_cast<int64_t>(k - first)][static_cast<int64_t>(j)] = seqs[k][j];
-    last[static_cast<int64_t>(k - first)] = static_cast<int64_t>(seqs[k].size()) - 1;
-  }
-  return p;
-}
 
 // The verifier's Q^pi estimate sigmoid(score) of each sequence (BOS prompt
 // answer-prefix), in batches.
@@ -314,29 +355,6 @@ std::vector<double> VerifierValues(Transformer& verifier, const std::vector<std:
   return out;
 }
 
-// Samples continuations of `prompts` in chunks of `batch` (chunk c draws
-// from DeriveSeed(seed, "chunk", c's first row)). Deterministic for a given
-// batch size; another batch size gives other (equally valid) samples, and a
-// chunk's longest prompt caps its rows' new tokens at the model's max_len.
-std::vector<lm::Sampled> SampleChunked(Transformer& model, const std::vector<std::vector<int>>& prompts,
-                                       lm::SampleOptions options, size_t batch, uint64_t seed, const JobContext& ctx,
-                                       common::Status& status) {
-  std::vector<lm::Sampled> out;
-  out.reserve(prompts.size());
-  for (size_t i = 0; i < prompts.size(); i += batch) {
-    if (ctx.cancelled()) {
-      status = common::Status(common::StatusCode::kCancelled, "stopped while sampling");
-      return out;
-    }
-    const size_t end = std::min(prompts.size(), i + batch);
-    std::vector<std::vector<int>> chunk(prompts.begin() + static_cast<std::ptrdiff_t>(i),
-                                        prompts.begin() + static_cast<std::ptrdiff_t>(end));
-    options.seed = common::DeriveSeed(seed, "chunk", i);
-    std::vector<lm::Sampled> part = lm::Generate(model, chunk, options);
-    for (auto& p : part) out.push_back(std::move(p));
-  }
-  return out;
-}
 
 // What every arithmetic pav kind starts from: the job's thread count set,
 // the upstream policy (an lm.train job on task = "arith") and its task.
@@ -358,17 +376,6 @@ common::Result<PolicyWork> OpenPolicy(const JobContext& ctx, const std::string& 
   return work;
 }
 
-common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::string& name, const std::string& kind,
-                                         const std::string& hint) {
-  const Artifact* found = nullptr;
-  for (const auto& a : ctx.inputs()) {
-    if (a.name != name) continue;
-    if (found) return common::InvalidArgument(kind + " reads one upstream \"" + name + "\" but has several; " + hint);
-    found = &a;
-  }
-  if (!found) return common::InvalidArgument(kind + " needs an upstream \"" + name + "\": " + hint);
-  return found;
-}
 
 struct ValueRow {
   std::string prompt, prefix;  // texts: the prompt and the answer prefix

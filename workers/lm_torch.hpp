@@ -158,4 +158,30 @@ std::vector<Example> EvalSet(const SyntheticTask& task, Split split, int64_t n);
 // is not `required`); InvalidArgument naming `kind` otherwise.
 common::Result<const Artifact*> UpstreamModel(const JobContext& ctx, bool required, const std::string& kind);
 
+// 1, 2, 4, ..., n (n itself last even when it is not a power of two): the N
+// of the pass@N and best-of-N curves.
+std::vector<int64_t> Doublings(int64_t n);
+// BOS, the prompt, then `answer`.
+std::vector<int> WithBos(const std::vector<int>& prompt, const std::vector<int>& answer = {});
+// Answer tokens up to (not including) the first EOS.
+std::vector<int> WithoutEos(const std::vector<int>& answer);
+// Sequences [first, end) of `seqs` right-padded into [n, longest] tokens,
+// with each one's last real position (what the score head reads).
+struct Padded {
+  Tensor input, last;
+};
+Padded RightPadded(const std::vector<std::vector<int>>& seqs, size_t first, size_t end);
+// Samples continuations of `prompts` in chunks of `batch` (chunk c draws
+// from DeriveSeed(seed, "chunk", c's first row)). Deterministic for a given
+// batch size; another batch size gives other (equally valid) samples, and a
+// chunk's longest prompt caps its rows' new tokens at the model's max_len.
+// Sets `status` (kCancelled) and returns early when the job is cancelled.
+std::vector<Sampled> SampleChunked(Transformer& model, const std::vector<std::vector<int>>& prompts,
+                                   SampleOptions options, size_t batch, uint64_t seed, const JobContext& ctx,
+                                   common::Status& status);
+// The one upstream artifact called `name`; InvalidArgument naming `kind`
+// and `hint` (what to put in depends_on) when there is none or several.
+common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::string& name, const std::string& kind,
+                                         const std::string& hint);
+
 }  // namespace shammie::workers::lm

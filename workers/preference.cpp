@@ -373,4 +373,56 @@ common::Result<AlignResult> Align(const Bandit& b, std::span<const LinearReward>
   return result;
 }
 
+const std::vector<std::string>& AggregationNames() {
+  static const std::vector<std::string> kNames = {"mean", "median", "min", "mean_minus_std"};
+  return kNames;
+}
+
+common::Result<Aggregation> ParseAggregation(const std::string& name) {
+  const auto& names = AggregationNames();
+  const auto it = std::find(names.begin(), names.end(), name);
+  if (it == names.end()) {
+    return common::InvalidArgument("aggregation: unknown \"" + name + "\" (mean, median, min or mean_minus_std)");
+  }
+  return static_cast<Aggregation>(it - names.begin());
+}
+
+double Aggregate(std::span<const double> members, Aggregation aggregation, double lambda) {
+  SHAMMIE_CHECK_MSG(!members.empty(), "Aggregate: no members");
+  const double n = static_cast<double>(members.size());
+  double mean = 0;
+  for (double v : members) mean += v / n;
+  switch (aggregation) {
+    case Aggregation::kMean:
+      return mean;
+    case Aggregation::kMedian: {
+      std::vector<double> v(members.begin(), members.end());
+      std::sort(v.begin(), v.end());
+      const size_t h = v.size() / 2;
+      return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+    }
+    case Aggregation::kMin:
+      return *std::min_element(members.begin(), members.end());
+    case Aggregation::kMeanMinusStd: {
+      double sq = 0;
+      for (double v : members) sq += (v - mean) * (v - mean) / n;
+      return mean - lambda * std::sqrt(sq);
+    }
+  }
+  return mean;
+}
+
+double LetterF1(std::string_view response, std::string_view answer) {
+  if (response.empty() || answer.empty()) return 0;
+  std::string wanted(answer);
+  std::sort(wanted.begin(), wanted.end());
+  wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+  double found = 0;
+  for (char c : wanted) found += response.find(c) != std::string_view::npos ? 1 : 0;
+  if (found == 0) return 0;
+  const double recall = found / static_cast<double>(wanted.size());
+  const double precision = found / static_cast<double>(response.size());
+  return 2 * precision * recall / (precision + recall);
+}
+
 }  // namespace shammie::workers::pref

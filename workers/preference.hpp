@@ -36,6 +36,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.hpp"
@@ -150,5 +151,21 @@ struct AlignResult {
 };
 common::Result<AlignResult> Align(const Bandit& bandit, std::span<const LinearReward> family, const AlignSpec& spec,
                                   int every, const std::function<bool(int, const std::vector<double>&, double, int)>& on_step);
+
+// --- reward-model ensembles (PAPERS.md §7, Eisenstein et al. 2024) ---
+enum class Aggregation { kMean, kMedian, kMin, kMeanMinusStd };
+// "mean", "median", "min", "mean_minus_std", in that order.
+const std::vector<std::string>& AggregationNames();
+common::Result<Aggregation> ParseAggregation(const std::string& name);
+// The members' rewards combined; mean_minus_std = mean - lambda * std
+// (population std, ddof 0). `members` must not be empty.
+double Aggregate(std::span<const double> members, Aggregation aggregation, double lambda);
+
+// The gold reward of the "distinct" task (workers/tasks.hpp): F1 of a
+// response against the answer (the prompt's distinct letters), where recall
+// = answer letters present / answer letters and precision = answer letters
+// present / response letters counted with repeats, so padding a response
+// with repeated or wrong letters costs precision. 0 for an empty response.
+double LetterF1(std::string_view response, std::string_view answer);
 
 }  // namespace shammie::workers::pref

@@ -20,7 +20,9 @@ constexpr std::string_view kChars = " 0123456789abcdefghijklmnopqrstuvwxyz+-*=>|
 
 int64_t Mod(int64_t x, int64_t p) { return ((x % p) + p) % p; }
 
-bool IsStringFamily(const std::string& f) { return f == "copy" || f == "reverse" || f == "sort" || f == "rotate"; }
+bool IsStringFamily(const std::string& f) {
+  return f == "copy" || f == "reverse" || f == "sort" || f == "rotate" || f == "distinct";
+}
 
 // A decimal number without sign or leading zeros, below `bound`.
 std::optional<int64_t> ParseNumber(std::string_view text, int64_t bound) {
@@ -147,6 +149,9 @@ class StringTask final : public SyntheticTask {
       std::reverse(t.begin(), t.end());
     } else if (f == "sort") {
       std::sort(t.begin(), t.end());
+    } else if (f == "distinct") {
+      std::sort(t.begin(), t.end());
+      t.erase(std::unique(t.begin(), t.end()), t.end());
     } else if (f == "rotate") {
       const auto k = static_cast<size_t>(Mod(spec().shift, spec().length));
       std::rotate(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(k), t.end());
@@ -365,7 +370,8 @@ std::string Tokenizer::Decode(const std::vector<int>& tokens) {
 }
 
 const std::vector<std::string>& TaskFamilies() {
-  static const std::vector<std::string> kFamilies = {"modadd", "copy", "reverse", "sort", "rotate", "arith", "grammar"};
+  static const std::vector<std::string> kFamilies = {"modadd", "copy", "reverse", "sort", "rotate",
+                                                     "distinct", "arith", "grammar"};
   return kFamilies;
 }
 

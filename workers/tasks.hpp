@@ -7,9 +7,11 @@
 // Families (TaskSpec::family):
 // - "modadd": "a+b=" -> (a + b + shift) mod p, a, b < p. `shift` != 0 is a
 //   variant that contradicts the plain rule on every example.
-// - "copy", "reverse", "sort", "rotate": a string of `length` letters drawn
+// - "copy", "reverse", "sort", "rotate", "distinct": a string of `length` letters drawn
 //   from the first `alphabet` letters, "abca>" -> transformed string
-//   (rotate: left by `shift`).
+//   (rotate: left by `shift`); "distinct": the string's distinct letters in
+//   alphabetical order, "abca>" -> "abc" (answers of varying length: the
+//   reward-ensemble study's task, graded there by the F1 of letter sets).
 // - "arith": a chain of `operations` operations on numbers < p, all mod p,
 //   with the usual precedence (* before + and -, then left to right). The
 //   answer writes the expression out after each operation, the leftmost `*`

@@ -17,7 +17,8 @@ TEST(KindRegistryTest, BuiltinsAreRegisteredWithSchemas) {
             (std::vector<std::string>{"bench.allreduce", "bench.fail", "bench.noop", "bench.sleep", "continual.select",
                                       "lm.early_exit", "lm.eval", "lm.sample", "lm.train", "pav.didactic",
                                       "pav.rl", "pav.rollouts", "pav.search", "pav.verifier", "pref.align",
-                                      "pref.bandit", "pref.rm", "sim.llm_eval", "toy.quadratic"}));
+                                      "pref.bandit", "pref.rm", "rm.bon", "rm.prefs", "rm.rl", "rm.train",
+                                      "sim.llm_eval", "toy.quadratic"}));
   const JobKind* q = r.Find("toy.quadratic");
   ASSERT_NE(q, nullptr);
   ASSERT_NE(q->config.Find("learning_rate"), nullptr);

@@ -245,6 +245,37 @@ TEST(AlignTest, DistillationNeedsARewardModel) {
   EXPECT_EQ(result.status().code(), common::StatusCode::kInvalidArgument);
 }
 
+TEST(RewardEnsembleTest, AggregationsMatchTheWorkedValues) {
+  const std::vector<double> r = {1.2, 0.8, 1.0, 3.5, 0.9};
+  EXPECT_NEAR(Aggregate(r, Aggregation::kMean, 1), 1.48, 1e-12);
+  EXPECT_NEAR(Aggregate(r, Aggregation::kMedian, 1), 1.0, 1e-12);
+  EXPECT_NEAR(Aggregate(r, Aggregation::kMin, 1), 0.8, 1e-12);
+  EXPECT_NEAR(Aggregate(r, Aggregation::kMeanMinusStd, 1), 0.461373, 5e-7);
+  const std::vector<double> calm = {0.5, 0.6, 0.4, 0.5, 0.55};
+  EXPECT_NEAR(Aggregate(calm, Aggregation::kMeanMinusStd, 1), 0.443668, 5e-7);
+  EXPECT_LT(Aggregate(r, Aggregation::kMeanMinusStd, 1), Aggregate(calm, Aggregation::kMeanMinusStd, 1))
+      << "the low-variance candidate overtakes the high-mean outlier";
+  EXPECT_NEAR(Aggregate(std::vector<double>{3, 1, 2, 10}, Aggregation::kMedian, 1), 2.5, 1e-12);
+  for (const auto& name : AggregationNames()) {
+    auto a = ParseAggregation(name);
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(AggregationNames()[static_cast<size_t>(*a)], name);
+  }
+  EXPECT_FALSE(ParseAggregation("max").ok());
+}
+
+TEST(RewardEnsembleTest, LetterF1PenalizesMissingWrongAndRepeatedLetters) {
+  EXPECT_DOUBLE_EQ(LetterF1("abc", "abc"), 1.0);
+  EXPECT_DOUBLE_EQ(LetterF1("cab", "abc"), 1.0) << "order does not matter";
+  EXPECT_DOUBLE_EQ(LetterF1("", "abc"), 0.0);
+  EXPECT_DOUBLE_EQ(LetterF1("xyz", "abc"), 0.0);
+  // Recall 2/3, precision 2/2: F1 = 0.8.
+  EXPECT_NEAR(LetterF1("ab", "abc"), 0.8, 1e-12);
+  // Recall 1, precision 3/5 (two extra letters, wrong or repeated): F1 = 0.75.
+  EXPECT_NEAR(LetterF1("abcxy", "abc"), 0.75, 1e-12);
+  EXPECT_NEAR(LetterF1("abcab", "abc"), 0.75, 1e-12);
+}
+
 // pref.bandit -> pref.rm (two pools) -> pref.align, through artifacts.
 TEST(PreferenceKindsTest, ChainThroughArtifacts) {
   testing::ScratchDir scratch("pref-kinds");

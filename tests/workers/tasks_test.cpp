@@ -77,7 +77,7 @@ TEST(TasksTest, ModAddAnswersAreTheModularSumAndSplitsAreDisjoint) {
 
 TEST(TasksTest, StringTransforms) {
   common::SplitMix64 rng(1);
-  for (std::string family : {"copy", "reverse", "sort", "rotate"}) {
+  for (std::string family : {"copy", "reverse", "sort", "rotate", "distinct"}) {
     TaskSpec spec;
     spec.family = family;
     spec.length = 7;
@@ -91,6 +91,12 @@ TEST(TasksTest, StringTransforms) {
       if (family == "reverse") std::reverse(want.begin(), want.end());
       if (family == "sort") std::sort(want.begin(), want.end());
       if (family == "rotate") want = s.substr(2) + s.substr(0, 2);
+      if (family == "distinct") {  // each letter of s once, in alphabetical order
+        want.clear();
+        for (char c = 'a'; c < 'a' + 5; ++c) {
+          if (s.find(c) != std::string::npos) want += c;
+        }
+      }
       EXPECT_EQ(e.answer_text, want) << family;
       for (char c : s) EXPECT_TRUE(c >= 'a' && c < 'a' + 5);
       EXPECT_LE(static_cast<int>(e.prompt.size() + e.answer.size()), (*task)->MaxTokens());

@@ -1,0 +1,643 @@
+// Reward-model ensembles and reward hacking (PAPERS.md §7, Eisenstein et al.
+// 2024) on LibTorch: the rm.* job kinds. The task is the task library's
+// "distinct" family ("abca>" -> "abc"), whose gold reward is the letter F1 of
+// workers/preference.hpp; annotators prefer by Bradley-Terry on the gold
+// reward plus a length bias (the spurious feature).
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/hash.hpp"
+#include "common/random.hpp"
+#include "storage/checkpoint_store.hpp"
+#include "workers/lm.hpp"
+#include "workers/lm_torch.hpp"
+#include "workers/preference.hpp"
+
+namespace shammie::workers {
+
+namespace {
+
+using lm::Tensor;
+using lm::Transformer;
+
+constexpr size_t kBatch = 1024;  // rows per generation / scoring call
+
+double Sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
+
+common::Result<std::unique_ptr<SyntheticTask>> DistinctTask(const lm::LoadedModel& model, const std::string& kind) {
+  SHAMMIE_ASSIGN_OR_RETURN(TaskSpec spec, TaskSpecFromConfig(model.checkpoint.job_config));
+  if (spec.family != "distinct") {
+    return common::InvalidArgument(kind + " works on the \"distinct\" task (its gold reward is the letter F1); the "
+                                   "upstream model was trained on \"" + spec.family + "\"");
+  }
+  return SyntheticTask::Make(spec);
+}
+
+// The policy an rm kind samples from: the one upstream "model" (an lm.train
+// job on task = "distinct").
+struct Policy {
+  lm::LoadedModel model;
+  std::unique_ptr<SyntheticTask> task;
+};
+common::Result<Policy> OpenPolicy(const JobContext& ctx, const std::string& kind) {
+  torch::set_num_threads(static_cast<int>(ctx.config()["threads"].get<int64_t>()));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, lm::UpstreamModel(ctx, true, kind));
+  Policy p;
+  SHAMMIE_ASSIGN_OR_RETURN(p.model, lm::LoadModelFile(up->path));
+  SHAMMIE_ASSIGN_OR_RETURN(p.task, DistinctTask(p.model, kind));
+  return p;
+}
+
+// What a reward model reads: BOS, the prompt, the response and its EOS.
+std::vector<int> RmInput(const std::vector<int>& prompt, const std::vector<int>& response) {
+  std::vector<int> answer = lm::WithoutEos(response);
+  answer.push_back(Tokenizer::kEos);
+  return lm::WithBos(prompt, answer);
+}
+
+// Raw scores of `seqs`, in batches, without gradients.
+std::vector<double> Scores(Transformer& rm, const std::vector<std::vector<int>>& seqs) {
+  torch::NoGradGuard guard;
+  rm->eval();
+  std::vector<double> out;
+  out.reserve(seqs.size());
+  for (size_t i = 0; i < seqs.size(); i += kBatch) {
+    const lm::Padded p = lm::RightPadded(seqs, i, std::min(seqs.size(), i + kBatch));
+    Tensor s = rm->Score(rm->forward(p.input), p.last).to(torch::kFloat64).contiguous();
+    out.insert(out.end(), s.data_ptr<double>(), s.data_ptr<double>() + s.numel());
+  }
+  return out;
+}
+
+std::string Text(const std::vector<int>& generated) { return SyntheticTask::GeneratedText(generated); }
+
+// --- the ensemble a job reads ---
+
+struct Member {
+  std::string job, backbone;
+  lm::LoadedModel model;
+};
+
+// The upstream "reward_model"s an rm.bon / rm.rl job uses, by `ensemble`:
+// - single: the first reward model (by job id) of backbone `pick`;
+// - finetune: every reward model of backbone `pick` (same pretraining);
+// - pretrain: the `pick`-th reward model of every backbone.
+// Backbones are ordered by job id.
+common::Result<std::vector<Member>> OpenEnsemble(const JobContext& ctx, const std::string& kind) {
+  const std::string ensemble = ctx.config()["ensemble"].get<std::string>();
+  const auto pick = static_cast<size_t>(ctx.config()["pick"].get<int64_t>());
+  std::map<std::string, std::vector<Member>> by_backbone;
+  for (const auto& a : ctx.inputs()) {
+    if (a.name != "reward_model") continue;
+    SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel m, lm::LoadModelFile(a.path));
+    const std::string backbone = m.checkpoint.job_config.value("rm_backbone", std::string());
+    by_backbone[backbone].push_back({a.job_id, backbone, std::move(m)});
+  }
+  if (by_backbone.empty()) {
+    return common::InvalidArgument(kind + " needs upstream rm.train jobs (role = \"member\"); job " + ctx.job_id() + " has none");
+  }
+  for (auto& [b, ms] : by_backbone) {
+    std::sort(ms.begin(), ms.end(), [](const Member& x, const Member& y) { return x.job < y.job; });
+  }
+  std::vector<Member> out;
+  const auto backbone_at = [&](size_t i) { return std::next(by_backbone.begin(), static_cast<std::ptrdiff_t>(i)); };
+  if (ensemble == "pretrain") {
+    for (auto& [b, ms] : by_backbone) {
+      if (pick >= ms.size()) {
+        return common::InvalidArgument("pick " + std::to_string(pick) + ": backbone " + b + " has " +
+                                       std::to_string(ms.size()) + " reward models");
+      }
+      out.push_back(std::move(ms[pick]));
+    }
+  } else {
+    if (pick >= by_backbone.size()) {
+      return common::InvalidArgument("pick " + std::to_string(pick) + ": the upstream reward models have " +
+                                     std::to_string(by_backbone.size()) + " backbones");
+    }
+    auto& ms = backbone_at(pick)->second;
+    if (ensemble == "single") {
+      out.push_back(std::move(ms.front()));
+    } else {
+      for (auto& m : ms) out.push_back(std::move(m));
+    }
+  }
+  return out;
+}
+
+common::Result<lm::LoadedModel> OpenEvalModel(const JobContext& ctx, const std::string& kind) {
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* a,
+                           lm::OneInput(ctx, "eval_model", kind, "an rm.train stage with role = \"eval\" in depends_on"));
+  return lm::LoadModelFile(a->path);
+}
+
+// Every member's scores of `seqs`: [member][row].
+std::vector<std::vector<double>> MemberScores(std::vector<Member>& members, const std::vector<std::vector<int>>& seqs) {
+  std::vector<std::vector<double>> out;
+  for (auto& m : members) out.push_back(Scores(m.model.model, seqs));
+  return out;
+}
+
+double Aggregated(const std::vector<std::vector<double>>& scores, size_t row, pref::Aggregation a, double lambda) {
+  std::vector<double> v(scores.size());
+  for (size_t m = 0; m < scores.size(); ++m) v[m] = scores[m][row];
+  return pref::Aggregate(v, a, lambda);
+}
+
+// Disagreement of the members on `rows`: the mean over rows of the members'
+// std, each member's scores centered by its mean over `reference` rows (the
+// SFT samples), since Bradley-Terry rewards are defined up to a shift.
+double MemberSpread(const std::vector<std::vector<double>>& scores, const std::vector<size_t>& rows,
+                    const std::vector<double>& centers) {
+  if (scores.size() < 2 || rows.empty()) return 0;
+  double total = 0;
+  for (size_t r : rows) {
+    double mean = 0, sq = 0;
+    for (size_t m = 0; m < scores.size(); ++m) mean += (scores[m][r] - centers[m]) / static_cast<double>(scores.size());
+    for (size_t m = 0; m < scores.size(); ++m) {
+      const double d = scores[m][r] - centers[m] - mean;
+      sq += d * d / static_cast<double>(scores.size());
+    }
+    total += std::sqrt(sq);
+  }
+  return total / static_cast<double>(rows.size());
+}
+
+std::vector<double> Centers(const std::vector<std::vector<double>>& scores) {
+  std::vector<double> c;
+  for (const auto& s : scores) {
+    double mean = 0;
+    for (double v : s) mean += v / static_cast<double>(std::max<size_t>(1, s.size()));
+    c.push_back(mean);
+  }
+  return c;
+}
+
+// Teacher-forced log-probability of each response (tokens after the prompt,
+// EOS included when generated) under `model`: [rows].
+Tensor SequenceLogProbs(Transformer& model, const std::vector<std::vector<int>>& prompts,
+                        const std::vector<lm::Sampled>& responses) {
+  size_t longest = 1;
+  for (size_t r = 0; r < prompts.size(); ++r) longest = std::max(longest, prompts[r].size() + responses[r].tokens.size());
+  const auto n = static_cast<int64_t>(prompts.size());
+  Tensor input = torch::full({n, static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong);
+  Tensor target = torch::zeros({n, static_cast<int64_t>(longest)}, torch::kLong);
+  Tensor mask = torch::zeros({n, static_cast<int64_t>(longest)}, torch::kFloat32);
+  auto in = input.accessor<int64_t, 2>();
+  auto tg = target.accessor<int64_t, 2>();
+  auto mk = mask.accessor<float, 2>();
+  for (int64_t r = 0; r < n; ++r) {
+    std::vector<int> seq = prompts[static_cast<size_t>(r)];
+    const size_t prompt_len = seq.size();
+    seq.insert(seq.end(), responses[static_cast<size_t>(r)].tokens.begin(), responses[static_cast<size_t>(r)].tokens.end());
+    for (size_t j = 0; j + 1 < seq.size(); ++j) {
+      in[r][static_cast<int64_t>(j)] = seq[j];
+      tg[r][static_cast<int64_t>(j)] = seq[j + 1];
+      if (j + 1 >= prompt_len) mk[r][static_cast<int64_t>(j)] = 1;
+    }
+  }
+  Tensor logp = torch::log_softmax(model->Logits(model->forward(input)), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1);
+  return (logp * mask).sum(1);
+}
+
+common::Status Save(JobContext& ctx, Transformer& model, nlohmann::json job_config, int64_t step, const std::string& name) {
+  if (ctx.artifact_dir().empty()) return common::Status::Ok();
+  lm::Checkpoint ck;
+  ck.model = model->config;
+  ck.vocab = model->vocab;
+  ck.job_config = std::move(job_config);
+  ck.model_bytes = lm::SaveModule(*model);
+  ck.state.finished = true;
+  ck.state.step = step;
+  SHAMMIE_ASSIGN_OR_RETURN(std::string path,
+                           storage::WriteContentAddressed(ctx.artifact_dir(), lm::SerializeCheckpoint(ck), "ckpt"));
+  return ctx.RecordArtifact(name, path);
+}
+
+struct PrefPair {
+  std::string prompt, answer, y1, y2;
+  bool first_wins = false;
+};
+
+}  // namespace
+
+common::Status RunRmPrefs(JobContext& ctx) {
+  const auto& c = ctx.config();
+  SHAMMIE_ASSIGN_OR_RETURN(Policy policy, OpenPolicy(ctx, "rm.prefs"));
+  const int64_t prompts = c["prompts"].get<int64_t>();
+  const double scale = c["quality_scale"].get<double>(), bias = c["length_bias"].get<double>();
+  lm::SampleOptions o;
+  o.temperature = c["temperature"].get<double>();
+  o.max_new_tokens = c["max_new_tokens"].get<int64_t>();
+  o.stop_tokens = {Tokenizer::kEos};
+  common::SplitMix64 rng(common::DeriveSeed(ctx.seed(), "rm.prefs", 0));
+  std::vector<Example> examples;
+  std::vector<std::vector<int>> rows;
+  for (int64_t p = 0; p < prompts; ++p) {
+    examples.push_back(policy.task->Sample(Split::kTrain, rng));
+    rows.push_back(lm::WithBos(examples.back().prompt));
+    rows.push_back(lm::WithBos(examples.back().prompt));
+  }
+  common::Status status;
+  const auto out = lm::SampleChunked(policy.model.model, rows, o, kBatch, common::DeriveSeed(ctx.seed(), "pairs", 0), ctx, status);
+  SHAMMIE_RETURN_IF_ERROR(status);
+  nlohmann::json data = nlohmann::json::array();
+  std::vector<std::string> prompt_col, y1_col, y2_col;
+  std::vector<double> g1_col, g2_col;
+  std::vector<int64_t> l1_col, l2_col, win_col;
+  double agree = 0, decided = 0, longer = 0, differ = 0, gold = 0, length = 0;
+  int64_t identical = 0;
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const std::string y1 = Text(out[2 * i].tokens), y2 = Text(out[2 * i + 1].tokens);
+    const double g1 = pref::LetterF1(y1, examples[i].answer_text), g2 = pref::LetterF1(y2, examples[i].answer_text);
+    gold += (g1 + g2) / 2;
+    length += static_cast<double>(y1.size() + y2.size()) / 2;
+    if (y1 == y2) {
+      ++identical;  // no preference to learn
+      continue;
+    }
+    const auto l1 = static_cast<int64_t>(y1.size()), l2 = static_cast<int64_t>(y2.size());
+    const bool first = rng.NextDouble() < Sigmoid(scale * (g1 - g2) + bias * static_cast<double>(l1 - l2));
+    if (g1 != g2) {
+      decided += 1;
+      agree += (first == (g1 > g2)) ? 1 : 0;
+    }
+    if (l1 != l2) {
+      differ += 1;
+      longer += (first == (l1 > l2)) ? 1 : 0;
+    }
+    data.push_back({{"prompt", examples[i].prompt_text}, {"answer", examples[i].answer_text}, {"y1", y1}, {"y2", y2},
+                    {"first_wins", first}});
+    prompt_col.push_back(examples[i].prompt_text);
+    y1_col.push_back(y1);
+    y2_col.push_back(y2);
+    g1_col.push_back(g1);
+    g2_col.push_back(g2);
+    l1_col.push_back(l1);
+    l2_col.push_back(l2);
+    win_col.push_back(first ? 1 : 0);
+  }
+  const double n = static_cast<double>(std::max<size_t>(1, examples.size()));
+  ctx.ReportMetric("pairs", 0, static_cast<double>(data.size()));
+  ctx.ReportMetric("identical_pairs", 0, static_cast<double>(identical));
+  ctx.ReportMetric("sft_gold", 0, gold / n);
+  ctx.ReportMetric("sft_length", 0, length / n);
+  if (decided > 0) ctx.ReportMetric("labels_agree_with_gold", 0, agree / decided);
+  if (differ > 0) ctx.ReportMetric("longer_wins", 0, longer / differ);
+  storage::Table table;
+  table.columns = {{"prompt", prompt_col}, {"response_1", y1_col}, {"response_2", y2_col}, {"gold_1", g1_col},
+                   {"gold_2", g2_col},     {"length_1", l1_col},   {"length_2", l2_col},   {"first_wins", win_col}};
+  SHAMMIE_RETURN_IF_ERROR(ctx.WriteTable("pairs", table));
+  if (ctx.artifact_dir().empty()) return common::Status::Ok();
+  SHAMMIE_ASSIGN_OR_RETURN(std::string path, storage::WriteContentAddressed(ctx.artifact_dir(), data.dump() + "\n", "json"));
+  return ctx.RecordArtifact("prefs", path);
+}
+
+common::Status RunRmTrain(JobContext& ctx) {
+  const auto& c = ctx.config();
+  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, lm::UpstreamModel(ctx, true, "rm.train"));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel backbone, lm::LoadModelFile(up->path));
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* prefs_file, lm::OneInput(ctx, "prefs", "rm.train", "an rm.prefs stage in depends_on"));
+  SHAMMIE_ASSIGN_OR_RETURN(std::string text, storage::ReadVerified(prefs_file->path));
+  const nlohmann::json data = nlohmann::json::parse(text, nullptr, false);
+  if (data.is_discarded() || !data.is_array()) return common::DataLoss(prefs_file->path + ": not a JSON array of pairs");
+  // Winner and loser inputs; a tenth of the prompts (by hash) held out.
+  struct Row {
+    std::vector<int> winner, loser;
+    double gold_margin = 0;  // gold(winner) - gold(loser)
+    int64_t length_margin = 0;
+  };
+  std::vector<Row> train, val;
+  for (const auto& d : data) {
+    PrefPair p{d.at("prompt").get<std::string>(), d.at("answer").get<std::string>(), d.at("y1").get<std::string>(),
+               d.at("y2").get<std::string>(), d.at("first_wins").get<bool>()};
+    if (!p.first_wins) std::swap(p.y1, p.y2);
+    SHAMMIE_ASSIGN_OR_RETURN(std::vector<int> prompt, Tokenizer::Encode(p.prompt));
+    SHAMMIE_ASSIGN_OR_RETURN(std::vector<int> w, Tokenizer::Encode(p.y1));
+    SHAMMIE_ASSIGN_OR_RETURN(std::vector<int> l, Tokenizer::Encode(p.y2));
+    Row r{RmInput(prompt, w), RmInput(prompt, l), pref::LetterF1(p.y1, p.answer) - pref::LetterF1(p.y2, p.answer),
+          static_cast<int64_t>(p.y1.size()) - static_cast<int64_t>(p.y2.size())};
+    (common::Hash64(p.prompt) % 10 == 0 ? val : train).push_back(std::move(r));
+  }
+  if (train.empty()) return common::InvalidArgument("rm.train: the upstream prefs hold no training pairs");
+  Transformer& rm = backbone.model;
+  // Each fine-tune draws its own score head and batches from its seed.
+  torch::manual_seed(common::DeriveSeed(ctx.seed(), "rm.train.head", 0));
+  rm->score_head->reset_parameters();
+  const int64_t steps = c["steps"].get<int64_t>(), batch = c["batch"].get<int64_t>(), every = c["eval_every"].get<int64_t>();
+  const double lr = c["learning_rate"].get<double>(), eta = c["eta"].get<double>();
+  torch::optim::AdamW optimizer(rm->parameters(), torch::optim::AdamWOptions(lr).weight_decay(0.01).betas({0.9, 0.95}));
+  common::SplitMix64 rng(common::DeriveSeed(ctx.seed(), "rm.train.batches", 0));
+  // Loss, accuracy against the labels and against the gold order, and how
+  // often the longer response scores higher, on a set of rows.
+  auto evaluate = [&](const std::vector<Row>& rows, int64_t step, const std::string& prefix) {
+    std::vector<std::vector<int>> seqs;
+    for (const auto& r : rows) {
+      seqs.push_back(r.winner);
+      seqs.push_back(r.loser);
+    }
+    const std::vector<double> s = Scores(rm, seqs);
+    double loss = 0, acc = 0, gold = 0, gold_n = 0, longer = 0, longer_n = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const double m = s[2 * i] - s[2 * i + 1];
+      loss += pref::BradleyTerryLoss(s[2 * i], s[2 * i + 1]) + pref::CenteringPenalty(s[2 * i], s[2 * i + 1], eta);
+      acc += m > 0 ? 1 : 0;
+      if (rows[i].gold_margin != 0) {
+        gold_n += 1;
+        gold += (m > 0) == (rows[i].gold_margin > 0) ? 1 : 0;
+      }
+      if (rows[i].length_margin != 0) {
+        longer_n += 1;
+        longer += (m > 0) == (rows[i].length_margin > 0) ? 1 : 0;
+      }
+    }
+    const double n = static_cast<double>(std::max<size_t>(1, rows.size()));
+    ctx.ReportMetric(prefix + "loss", step, loss / n);
+    ctx.ReportMetric(prefix + "accuracy", step, acc / n);
+    if (gold_n > 0) ctx.ReportMetric(prefix + "gold_accuracy", step, gold / gold_n);
+    if (longer_n > 0) ctx.ReportMetric(prefix + "prefers_longer", step, longer / longer_n);
+    rm->train();
+    return loss / n;
+  };
+  std::string best_bytes;
+  double best_val = std::numeric_limits<double>::infinity();
+  int64_t best_step = 0;
+  rm->train();
+  for (int64_t step = 0; step < steps; ++step) {
+    if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "stopped while training the reward model");
+    const double cosine = 0.55 + 0.45 * std::cos(M_PI * static_cast<double>(step) / static_cast<double>(steps));
+    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr * cosine);
+    std::vector<std::vector<int>> seqs;
+    for (int64_t b = 0; b < batch; ++b) {
+      const Row& r = train[static_cast<size_t>(rng.NextInt(0, static_cast<int64_t>(train.size()) - 1))];
+      seqs.push_back(r.winner);
+      seqs.push_back(r.loser);
+    }
+    const lm::Padded p = lm::RightPadded(seqs, 0, seqs.size());
+    Tensor s = rm->Score(rm->forward(p.input), p.last).view({batch, 2});
+    Tensor w = s.select(1, 0), l = s.select(1, 1);
+    Tensor loss = (-torch::log_sigmoid(w - l) + eta * (w + l).pow(2)).mean();
+    optimizer.zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(rm->parameters(), 1.0);
+    optimizer.step();
+    if ((step + 1) % every == 0 || step + 1 == steps) {
+      ctx.ReportMetric("train_loss", step + 1, loss.item<double>());
+      const double v = val.empty() ? 0 : evaluate(val, step + 1, "val_");
+      if (val.empty() || v < best_val) {
+        best_val = v;
+        best_step = step + 1;
+        best_bytes = lm::SaveModule(*rm);
+      }
+    }
+  }
+  if (!best_bytes.empty()) SHAMMIE_RETURN_IF_ERROR(lm::LoadModule(*rm, best_bytes, "the best reward model"));
+  ctx.ReportMetric("best_step", 0, static_cast<double>(best_step));
+  ctx.ReportMetric("train_pairs", 0, static_cast<double>(train.size()));
+  ctx.ReportMetric("val_pairs", 0, static_cast<double>(val.size()));
+  nlohmann::json job_config = backbone.checkpoint.job_config;  // the backbone's: says which task
+  job_config["rm_backbone"] = up->job_id;
+  const std::string role = c["role"].get<std::string>();
+  return Save(ctx, rm, job_config, best_step, role == "eval" ? "eval_model" : "reward_model");
+}
+
+common::Status RunRmBestOfN(JobContext& ctx) {
+  const auto& c = ctx.config();
+  SHAMMIE_ASSIGN_OR_RETURN(Policy policy, OpenPolicy(ctx, "rm.bon"));
+  SHAMMIE_ASSIGN_OR_RETURN(std::vector<Member> members, OpenEnsemble(ctx, "rm.bon"));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel eval_model, OpenEvalModel(ctx, "rm.bon"));
+  const int64_t n_max = c["n"].get<int64_t>();
+  const double lambda = c["std_weight"].get<double>();
+  const std::vector<Example> prompts = lm::EvalSet(*policy.task, Split::kTest, c["prompts"].get<int64_t>());
+  lm::SampleOptions o;
+  o.temperature = c["temperature"].get<double>();
+  o.max_new_tokens = c["max_new_tokens"].get<int64_t>();
+  o.stop_tokens = {Tokenizer::kEos};
+  std::vector<std::vector<int>> rows;
+  for (const auto& e : prompts) {
+    for (int64_t s = 0; s < n_max; ++s) rows.push_back(lm::WithBos(e.prompt));
+  }
+  common::Status status;
+  const auto out = lm::SampleChunked(policy.model.model, rows, o, kBatch, common::DeriveSeed(ctx.seed(), "bon", 0), ctx, status);
+  SHAMMIE_RETURN_IF_ERROR(status);
+  const size_t total = out.size();
+  std::vector<std::vector<int>> seqs(total);
+  std::vector<std::string> texts(total);
+  std::vector<double> gold(total), length(total), hack(total);
+  for (size_t i = 0; i < total; ++i) {
+    const Example& e = prompts[i / static_cast<size_t>(n_max)];
+    texts[i] = Text(out[i].tokens);
+    seqs[i] = RmInput(e.prompt, out[i].tokens);
+    gold[i] = pref::LetterF1(texts[i], e.answer_text);
+    length[i] = static_cast<double>(texts[i].size());
+    hack[i] = texts[i].size() > e.answer_text.size() ? 1 : 0;  // longer than any right answer
+  }
+  const auto scores = MemberScores(members, seqs);
+  const std::vector<double> eval = Scores(eval_model.model, seqs);
+  const std::vector<double> centers = Centers(scores);
+  std::vector<size_t> all(total);
+  for (size_t i = 0; i < total; ++i) all[i] = i;
+  double sft_gold = 0, sft_length = 0, sft_hack = 0;
+  for (size_t i = 0; i < total; ++i) {
+    sft_gold += gold[i] / static_cast<double>(total);
+    sft_length += length[i] / static_cast<double>(total);
+    sft_hack += hack[i] / static_cast<double>(total);
+  }
+  ctx.ReportMetric("members", 0, static_cast<double>(members.size()));
+  ctx.ReportMetric("sft_gold", 0, sft_gold);
+  ctx.ReportMetric("sft_length", 0, sft_length);
+  ctx.ReportMetric("sft_hack", 0, sft_hack);
+  ctx.ReportMetric("member_spread_sft", 0, MemberSpread(scores, all, centers));
+  for (const std::string& name : pref::AggregationNames()) {
+    SHAMMIE_ASSIGN_OR_RETURN(pref::Aggregation a, pref::ParseAggregation(name));
+    std::vector<double> agg(total);
+    for (size_t i = 0; i < total; ++i) agg[i] = Aggregated(scores, i, a, lambda);
+    for (int64_t n : lm::Doublings(n_max)) {
+      // Every prompt's samples in n_max / n disjoint groups of n; the
+      // aggregated reward picks one per group.
+      double g = 0, proxy = 0, ev = 0, len = 0, hk = 0, win = 0, picks = 0;
+      std::vector<size_t> chosen;
+      for (size_t p = 0; p < prompts.size(); ++p) {
+        const size_t base = p * static_cast<size_t>(n_max);
+        for (int64_t start = 0; start + n <= n_max; start += n) {
+          size_t best = base + static_cast<size_t>(start);
+          for (int64_t k = start; k < start + n; ++k) {
+            if (agg[base + static_cast<size_t>(k)] > agg[best]) best = base + static_cast<size_t>(k);
+          }
+          chosen.push_back(best);
+          g += gold[best];
+          proxy += agg[best];
+          ev += eval[best];
+          len += length[best];
+          hk += hack[best];
+          double w = 0;
+          for (int64_t k = 0; k < n_max; ++k) {
+            const double other = gold[base + static_cast<size_t>(k)];
+            w += gold[best] > other ? 1 : gold[best] == other ? 0.5 : 0;
+          }
+          win += w / static_cast<double>(n_max);
+          picks += 1;
+        }
+      }
+      ctx.ReportMetric(name + "_gold", n, g / picks);
+      ctx.ReportMetric(name + "_proxy", n, proxy / picks);
+      ctx.ReportMetric(name + "_eval", n, ev / picks);
+      ctx.ReportMetric(name + "_length", n, len / picks);
+      ctx.ReportMetric(name + "_hack", n, hk / picks);
+      ctx.ReportMetric(name + "_win_rate", n, win / picks);
+      ctx.ReportMetric(name + "_member_spread", n, MemberSpread(scores, chosen, centers));
+    }
+  }
+  std::vector<int64_t> prompt_col, sample_col;
+  std::vector<std::string> response_col;
+  for (size_t i = 0; i < total; ++i) {
+    prompt_col.push_back(static_cast<int64_t>(i / static_cast<size_t>(n_max)));
+    sample_col.push_back(static_cast<int64_t>(i % static_cast<size_t>(n_max)));
+  }
+  storage::Table table;
+  table.columns = {{"prompt", prompt_col}, {"sample", sample_col}, {"response", texts}, {"gold", gold},
+                   {"length", length},     {"eval_reward", eval}};
+  for (size_t m = 0; m < scores.size(); ++m) table.columns.push_back({"member_" + std::to_string(m), scores[m]});
+  return ctx.WriteTable("samples", table);
+}
+
+common::Status RunRmRl(JobContext& ctx) {
+  const auto& c = ctx.config();
+  SHAMMIE_ASSIGN_OR_RETURN(Policy policy, OpenPolicy(ctx, "rm.rl"));
+  SHAMMIE_ASSIGN_OR_RETURN(Policy reference, OpenPolicy(ctx, "rm.rl"));
+  SHAMMIE_ASSIGN_OR_RETURN(std::vector<Member> members, OpenEnsemble(ctx, "rm.rl"));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel eval_model, OpenEvalModel(ctx, "rm.rl"));
+  SHAMMIE_ASSIGN_OR_RETURN(pref::Aggregation aggregation, pref::ParseAggregation(c["aggregation"].get<std::string>()));
+  const double lambda = c["std_weight"].get<double>(), kl_coef = c["kl"].get<double>();
+  const int64_t iterations = c["iterations"].get<int64_t>(), prompts_per_step = c["batch"].get<int64_t>(),
+                samples = c["samples"].get<int64_t>(), eval_every = c["eval_every"].get<int64_t>();
+  lm::SampleOptions o;
+  o.temperature = 1.0;
+  o.max_new_tokens = c["max_new_tokens"].get<int64_t>();
+  o.stop_tokens = {Tokenizer::kEos};
+  Transformer& model = policy.model.model;
+  Transformer& ref = reference.model.model;
+  ref->eval();
+  const std::vector<Example> eval_set = lm::EvalSet(*policy.task, Split::kTest, c["eval_prompts"].get<int64_t>());
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(c["learning_rate"].get<double>())
+                                                         .weight_decay(0.0).betas({0.9, 0.95}));
+  common::Status status;
+  std::vector<double> centers;  // each member's mean score on the SFT policy's eval samples
+  double last_eval = std::numeric_limits<double>::quiet_NaN();
+  int64_t decreases = 0, evals = 0;
+  double best_gold = -1;
+  int64_t best_gold_step = 0;
+  // One sample per eval prompt (fixed seed): gold, proxy, eval-RM reward,
+  // KL(pi || pi_sft) (Monte Carlo: the mean sequence log-ratio), length, hacks.
+  auto evaluate = [&](int64_t step) -> common::Status {
+    model->eval();
+    std::vector<std::vector<int>> rows;
+    for (const auto& e : eval_set) rows.push_back(lm::WithBos(e.prompt));
+    const auto out = lm::SampleChunked(model, rows, o, kBatch, common::DeriveSeed(ctx.seed(), "eval", 0), ctx, status);
+    SHAMMIE_RETURN_IF_ERROR(status);
+    std::vector<std::vector<int>> seqs;
+    double g = 0, len = 0, hk = 0;
+    for (size_t i = 0; i < out.size(); ++i) {
+      const std::string t = Text(out[i].tokens);
+      seqs.push_back(RmInput(eval_set[i].prompt, out[i].tokens));
+      g += pref::LetterF1(t, eval_set[i].answer_text);
+      len += static_cast<double>(t.size());
+      hk += t.size() > eval_set[i].answer_text.size() ? 1 : 0;
+    }
+    const auto scores = MemberScores(members, seqs);
+    if (centers.empty()) centers = Centers(scores);
+    const std::vector<double> ev = Scores(eval_model.model, seqs);
+    double proxy = 0, eval_reward = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      proxy += Aggregated(scores, i, aggregation, lambda);
+      eval_reward += ev[i];
+    }
+    double kl = 0;
+    {
+      torch::NoGradGuard guard;
+      Tensor lp = SequenceLogProbs(model, rows, out), lr = SequenceLogProbs(ref, rows, out);
+      kl = (lp - lr).mean().item<double>();
+    }
+    std::vector<size_t> all(seqs.size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+    const double n = static_cast<double>(std::max<size_t>(1, seqs.size()));
+    ctx.ReportMetric("gold", step, g / n);
+    ctx.ReportMetric("proxy", step, proxy / n);
+    ctx.ReportMetric("eval_reward", step, eval_reward / n);
+    ctx.ReportMetric("kl", step, kl);
+    ctx.ReportMetric("length", step, len / n);
+    ctx.ReportMetric("hack", step, hk / n);
+    ctx.ReportMetric("member_spread", step, MemberSpread(scores, all, centers));
+    if (!std::isnan(last_eval)) {
+      ++evals;
+      decreases += eval_reward / n < last_eval ? 1 : 0;
+    }
+    last_eval = eval_reward / n;
+    if (g / n > best_gold) {
+      best_gold = g / n;
+      best_gold_step = step;
+    }
+    model->train();
+    return common::Status::Ok();
+  };
+  SHAMMIE_RETURN_IF_ERROR(evaluate(0));
+  common::SplitMix64 rng(common::DeriveSeed(ctx.seed(), "prompts", 0));
+  for (int64_t it = 1; it <= iterations; ++it) {
+    if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "stopped during RL");
+    std::vector<Example> batch;
+    std::vector<std::vector<int>> rows;
+    for (int64_t p = 0; p < prompts_per_step; ++p) {
+      batch.push_back(policy.task->Sample(Split::kTrain, rng));
+      for (int64_t s = 0; s < samples; ++s) rows.push_back(lm::WithBos(batch.back().prompt));
+    }
+    model->eval();
+    const auto out = lm::SampleChunked(model, rows, o, kBatch, common::DeriveSeed(ctx.seed(), "rl", static_cast<uint64_t>(it)), ctx, status);
+    SHAMMIE_RETURN_IF_ERROR(status);
+    model->train();
+    std::vector<std::vector<int>> seqs;
+    for (size_t r = 0; r < out.size(); ++r) seqs.push_back(RmInput(batch[r / static_cast<size_t>(samples)].prompt, out[r].tokens));
+    const auto scores = MemberScores(members, seqs);
+    Tensor logp = SequenceLogProbs(model, rows, out);
+    Tensor ref_logp;
+    {
+      torch::NoGradGuard guard;
+      ref_logp = SequenceLogProbs(ref, rows, out);
+    }
+    // The KL-regularized reward of each sample, r - kl (log pi - log pi_sft),
+    // minus the mean of its prompt's other samples (leave-one-out baseline).
+    const Tensor log_ratio = (logp.detach() - ref_logp).to(torch::kFloat64).contiguous();
+    std::vector<double> reward(out.size());
+    for (size_t r = 0; r < out.size(); ++r) {
+      reward[r] = Aggregated(scores, r, aggregation, lambda) - kl_coef * log_ratio.data_ptr<double>()[r];
+    }
+    std::vector<float> advantage(out.size());
+    for (size_t r = 0; r < out.size(); ++r) {
+      const size_t first = r / static_cast<size_t>(samples) * static_cast<size_t>(samples);
+      double others = 0;
+      for (size_t j = first; j < first + static_cast<size_t>(samples); ++j) others += j == r ? 0 : reward[j];
+      advantage[r] = static_cast<float>(reward[r] - (samples > 1 ? others / static_cast<double>(samples - 1) : 0));
+    }
+    Tensor adv = torch::from_blob(advantage.data(), {static_cast<int64_t>(advantage.size())}, torch::kFloat32).clone();
+    Tensor loss = -(adv * logp).mean();
+    optimizer.zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
+    optimizer.step();
+    if (it % eval_every == 0 || it == iterations) SHAMMIE_RETURN_IF_ERROR(evaluate(it));
+  }
+  ctx.ReportMetric("members", 0, static_cast<double>(members.size()));
+  ctx.ReportMetric("eval_reward_decreases", iterations, evals > 0 ? static_cast<double>(decreases) / static_cast<double>(evals) : 0);
+  ctx.ReportMetric("best_gold", iterations, best_gold);
+  ctx.ReportMetric("best_gold_step", iterations, static_cast<double>(best_gold_step));
+  return common::Status::Ok();
+}
+
+}  // namespace shammie::workers
