@@ -1,0 +1,110 @@
+// The rm.* job kinds through their job code (workers/lm_rm.cpp) at toy size:
+// which reward models an ensemble takes, what each kind refuses, and that a
+// fine-tune's seed alone changes its reward model.
+#include <gtest/gtest.h>
+
+#include "tests/table_column.hpp"
+#include "tests/test_util.hpp"
+#include "tests/workers/kind_config.hpp"
+#include "workers/lm.hpp"
+#include "workers/local_context.hpp"
+#include "workers/preference.hpp"
+
+namespace shammie::workers {
+namespace {
+
+using testing::Column;
+using testing::KindConfig;
+
+class RmKindsTest : public ::testing::Test {
+ protected:
+  static nlohmann::json Lm(const std::string& task) {
+    return KindConfig("lm.train", {{"task", task}, {"length", 6}, {"alphabet", 8}, {"d_model", 32}, {"layers", 1},
+                                   {"heads", 2}, {"steps", 20}, {"eval_every", 20}, {"eval_examples", 16}});
+  }
+  // Runs `run` on a fresh context with these inputs; keeps the context.
+  LocalJobContext& Job(const std::string& id, nlohmann::json config, uint64_t seed, std::vector<Artifact> inputs,
+                       common::Status (*run)(JobContext&), common::Status* status = nullptr) {
+    jobs_.push_back(std::make_unique<LocalJobContext>(id, std::move(config), seed));
+    LocalJobContext& ctx = *jobs_.back();
+    ctx.set_artifact_dir(dir_.File("artifacts"));
+    ctx.set_inputs(std::move(inputs));
+    const common::Status s = run(ctx);
+    if (status) {
+      *status = s;
+    } else {
+      EXPECT_TRUE(s.ok()) << id << ": " << s.ToString();
+    }
+    return ctx;
+  }
+  static std::vector<Artifact> Join(std::initializer_list<const LocalJobContext*> jobs) {
+    std::vector<Artifact> out;
+    for (const auto* j : jobs) out.insert(out.end(), j->recorded().begin(), j->recorded().end());
+    return out;
+  }
+  testing::ScratchDir dir_{"rm-kinds"};
+  std::vector<std::unique_ptr<LocalJobContext>> jobs_;
+};
+
+TEST_F(RmKindsTest, EnsemblesTakeTheDocumentedMembersAndBadInputsAreRefused) {
+  const LocalJobContext& policy = Job("policy", Lm("distinct"), 1, {}, RunLmTrain);
+  const LocalJobContext& backbone_a = Job("backbone-a", Lm("distinct"), 2, {}, RunLmTrain);
+  const LocalJobContext& backbone_b = Job("backbone-b", Lm("distinct"), 3, {}, RunLmTrain);
+  const LocalJobContext& prefs = Job("prefs", KindConfig("rm.prefs", {{"prompts", 120}}), 4, Join({&policy}), RunRmPrefs);
+  ASSERT_EQ(prefs.recorded().size(), 1u);
+  const storage::Table& pairs = prefs.tables().at("pairs");
+  const auto& gold_1 = Column<double>(pairs, "gold_1");
+  const auto& y1 = Column<std::string>(pairs, "response_1");
+  const auto& prompt = Column<std::string>(pairs, "prompt");
+  for (size_t i = 0; i < y1.size(); ++i) {
+    auto task = SyntheticTask::Make(*TaskSpecFromConfig(Lm("distinct")));
+    EXPECT_DOUBLE_EQ(gold_1[i], pref::LetterF1(y1[i], *(*task)->AnswerFor(prompt[i])));
+  }
+  const nlohmann::json rm = KindConfig("rm.train", {{"steps", 10}, {"eval_every", 5}, {"batch", 8}});
+  const LocalJobContext& a1 = Job("rm-a1", rm, 10, Join({&backbone_a, &prefs}), RunRmTrain);
+  const LocalJobContext& a2 = Job("rm-a2", rm, 11, Join({&backbone_a, &prefs}), RunRmTrain);
+  const LocalJobContext& a1_again = Job("rm-a1-again", rm, 10, Join({&backbone_a, &prefs}), RunRmTrain);
+  const LocalJobContext& b1 = Job("rm-b1", rm, 10, Join({&backbone_b, &prefs}), RunRmTrain);
+  nlohmann::json eval_rm = rm;
+  eval_rm["role"] = "eval";
+  const LocalJobContext& evaluator = Job("eval", eval_rm, 12, Join({&backbone_b, &prefs}), RunRmTrain);
+  ASSERT_EQ(evaluator.recorded().at(0).name, "eval_model");
+  ASSERT_EQ(a1.recorded().at(0).name, "reward_model");
+  EXPECT_EQ(a1.metrics().at("val_loss"), a1_again.metrics().at("val_loss")) << "same seed, same reward model";
+  EXPECT_NE(a1.metrics().at("val_loss"), a2.metrics().at("val_loss")) << "the seed draws the head and the batches";
+
+  const std::vector<Artifact> upstream = Join({&policy, &a1, &a2, &b1, &evaluator});
+  auto bon = [&](const std::string& ensemble, int pick, common::Status* s) -> LocalJobContext& {
+    return Job("bon-" + ensemble + std::to_string(pick),
+               KindConfig("rm.bon", {{"ensemble", ensemble}, {"pick", pick}, {"prompts", 6}, {"n", 4}}), 20, upstream,
+               RunRmBestOfN, s);
+  };
+  common::Status s;
+  // Backbones in job-id order: backbone-a (rm-a1, rm-a2), backbone-b (rm-b1).
+  EXPECT_EQ(bon("single", 0, &s).metrics().at("members").back().value, 1);
+  EXPECT_EQ(bon("finetune", 0, &s).metrics().at("members").back().value, 2);
+  EXPECT_EQ(bon("finetune", 1, &s).metrics().at("members").back().value, 1);
+  EXPECT_EQ(bon("pretrain", 0, &s).metrics().at("members").back().value, 2);
+  bon("pretrain", 1, &s);
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "backbone-b has one reward model";
+  bon("finetune", 2, &s);
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "there are two backbones";
+  Job("no-eval", KindConfig("rm.bon", {{"prompts", 6}, {"n", 4}}), 20, Join({&policy, &a1}), RunRmBestOfN, &s);
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "no eval reward model upstream";
+  EXPECT_NE(s.message().find("role = \"eval\""), std::string::npos) << s.message();
+  Job("no-prefs", rm, 10, Join({&backbone_a}), RunRmTrain, &s);
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument);
+  const LocalJobContext& sorter = Job("sorter", Lm("sort"), 5, {}, RunLmTrain);
+  Job("wrong-task", KindConfig("rm.prefs", {{"prompts", 4}}), 4, Join({&sorter}), RunRmPrefs, &s);
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "the gold reward is defined on the distinct task";
+
+  // RL starts at the SFT policy: KL 0 at step 0.
+  const LocalJobContext& rl = Job("rl", KindConfig("rm.rl", {{"ensemble", "finetune"}, {"iterations", 2}, {"eval_every", 1},
+                                                              {"eval_prompts", 6}, {"batch", 2}, {"samples", 2}}),
+                                  30, upstream, RunRmRl);
+  EXPECT_NEAR(rl.metrics().at("kl").front().value, 0, 1e-5);
+  EXPECT_EQ(rl.metrics().at("gold").size(), 3u);
+}
+
+}  // namespace
+}  // namespace shammie::workers
