@@ -184,6 +184,12 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
     std::strtod(l.c_str(), &end);
     return !l.empty() && end == l.c_str() + l.size();
   });
+  // Geometric x values (N = 1, 2, 4, ...) go on a log axis.
+  bool geometric = numeric && x_labels.size() >= 3;
+  for (size_t i = 0; geometric && i < x_labels.size(); ++i) {
+    const double v = std::strtod(x_labels[i].c_str(), nullptr);
+    geometric = v > 0 && (i == 0 || v >= 1.5 * std::strtod(x_labels[i - 1].c_str(), nullptr));
+  }
   std::ostringstream text;
   text.precision(6);
   for (size_t i = 0; i < x_labels.size(); ++i) {
@@ -203,7 +209,7 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
                        "set ylabel " + Quote(y_label) + "\n"
                        "set datafile missing 'NaN'\n"
                        "set grid ytics\nset key outside right\nset lmargin 14\nset bmargin 9\n"
-                       "set termoption noenhanced\n" +
+                       "set termoption noenhanced\n" + std::string(geometric ? "set logscale x 2\n" : "") +
                        std::string(numeric ? "" : "set xtics rotate by 30 right\n") + "plot ";
   for (size_t k = 0; k < series.size(); ++k) {
     script += (k ? ", " : "") + Quote(data) + " using " + (numeric ? "2" : "1") + ":" + std::to_string(k + 3) +
