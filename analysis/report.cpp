@@ -184,11 +184,13 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
     std::strtod(l.c_str(), &end);
     return !l.empty() && end == l.c_str() + l.size();
   });
-  // Geometric x values (N = 1, 2, 4, ...) go on a log axis.
-  bool geometric = numeric && x_labels.size() >= 3;
+  // Doublings (N = 1, 2, 4, ..., the last maybe less than doubled) go on a
+  // log axis; at least four values, so that 50, 100, 150 stay linear.
+  bool geometric = numeric && x_labels.size() >= 4;
   for (size_t i = 0; geometric && i < x_labels.size(); ++i) {
     const double v = std::strtod(x_labels[i].c_str(), nullptr);
-    geometric = v > 0 && (i == 0 || v >= 1.5 * std::strtod(x_labels[i - 1].c_str(), nullptr));
+    const double prev = i == 0 ? 0 : std::strtod(x_labels[i - 1].c_str(), nullptr);
+    geometric = v > 0 && (i == 0 || v >= (i + 1 == x_labels.size() ? 1.0 : 1.9) * prev) && (i == 0 || v > prev);
   }
   std::ostringstream text;
   text.precision(6);

@@ -103,12 +103,14 @@ common::Result<Plan> BuildPlan(const ExperimentSpec& spec) {
   plan.spec_hash = spec.spec_hash;
   std::map<std::string, std::vector<size_t>> stage_jobs;  // stage -> indices into plan.jobs
   std::map<std::string, size_t> by_id;
-  // For per-lineage fan-in: each stage's upstream stages, each job's upstream
-  // jobs (indices into plan.jobs), transitively.
+  // For per-lineage fan-in: each stage's upstream stages, and each job's
+  // upstream jobs of `over` stages (indices into plan.jobs), transitively.
   std::map<std::string, std::set<std::string>> stage_ancestors;
   std::map<size_t, std::set<size_t>> job_ancestors;
   bool lineage = false;  // whether some stage needs job_ancestors
+  std::set<std::string> over_stages;  // job_ancestors keeps only their jobs
   for (const Stage& stage : spec.stages) {
+    over_stages.insert(stage.sweep.over.begin(), stage.sweep.over.end());
     for (const auto& dep : stage.depends_on) {
       stage_ancestors[stage.name].insert(dep);
       stage_ancestors[stage.name].insert(stage_ancestors[dep].begin(), stage_ancestors[dep].end());
@@ -185,7 +187,7 @@ common::Result<Plan> BuildPlan(const ExperimentSpec& spec) {
             std::set<size_t>& ancestors = job_ancestors[plan.jobs.size()];
             for (const auto& in : job.inputs) {
               const size_t i = by_id.at(in);
-              ancestors.insert(i);
+              if (over_stages.count(plan.jobs[i].stage)) ancestors.insert(i);
               ancestors.insert(job_ancestors[i].begin(), job_ancestors[i].end());
             }
           }

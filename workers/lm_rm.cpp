@@ -9,6 +9,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <numbers>
 #include <string>
 #include <vector>
 
@@ -56,9 +57,12 @@ common::Result<Policy> OpenPolicy(const JobContext& ctx, const std::string& kind
   return p;
 }
 
-// What a reward model reads: BOS, the prompt, the response and its EOS.
-std::vector<int> RmInput(const std::vector<int>& prompt, const std::vector<int>& response) {
+// What a reward model reads: BOS, the prompt, the response and its EOS,
+// within the model's max_len (a response cut off at max_len loses its last
+// tokens to make room for the EOS).
+std::vector<int> RmInput(const std::vector<int>& prompt, const std::vector<int>& response, int64_t max_len) {
   std::vector<int> answer = lm::WithoutEos(response);
+  while (!answer.empty() && static_cast<int64_t>(prompt.size() + answer.size()) + 2 > max_len) answer.pop_back();
   answer.push_back(Tokenizer::kEos);
   return lm::WithBos(prompt, answer);
 }
@@ -139,9 +143,14 @@ common::Result<lm::LoadedModel> OpenEvalModel(const JobContext& ctx, const std::
 }
 
 // Every member's scores of `seqs`: [member][row].
-std::vector<std::vector<double>> MemberScores(std::vector<Member>& members, const std::vector<std::vector<int>>& seqs) {
+common::Result<std::vector<std::vector<double>>> MemberScores(std::vector<Member>& members,
+                                                               const std::vector<std::vector<int>>& seqs,
+                                                               const JobContext& ctx) {
   std::vector<std::vector<double>> out;
-  for (auto& m : members) out.push_back(Scores(m.model.model, seqs));
+  for (auto& m : members) {
+    if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "stopped while scoring");
+    out.push_back(Scores(m.model.model, seqs));
+  }
   return out;
 }
 
@@ -316,6 +325,7 @@ common::Status RunRmTrain(JobContext& ctx) {
     int64_t length_margin = 0;
   };
   std::vector<Row> train, val;
+  const int64_t max_len = backbone.model->config.max_len;
   for (const auto& d : data) {
     PrefPair p{d.at("prompt").get<std::string>(), d.at("answer").get<std::string>(), d.at("y1").get<std::string>(),
                d.at("y2").get<std::string>(), d.at("first_wins").get<bool>()};
@@ -323,13 +333,18 @@ common::Status RunRmTrain(JobContext& ctx) {
     SHAMMIE_ASSIGN_OR_RETURN(std::vector<int> prompt, Tokenizer::Encode(p.prompt));
     SHAMMIE_ASSIGN_OR_RETURN(std::vector<int> w, Tokenizer::Encode(p.y1));
     SHAMMIE_ASSIGN_OR_RETURN(std::vector<int> l, Tokenizer::Encode(p.y2));
-    Row r{RmInput(prompt, w), RmInput(prompt, l), pref::LetterF1(p.y1, p.answer) - pref::LetterF1(p.y2, p.answer),
+    Row r{RmInput(prompt, w, max_len), RmInput(prompt, l, max_len),
+          pref::LetterF1(p.y1, p.answer) - pref::LetterF1(p.y2, p.answer),
           static_cast<int64_t>(p.y1.size()) - static_cast<int64_t>(p.y2.size())};
     (common::Hash64(p.prompt) % 10 == 0 ? val : train).push_back(std::move(r));
   }
   if (train.empty()) return common::InvalidArgument("rm.train: the upstream prefs hold no training pairs");
   Transformer& rm = backbone.model;
-  // Each fine-tune draws its own score head and batches from its seed.
+  // Each fine-tune draws its own score head and batches from its seed. A
+  // sweep gives fine-tune k of every backbone the same seed (the seed comes
+  // from the stage and the replicate), as when every pretrained model is
+  // fine-tuned with the same seeds: pretrain-ensemble members then differ
+  // only in their pretraining.
   torch::manual_seed(common::DeriveSeed(ctx.seed(), "rm.train.head", 0));
   rm->score_head->reset_parameters();
   const int64_t steps = c["steps"].get<int64_t>(), batch = c["batch"].get<int64_t>(), every = c["eval_every"].get<int64_t>();
@@ -373,7 +388,7 @@ common::Status RunRmTrain(JobContext& ctx) {
   rm->train();
   for (int64_t step = 0; step < steps; ++step) {
     if (ctx.cancelled()) return common::Status(common::StatusCode::kCancelled, "stopped while training the reward model");
-    const double cosine = 0.55 + 0.45 * std::cos(M_PI * static_cast<double>(step) / static_cast<double>(steps));
+    const double cosine = 0.55 + 0.45 * std::cos(std::numbers::pi * static_cast<double>(step) / static_cast<double>(steps));
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr * cosine);
     std::vector<std::vector<int>> seqs;
     for (int64_t b = 0; b < batch; ++b) {
@@ -435,12 +450,12 @@ common::Status RunRmBestOfN(JobContext& ctx) {
   for (size_t i = 0; i < total; ++i) {
     const Example& e = prompts[i / static_cast<size_t>(n_max)];
     texts[i] = Text(out[i].tokens);
-    seqs[i] = RmInput(e.prompt, out[i].tokens);
+    seqs[i] = RmInput(e.prompt, out[i].tokens, policy.model.model->config.max_len);
     gold[i] = pref::LetterF1(texts[i], e.answer_text);
     length[i] = static_cast<double>(texts[i].size());
     hack[i] = texts[i].size() > e.answer_text.size() ? 1 : 0;  // longer than any right answer
   }
-  const auto scores = MemberScores(members, seqs);
+  SHAMMIE_ASSIGN_OR_RETURN(const auto scores, MemberScores(members, seqs, ctx));
   const std::vector<double> eval = Scores(eval_model.model, seqs);
   const std::vector<double> centers = Centers(scores);
   std::vector<size_t> all(total);
@@ -547,12 +562,12 @@ common::Status RunRmRl(JobContext& ctx) {
     double g = 0, len = 0, hk = 0;
     for (size_t i = 0; i < out.size(); ++i) {
       const std::string t = Text(out[i].tokens);
-      seqs.push_back(RmInput(eval_set[i].prompt, out[i].tokens));
+      seqs.push_back(RmInput(eval_set[i].prompt, out[i].tokens, model->config.max_len));
       g += pref::LetterF1(t, eval_set[i].answer_text);
       len += static_cast<double>(t.size());
       hk += t.size() > eval_set[i].answer_text.size() ? 1 : 0;
     }
-    const auto scores = MemberScores(members, seqs);
+    SHAMMIE_ASSIGN_OR_RETURN(const auto scores, MemberScores(members, seqs, ctx));
     if (centers.empty()) centers = Centers(scores);
     const std::vector<double> ev = Scores(eval_model.model, seqs);
     double proxy = 0, eval_reward = 0;
@@ -603,9 +618,23 @@ common::Status RunRmRl(JobContext& ctx) {
     SHAMMIE_RETURN_IF_ERROR(status);
     model->train();
     std::vector<std::vector<int>> seqs;
-    for (size_t r = 0; r < out.size(); ++r) seqs.push_back(RmInput(batch[r / static_cast<size_t>(samples)].prompt, out[r].tokens));
-    const auto scores = MemberScores(members, seqs);
+    for (size_t r = 0; r < out.size(); ++r) {
+      seqs.push_back(RmInput(batch[r / static_cast<size_t>(samples)].prompt, out[r].tokens, model->config.max_len));
+    }
+    SHAMMIE_ASSIGN_OR_RETURN(const auto scores, MemberScores(members, seqs, ctx));
     Tensor logp = SequenceLogProbs(model, rows, out);
+    if (it == 1) {
+      // The teacher-forced log-probabilities must be the sampler's own
+      // (temperature 1): a check of the response mask, reported once.
+      double gap = 0;
+      const Tensor forced = logp.detach().to(torch::kFloat64).contiguous();
+      for (size_t r = 0; r < out.size(); ++r) {
+        double sampled = 0;
+        for (double v : out[r].logprobs) sampled += v;
+        gap = std::max(gap, std::abs(forced.data_ptr<double>()[r] - sampled));
+      }
+      ctx.ReportMetric("sampler_logprob_gap", 0, gap);
+    }
     Tensor ref_logp;
     {
       torch::NoGradGuard guard;

@@ -28,8 +28,14 @@
 //             has, for a fixed r, the value beta KL(pi_ref || pi_r) (pi_r the
 //             optimum above); so among policies whose implicit reward is in
 //             the family it prefers the one nearest pi_ref in forward KL.
-//             This Lagrangian form is derived in PAPERS.md §5(b), not checked
-//             against the paper's text (docs/experiments/dpo-distill.md).
+//             With gamma > 0 that is the global minimum of this loss (every
+//             member's optimum has distillation loss 0); gradient descent
+//             from pi_ref may still settle on another member. With gamma = 0
+//             every member's optimum is a minimum, and the one reached is
+//             the member whose loss is smallest from pi_ref: the smallest
+//             margins on the training pairs. This Lagrangian form is derived
+//             in PAPERS.md §5(b), not checked against the paper's text
+//             (docs/experiments/dpo-distill.md).
 #pragma once
 
 #include <cstdint>

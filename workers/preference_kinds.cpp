@@ -218,8 +218,9 @@ common::Status RunAlign(JobContext& ctx) {
     }
   }
   ctx.ReportMetric("family_size", result.steps_done, static_cast<double>(family.size()));
-  if (spec.method != pref::Method::kDpo) ctx.ReportMetric("gap_to_closed_form", result.steps_done, gap);
-  if (family.size() > 1) {
+  // The closed form is the optimum only without the forward-KL term.
+  if (spec.method != pref::Method::kDpo && spec.gamma == 0) ctx.ReportMetric("gap_to_closed_form", result.steps_done, gap);
+  if (family.size() > 1 && *std::max_element(disagreement.begin(), disagreement.end()) > 0) {
     std::vector<size_t> order(n);
     std::iota(order.begin(), order.end(), 0);
     std::sort(order.begin(), order.end(), [&](size_t a, size_t c2) { return disagreement[a] < disagreement[c2]; });
@@ -298,8 +299,8 @@ void RegisterPreferenceKinds(KindRegistry& registry) {
             "upstream reward models' mean, or pessimistic distillation (min over the family + gamma KL(pi_ref || "
             "pi)); exact evaluation. Metrics per eval_every: gold, gold_win_rate, length, kl, forward_kl, "
             "margin_mean, margin_max, winner_logratio, winners_below_ref, unseen_mass, objective, member_pool (the "
-            "annotator pool of the member the pessimistic min picks); at the "
-            "end gap_to_closed_form, logratio_where_agree/disagree. Table \"policy\".";
+            "annotator pool of the member the pessimistic min picks); at the end gap_to_closed_form (gamma = 0), "
+            "logratio_where_agree/disagree (when the family disagrees). Table \"policy\".";
     k.config = common::Schema(k.name, k.doc);
     k.config.Enum("method", {"dpo", "distill", "pessimistic"}).Default("distill").Doc("The objective.");
     k.config.Float("beta").Default(0.5).Min(0, true).Max(1000).Doc("KL strength of the implicit reward beta log pi/pi_ref.");

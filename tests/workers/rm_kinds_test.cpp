@@ -98,11 +98,14 @@ TEST_F(RmKindsTest, EnsemblesTakeTheDocumentedMembersAndBadInputsAreRefused) {
   Job("wrong-task", KindConfig("rm.prefs", {{"prompts", 4}}), 4, Join({&sorter}), RunRmPrefs, &s);
   EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "the gold reward is defined on the distinct task";
 
-  // RL starts at the SFT policy: KL 0 at step 0.
+  // RL starts at the SFT policy (KL 0 at step 0) and moves away from it.
   const LocalJobContext& rl = Job("rl", KindConfig("rm.rl", {{"ensemble", "finetune"}, {"iterations", 2}, {"eval_every", 1},
                                                               {"eval_prompts", 6}, {"batch", 2}, {"samples", 2}}),
                                   30, upstream, RunRmRl);
   EXPECT_NEAR(rl.metrics().at("kl").front().value, 0, 1e-5);
+  EXPECT_NE(rl.metrics().at("kl").back().value, 0) << "two updates change the policy";
+  EXPECT_LT(rl.metrics().at("sampler_logprob_gap").back().value, 1e-3)
+      << "the update's log-probabilities are the sampled responses' own";
   EXPECT_EQ(rl.metrics().at("gold").size(), 3u);
 }
 
