@@ -159,6 +159,59 @@ depends_on = ["family"]
   EXPECT_EQ(data_seen.size(), 3u);
 }
 
+// Scoping reaches grandchildren: `scored` descends from `data` through
+// `family`, so each align job gets the 2 x 2 scored jobs of its own data job.
+TEST_F(PlanTest, OverScopesFanInThroughIntermediateStages) {
+  Plan p = PlanOf(R"(
+[experiment]
+name = "lineage2"
+seed = 5
+[[stage]]
+name = "data"
+kind = "toy.quadratic"
+sweep = { seeds = 2 }
+[[stage]]
+name = "family"
+kind = "toy.quadratic"
+depends_on = ["data"]
+sweep = { over = ["data"], seeds = 2 }
+[[stage]]
+name = "scored"
+kind = "bench.sleep"
+depends_on = ["family"]
+sweep = { over = ["family"], grid = { seconds = [0.1, 0.2] } }
+[[stage]]
+name = "align"
+kind = "bench.sleep"
+depends_on = ["data", "scored"]
+sweep = { over = ["data"] }
+)");
+  auto ids = IdsByStage(p);
+  ASSERT_EQ(ids["scored"].size(), 8u);
+  std::map<std::string, std::string> parent;  // family or scored job -> its upstream job
+  for (const auto& j : p.jobs) {
+    if (j.stage == "family" || j.stage == "scored") parent[j.id] = j.inputs.at(0);
+  }
+  int aligns = 0;
+  for (const auto& j : p.jobs) {
+    if (j.stage != "align") continue;
+    ++aligns;
+    std::string data;
+    for (const auto& in : j.inputs) {
+      if (ids["data"].count(in)) data = in;
+    }
+    ASSERT_FALSE(data.empty());
+    int scored = 0;
+    for (const auto& in : j.inputs) {
+      if (!ids["scored"].count(in)) continue;
+      ++scored;
+      EXPECT_EQ(parent[parent[in]], data) << "a scored job of another data job";
+    }
+    EXPECT_EQ(scored, 4);
+  }
+  EXPECT_EQ(aligns, 2);
+}
+
 TEST_F(PlanTest, SameFileSameIds) {
   Plan a = PlanOf(Pipeline()), b = PlanOf(Pipeline());
   ASSERT_EQ(a.jobs.size(), b.jobs.size());
