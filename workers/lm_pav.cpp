@@ -80,6 +80,34 @@ std::vector<Sampled> SampleChunked(Transformer& model, const std::vector<std::ve
   return out;
 }
 
+Tensor ResponseLogProb(Transformer& model, const std::vector<std::vector<int>>& prompts,
+                       const std::vector<Sampled>& responses, const std::vector<std::vector<double>>* weights) {
+  size_t longest = 1;
+  for (size_t r = 0; r < prompts.size(); ++r) longest = std::max(longest, prompts[r].size() + responses[r].tokens.size());
+  const auto n = static_cast<int64_t>(prompts.size());
+  Tensor input = torch::full({n, static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong);
+  Tensor target = torch::zeros({n, static_cast<int64_t>(longest)}, torch::kLong);
+  Tensor weight = torch::zeros({n, static_cast<int64_t>(longest)}, torch::kFloat32);
+  auto in = input.accessor<int64_t, 2>();
+  auto tg = target.accessor<int64_t, 2>();
+  auto w = weight.accessor<float, 2>();
+  for (int64_t r = 0; r < n; ++r) {
+    const auto row = static_cast<size_t>(r);
+    std::vector<int> seq = prompts[row];
+    const size_t prompt_len = seq.size();
+    seq.insert(seq.end(), responses[row].tokens.begin(), responses[row].tokens.end());
+    for (size_t j = 0; j + 1 < seq.size(); ++j) {
+      in[r][static_cast<int64_t>(j)] = seq[j];
+      tg[r][static_cast<int64_t>(j)] = seq[j + 1];
+      if (j + 1 >= prompt_len) {
+        w[r][static_cast<int64_t>(j)] = weights ? static_cast<float>((*weights)[row][j + 1 - prompt_len]) : 1.0f;
+      }
+    }
+  }
+  Tensor logp = torch::log_softmax(model->Logits(model->forward(input)), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1);
+  return (logp * weight).sum(1);
+}
+
 common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::string& name, const std::string& kind,
                                          const std::string& hint) {
   const Artifact* found = nullptr;
@@ -890,27 +918,8 @@ common::Status RunPavRl(JobContext& ctx) {
       }
     }
     // REINFORCE: - sum over answer tokens of weight x log pi(token | context), per sample.
-    size_t longest = 1;
-    for (size_t r = 0; r < out.size(); ++r) longest = std::max(longest, rows[r].size() + out[r].tokens.size());
     const auto n = static_cast<int64_t>(out.size());
-    Tensor input = torch::full({n, static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong);
-    Tensor target = torch::zeros({n, static_cast<int64_t>(longest)}, torch::kLong);
-    Tensor weight = torch::zeros({n, static_cast<int64_t>(longest)}, torch::kFloat32);
-    auto in = input.accessor<int64_t, 2>();
-    auto tg = target.accessor<int64_t, 2>();
-    auto w = weight.accessor<float, 2>();
-    for (int64_t r = 0; r < n; ++r) {
-      std::vector<int> seq = rows[static_cast<size_t>(r)];
-      const size_t prompt_len = seq.size();
-      seq.insert(seq.end(), out[static_cast<size_t>(r)].tokens.begin(), out[static_cast<size_t>(r)].tokens.end());
-      for (size_t j = 0; j + 1 < seq.size(); ++j) {
-        in[r][static_cast<int64_t>(j)] = seq[j];
-        tg[r][static_cast<int64_t>(j)] = seq[j + 1];
-        if (j + 1 >= prompt_len) w[r][static_cast<int64_t>(j)] = static_cast<float>(token_weight[static_cast<size_t>(r)][j + 1 - prompt_len]);
-      }
-    }
-    Tensor logp = torch::log_softmax(model->Logits(model->forward(input)), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1);
-    Tensor loss = -(logp * weight).sum() / static_cast<double>(n);
+    Tensor loss = -lm::ResponseLogProb(model, rows, out, &token_weight).sum() / static_cast<double>(n);
     optimizer.zero_grad();
     loss.backward();
     torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);

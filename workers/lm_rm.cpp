@@ -189,33 +189,6 @@ std::vector<double> Centers(const std::vector<std::vector<double>>& scores) {
   return c;
 }
 
-// Teacher-forced log-probability of each response (tokens after the prompt,
-// EOS included when generated) under `model`: [rows].
-Tensor SequenceLogProbs(Transformer& model, const std::vector<std::vector<int>>& prompts,
-                        const std::vector<lm::Sampled>& responses) {
-  size_t longest = 1;
-  for (size_t r = 0; r < prompts.size(); ++r) longest = std::max(longest, prompts[r].size() + responses[r].tokens.size());
-  const auto n = static_cast<int64_t>(prompts.size());
-  Tensor input = torch::full({n, static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong);
-  Tensor target = torch::zeros({n, static_cast<int64_t>(longest)}, torch::kLong);
-  Tensor mask = torch::zeros({n, static_cast<int64_t>(longest)}, torch::kFloat32);
-  auto in = input.accessor<int64_t, 2>();
-  auto tg = target.accessor<int64_t, 2>();
-  auto mk = mask.accessor<float, 2>();
-  for (int64_t r = 0; r < n; ++r) {
-    std::vector<int> seq = prompts[static_cast<size_t>(r)];
-    const size_t prompt_len = seq.size();
-    seq.insert(seq.end(), responses[static_cast<size_t>(r)].tokens.begin(), responses[static_cast<size_t>(r)].tokens.end());
-    for (size_t j = 0; j + 1 < seq.size(); ++j) {
-      in[r][static_cast<int64_t>(j)] = seq[j];
-      tg[r][static_cast<int64_t>(j)] = seq[j + 1];
-      if (j + 1 >= prompt_len) mk[r][static_cast<int64_t>(j)] = 1;
-    }
-  }
-  Tensor logp = torch::log_softmax(model->Logits(model->forward(input)), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1);
-  return (logp * mask).sum(1);
-}
-
 common::Status Save(JobContext& ctx, Transformer& model, nlohmann::json job_config, int64_t step, const std::string& name) {
   if (ctx.artifact_dir().empty()) return common::Status::Ok();
   lm::Checkpoint ck;
@@ -578,7 +551,7 @@ common::Status RunRmRl(JobContext& ctx) {
     double kl = 0;
     {
       torch::NoGradGuard guard;
-      Tensor lp = SequenceLogProbs(model, rows, out), lr = SequenceLogProbs(ref, rows, out);
+      Tensor lp = lm::ResponseLogProb(model, rows, out), lr = lm::ResponseLogProb(ref, rows, out);
       kl = (lp - lr).mean().item<double>();
     }
     std::vector<size_t> all(seqs.size());
@@ -622,7 +595,7 @@ common::Status RunRmRl(JobContext& ctx) {
       seqs.push_back(RmInput(batch[r / static_cast<size_t>(samples)].prompt, out[r].tokens, model->config.max_len));
     }
     SHAMMIE_ASSIGN_OR_RETURN(const auto scores, MemberScores(members, seqs, ctx));
-    Tensor logp = SequenceLogProbs(model, rows, out);
+    Tensor logp = lm::ResponseLogProb(model, rows, out);
     if (it == 1) {
       // The teacher-forced log-probabilities must be the sampler's own
       // (temperature 1): a check of the response mask, reported once.
@@ -638,7 +611,7 @@ common::Status RunRmRl(JobContext& ctx) {
     Tensor ref_logp;
     {
       torch::NoGradGuard guard;
-      ref_logp = SequenceLogProbs(ref, rows, out);
+      ref_logp = lm::ResponseLogProb(ref, rows, out);
     }
     // The KL-regularized reward of each sample, r - kl (log pi - log pi_sft),
     // minus the mean of its prompt's other samples (leave-one-out baseline).

@@ -179,6 +179,13 @@ Padded RightPadded(const std::vector<std::vector<int>>& seqs, size_t first, size
 std::vector<Sampled> SampleChunked(Transformer& model, const std::vector<std::vector<int>>& prompts,
                                    SampleOptions options, size_t batch, uint64_t seed, const JobContext& ctx,
                                    common::Status& status);
+// Teacher-forced sum over each response's tokens (those after its prompt,
+// EOS included when generated) of w_t log p(token_t | context) under
+// `model`: [rows]. w_t = weights[row][t], or 1 without weights. With
+// gradients unless the caller holds a NoGradGuard.
+Tensor ResponseLogProb(Transformer& model, const std::vector<std::vector<int>>& prompts,
+                       const std::vector<Sampled>& responses,
+                       const std::vector<std::vector<double>>* weights = nullptr);
 // The one upstream artifact called `name`; InvalidArgument naming `kind`
 // and `hint` (what to put in depends_on) when there is none or several.
 common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::string& name, const std::string& kind,

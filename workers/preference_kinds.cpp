@@ -39,6 +39,30 @@ common::Result<Bandit> UpstreamBandit(JobContext& ctx, std::string_view kind) {
   return b;
 }
 
+// One row per (prompt, response): prompt, response, quality, length,
+// in_data, ref_prob, then `extra` (columns in the same row order).
+storage::Table ResponseTable(const Bandit& b, std::vector<storage::Column> extra) {
+  std::vector<int64_t> prompt, response, in_col;
+  std::vector<double> quality, length, ref_prob;
+  const std::vector<char> in_data = b.InData();
+  for (int x = 0; x < b.prompts; ++x) {
+    for (int y = 0; y < b.responses; ++y) {
+      const size_t at = b.At(x, y);
+      prompt.push_back(x);
+      response.push_back(y);
+      quality.push_back(b.quality[at]);
+      length.push_back(b.length[at]);
+      in_col.push_back(in_data[at]);
+      ref_prob.push_back(std::exp(b.ref_logp[at]));
+    }
+  }
+  storage::Table t;
+  t.columns = {{"prompt", prompt}, {"response", response}, {"quality", quality},
+               {"length", length}, {"in_data", in_col},    {"ref_prob", ref_prob}};
+  for (auto& c : extra) t.columns.push_back(std::move(c));
+  return t;
+}
+
 // Share of each prompt's response pairs (all of them, compared or not) that
 // `score` orders as the gold quality does.
 double GoldAgreement(const Bandit& b, const std::function<double(size_t)>& score) {
@@ -67,24 +91,8 @@ common::Status RunBandit(JobContext& ctx) {
   SHAMMIE_RETURN_IF_ERROR(pref::ValidateBanditSpec(spec));
   const Bandit b = pref::MakeBandit(spec, ctx.seed());
 
-  std::vector<int64_t> prompt, response, in_col;
-  std::vector<double> quality, length, ref_prob;
   const std::vector<char> in_data = b.InData();
-  for (int x = 0; x < b.prompts; ++x) {
-    for (int y = 0; y < b.responses; ++y) {
-      const size_t at = b.At(x, y);
-      prompt.push_back(x);
-      response.push_back(y);
-      quality.push_back(b.quality[at]);
-      length.push_back(b.length[at]);
-      ref_prob.push_back(std::exp(b.ref_logp[at]));
-      in_col.push_back(in_data[at]);
-    }
-  }
-  storage::Table responses;
-  responses.columns = {{"prompt", prompt},   {"response", response}, {"quality", quality},
-                       {"length", length},   {"ref_prob", ref_prob}, {"in_data", in_col}};
-  SHAMMIE_RETURN_IF_ERROR(ctx.WriteTable("responses", responses));
+  SHAMMIE_RETURN_IF_ERROR(ctx.WriteTable("responses", ResponseTable(b, {})));
 
   std::vector<int64_t> pp, pw, pl, ppool;
   double gold_agree = 0, longer_wins = 0;
@@ -188,7 +196,7 @@ common::Status RunAlign(JobContext& ctx) {
   // centered under pi_ref), against how far the policy moved from pi_ref.
   const auto centered = pref::CenteredRewards(b, family);
   const size_t n = b.quality.size();
-  std::vector<double> disagreement(n, 0.0), logratio(n), prob(n), ref_prob(n);
+  std::vector<double> disagreement(n, 0.0), logratio(n), prob(n);
   for (size_t at = 0; at < n && family.size() > 1; ++at) {
     double mean = 0, sq = 0;
     for (const auto& r : centered) mean += r[at] / static_cast<double>(family.size());
@@ -212,7 +220,6 @@ common::Status RunAlign(JobContext& ctx) {
         pref::OptimalPolicy(b.Row(b.ref_logp, x), std::span<const double>(target_reward).subspan(at0, k), spec.beta);
     for (size_t y = 0; y < k; ++y) {
       prob[at0 + y] = std::exp(lp[y]);
-      ref_prob[at0 + y] = std::exp(b.ref_logp[at0 + y]);
       logratio[at0 + y] = lp[y] - b.ref_logp[at0 + y];
       gap = std::max(gap, std::abs(prob[at0 + y] - star[y]));
     }
@@ -229,24 +236,7 @@ common::Status RunAlign(JobContext& ctx) {
     ctx.ReportMetric("logratio_where_agree", result.steps_done, low / static_cast<double>(n / 2));
     ctx.ReportMetric("logratio_where_disagree", result.steps_done, high / static_cast<double>(n - n / 2));
   }
-  std::vector<int64_t> prompt, response, in_col;
-  std::vector<double> quality, length;
-  const std::vector<char> in_data = b.InData();
-  for (int x = 0; x < b.prompts; ++x) {
-    for (int y = 0; y < b.responses; ++y) {
-      const size_t at = b.At(x, y);
-      prompt.push_back(x);
-      response.push_back(y);
-      quality.push_back(b.quality[at]);
-      length.push_back(b.length[at]);
-      in_col.push_back(in_data[at]);
-    }
-  }
-  storage::Table policy;
-  policy.columns = {{"prompt", prompt},     {"response", response}, {"quality", quality},
-                    {"length", length},     {"in_data", in_col},    {"ref_prob", ref_prob},
-                    {"prob", prob},         {"logratio", logratio}, {"disagreement", disagreement}};
-  return ctx.WriteTable("policy", policy);
+  return ctx.WriteTable("policy", ResponseTable(b, {{"prob", prob}, {"logratio", logratio}, {"disagreement", disagreement}}));
 }
 
 void MustRegister(KindRegistry& registry, JobKind kind) {
