@@ -80,6 +80,18 @@ std::vector<Sampled> SampleChunked(Transformer& model, const std::vector<std::ve
   return out;
 }
 
+std::vector<double> LeaveOneOut(const std::vector<double>& reward, int64_t group) {
+  const auto g = static_cast<size_t>(group);
+  std::vector<double> out(reward.size());
+  for (size_t r = 0; r < reward.size(); ++r) {
+    const size_t first = r / g * g;
+    double others = 0;
+    for (size_t j = first; j < first + g && j < reward.size(); ++j) others += j == r ? 0 : reward[j];
+    out[r] = reward[r] - (g > 1 ? others / static_cast<double>(g - 1) : 0);
+  }
+  return out;
+}
+
 Tensor ResponseLogProb(Transformer& model, const std::vector<std::vector<int>>& prompts,
                        const std::vector<Sampled>& responses, const std::vector<std::vector<double>>* weights) {
   size_t longest = 1;
@@ -880,13 +892,7 @@ common::Status RunPavRl(JobContext& ctx) {
     // Outcome term: the sample's outcome minus the mean of its prompt's other samples.
     std::vector<double> reward(out.size());
     for (size_t r = 0; r < out.size(); ++r) reward[r] = task->Correct(batch[r / static_cast<size_t>(samples)], out[r].tokens) ? 1 : 0;
-    std::vector<double> outcome(out.size());
-    for (size_t r = 0; r < out.size(); ++r) {
-      const size_t first = r / static_cast<size_t>(samples) * static_cast<size_t>(samples);
-      double others = 0;
-      for (size_t j = first; j < first + static_cast<size_t>(samples); ++j) others += j == r ? 0 : reward[j];
-      outcome[r] = reward[r] - (samples > 1 ? others / static_cast<double>(samples - 1) : 0);
-    }
+    const std::vector<double> outcome = lm::LeaveOneOut(reward, samples);
     // Dense term: alpha (Q^mu after the step - Q^mu before it), Q^mu = 1 - (1 - Q^pi)^K, Q^pi from the verifier.
     std::vector<std::vector<double>> token_weight(out.size());
     std::vector<std::vector<size_t>> ends(out.size());

@@ -620,14 +620,9 @@ common::Status RunRmRl(JobContext& ctx) {
     for (size_t r = 0; r < out.size(); ++r) {
       reward[r] = Aggregated(scores, r, aggregation, lambda) - kl_coef * log_ratio.data_ptr<double>()[r];
     }
-    std::vector<float> advantage(out.size());
-    for (size_t r = 0; r < out.size(); ++r) {
-      const size_t first = r / static_cast<size_t>(samples) * static_cast<size_t>(samples);
-      double others = 0;
-      for (size_t j = first; j < first + static_cast<size_t>(samples); ++j) others += j == r ? 0 : reward[j];
-      advantage[r] = static_cast<float>(reward[r] - (samples > 1 ? others / static_cast<double>(samples - 1) : 0));
-    }
-    Tensor adv = torch::from_blob(advantage.data(), {static_cast<int64_t>(advantage.size())}, torch::kFloat32).clone();
+    std::vector<double> advantage = lm::LeaveOneOut(reward, samples);
+    Tensor adv = torch::from_blob(advantage.data(), {static_cast<int64_t>(advantage.size())}, torch::kFloat64)
+                     .to(torch::kFloat32);
     Tensor loss = -(adv * logp).mean();
     optimizer.zero_grad();
     loss.backward();

@@ -179,6 +179,10 @@ Padded RightPadded(const std::vector<std::vector<int>>& seqs, size_t first, size
 std::vector<Sampled> SampleChunked(Transformer& model, const std::vector<std::vector<int>>& prompts,
                                    SampleOptions options, size_t batch, uint64_t seed, const JobContext& ctx,
                                    common::Status& status);
+// REINFORCE's leave-one-out baseline: rows come in consecutive groups of
+// `group` samples of one prompt; each reward minus the mean of its group's
+// other rewards (the reward itself when group = 1).
+std::vector<double> LeaveOneOut(const std::vector<double>& reward, int64_t group);
 // Teacher-forced sum over each response's tokens (those after its prompt,
 // EOS included when generated) of w_t log p(token_t | context) under
 // `model`: [rows]. w_t = weights[row][t], or 1 without weights. With
