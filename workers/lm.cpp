@@ -22,6 +22,7 @@
 #include "storage/checkpoint_store.hpp"
 #include "workers/dataset.hpp"
 #include "workers/lm_torch.hpp"
+#include "workers/recursive.hpp"
 
 namespace shammie::workers {
 
@@ -103,18 +104,38 @@ Scored Score(Transformer& model, const Batch& host) {
 }
 
 // Summed answer-token loss of the final block plus `weight` x the mean over
-// the earlier blocks of the same loss read through the final norm and head.
-Tensor ExitLossSum(Transformer& model, const Batch& host, double weight) {
+// the earlier exits (every block; a recursive model's loop ends) of the same
+// loss read through the final norm and head. With a `teacher`, each loss is
+// (1 - distill) CE + distill KL(teacher || model) on the same tokens.
+Tensor TrainLossSum(Transformer& model, const Batch& host, double weight, Transformer* teacher, double distill) {
+  namespace F = torch::nn::functional;
   const torch::Device device = model->embed->weight.device();
   Tensor input = host.input.to(device), target = host.target.reshape({-1}).to(device);
   Tensor m = host.mask.reshape({-1}).to(device);
-  const std::vector<Tensor> hidden = model->ForwardLayers(input);
+  std::vector<Tensor> hidden;
+  if (weight > 0) {
+    const std::vector<Tensor> every = model->ForwardLayers(input);
+    const size_t step = static_cast<size_t>(model->config.layers / model->config.loops);
+    const size_t stride = model->config.loops > 1 ? step : 1;
+    for (size_t l = stride - 1; l < every.size(); l += stride) hidden.push_back(every[l]);
+  } else {
+    hidden.push_back(model->forward(input));
+  }
+  Tensor teacher_logp;
+  if (teacher) {
+    torch::NoGradGuard guard;
+    Tensor t = (*teacher)->Logits((*teacher)->forward(input)).to(torch::kFloat32);
+    teacher_logp = torch::log_softmax(t.reshape({-1, t.size(-1)}), -1);
+  }
   Tensor total;
   for (size_t l = 0; l < hidden.size(); ++l) {
-    Tensor logits = model->Logits(hidden[l]).to(torch::kFloat32);
-    Tensor ce = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), target,
-                                                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+    Tensor logits = model->Logits(hidden[l]).to(torch::kFloat32).reshape({-1, model->vocab});
+    Tensor ce = F::cross_entropy(logits, target, F::CrossEntropyFuncOptions().reduction(torch::kNone));
     Tensor sum = (ce * m).sum();
+    if (teacher) {
+      Tensor kl = (teacher_logp.exp() * (teacher_logp - torch::log_softmax(logits, -1))).sum(-1);
+      sum = (1 - distill) * sum + distill * (kl * m).sum();
+    }
     if (l + 1 < hidden.size()) sum = sum * (weight / static_cast<double>(hidden.size() - 1));
     total = total.defined() ? total + sum : sum;
   }
@@ -309,6 +330,14 @@ common::Status Validate(const TrainConfig& c, int gang_size) {
     return common::InvalidArgument("optimizer must be adamw or sgd, not \"" + c.optimizer + "\"");
   }
   if (c.device != "cpu" && c.device != "cuda") return common::InvalidArgument("device must be cpu or cuda");
+  SHAMMIE_RETURN_IF_ERROR(rec::CheckLoops(c.model.layers, c.model.loops));
+  SHAMMIE_RETURN_IF_ERROR(rec::ParseTying(c.model.tying).status());
+  SHAMMIE_RETURN_IF_ERROR(rec::ParseInit(c.recursive_init).status());
+  if (c.model.lora_rank < 0 || c.model.lora_rank > c.model.d_model) {
+    return common::InvalidArgument("lora_rank must lie in [0, d_model]: a full-rank LoRA has rank d_model");
+  }
+  if (c.lora_init != "svd" && c.lora_init != "zero") return common::InvalidArgument("lora_init must be svd or zero");
+  if (c.distill < 0 || c.distill > 1) return common::InvalidArgument("distill must lie in [0, 1]");
   if (c.precision != "fp32" && c.precision != "bf16") return common::InvalidArgument("precision must be fp32 or bf16");
   if (c.precision == "bf16" && c.device != "cuda") {
     return common::InvalidArgument("precision = \"bf16\" is autocast on CUDA; use it with device = \"cuda\"");
@@ -334,10 +363,23 @@ bool SameArchitecture(const ModelConfig& a, const ModelConfig& b) {
 }
 
 std::string Describe(const ModelConfig& m) {
-  return "d_model " + std::to_string(m.d_model) + ", layers " + std::to_string(m.layers) + ", heads " +
-         std::to_string(m.heads) + ", d_ff " + std::to_string(ResolvedFf(m)) + ", max_len " +
-         std::to_string(m.max_len) + (m.tied_embeddings ? ", tied" : ", untied") + ", classes " +
-         std::to_string(m.classes);
+  std::string out = "d_model " + std::to_string(m.d_model) + ", layers " + std::to_string(m.layers) + ", heads " +
+                    std::to_string(m.heads) + ", d_ff " + std::to_string(ResolvedFf(m)) + ", max_len " +
+                    std::to_string(m.max_len) + (m.tied_embeddings ? ", tied" : ", untied") + ", classes " +
+                    std::to_string(m.classes);
+  if (m.loops != 1) out += ", loops " + std::to_string(m.loops) + " (" + m.tying + ")";
+  if (m.lora_rank != 0) out += ", lora_rank " + std::to_string(m.lora_rank);
+  return out;
+}
+
+// `to` is a recursive (or relaxed) version of the vanilla `from`.
+bool ConvertsTo(const ModelConfig& from, const ModelConfig& to) {
+  if (from.loops != 1 || from.lora_rank != 0 || (to.loops == 1 && to.lora_rank == 0)) return false;
+  ModelConfig v = to;
+  v.loops = 1;
+  v.lora_rank = 0;
+  v.tying = from.tying;
+  return SameArchitecture(from, v);
 }
 
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainConfig& config, Transformer& model) {
@@ -529,20 +571,37 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
   if (config.init != "scratch") {
     SHAMMIE_ASSIGN_OR_RETURN(up, UpstreamModel(ctx, config.init == "upstream", "lm.train"));
   }
-  if (!resumed) {
-    if (up) {
-      SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(up->path));
-      if (!SameArchitecture(loaded.checkpoint.model, config.model)) {
+  // Knowledge distillation's teacher: the upstream model, frozen.
+  Transformer teacher{nullptr};
+  if (config.distill > 0 && !up) {
+    return common::InvalidArgument("distill needs an upstream lm.train job (the teacher); this job has none");
+  }
+  if (up && (!resumed || config.distill > 0)) {
+    SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(up->path));
+    if (!resumed) {
+      if (SameArchitecture(loaded.checkpoint.model, config.model)) {
+        SHAMMIE_RETURN_IF_ERROR(lm::LoadModule(*model, loaded.checkpoint.model_bytes, up->path));
+      } else if (ConvertsTo(loaded.checkpoint.model, config.model)) {
+        // A vanilla model becomes this job's recursive one.
+        SHAMMIE_RETURN_IF_ERROR(
+            lm::ConvertToRecursive(*loaded.model, *model, config.recursive_init, config.lora_init));
+      } else {
         return common::InvalidArgument("the upstream model (" + Describe(loaded.checkpoint.model) +
                                        ") does not match this job's architecture (" + Describe(config.model) +
-                                       "); use the same model keys, or init = \"scratch\"");
+                                       "); use the same model keys (or a recursive version of a vanilla model: "
+                                       "loops / tying / lora_rank), or init = \"scratch\"");
       }
-      SHAMMIE_RETURN_IF_ERROR(lm::LoadModule(*model, loaded.checkpoint.model_bytes, up->path));
       result.initialized_from = up->job_id;
+    }
+    if (config.distill > 0) {
+      teacher = loaded.model;
+      teacher->eval();
+      for (auto& p : teacher->parameters()) p.set_requires_grad(false);
     }
   }
   if (!resumed) SHAMMIE_RETURN_IF_ERROR(BroadcastParameters(model, gang));
   model->to(device);
+  if (teacher) teacher->to(device);
   std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(config, model);
   if (resumed) SHAMMIE_RETURN_IF_ERROR(lm::LoadOptimizer(*optimizer, optimizer_bytes, "the checkpoint", device));
   std::unique_ptr<cluster::DeviceCollectives> nccl;
@@ -626,7 +685,9 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
       Tensor loss;
       {
         AutocastScope autocast(bf16);
-        loss = (config.exit_loss > 0 ? ExitLossSum(model, b, config.exit_loss) : Score(model, b).loss_sum) /
+        loss = (config.exit_loss > 0 || teacher
+                    ? TrainLossSum(model, b, config.exit_loss, teacher ? &teacher : nullptr, config.distill)
+                    : Score(model, b).loss_sum) /
                static_cast<double>(global_tokens);
       }
       loss.backward();
@@ -827,6 +888,12 @@ common::Status RunLmTrain(JobContext& ctx) {
   t.train_examples = c.value("train_examples", int64_t{0});
   t.save_model = c.value("save_model", true);
   t.exit_loss = c.value("exit_loss", 0.0);
+  t.model.loops = c.value("loops", int64_t{1});
+  t.model.tying = c.value("tying", std::string("cycle"));
+  t.model.lora_rank = c.value("lora_rank", int64_t{0});
+  t.recursive_init = c.value("recursive_init", std::string("stepwise"));
+  t.lora_init = c.value("lora_init", std::string("svd"));
+  t.distill = c.value("distill", 0.0);
   t.seed = ctx.seed();
   auto r = TrainLanguageModel(t, ctx);
   return r.ok() ? common::Status::Ok() : r.status();
@@ -1110,7 +1177,7 @@ common::Status RunLmEarlyExit(JobContext& ctx) {
   const double ff = static_cast<double>(model->blocks.front()->w1->weight.size(0));
   const double block_full = 4 * d * d + 3 * d * ff;
   const double block_pruned = 4 * d * d + 3 * d * (ff - static_cast<double>(removed));
-  const size_t layers = model->blocks.size();
+  const size_t layers = model->layer_map.size();  // positions (a recursive model loops its blocks)
 
   std::vector<std::string> split;
   std::vector<int64_t> example, loss, correct, exit_layer;

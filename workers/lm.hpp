@@ -31,6 +31,15 @@ struct ModelConfig {
   int64_t max_len = 128;
   bool tied_embeddings = true;
   int64_t classes = 0;  // classification head width; 0 = none
+  // Recursive transformer (workers/recursive.hpp, PAPERS.md §1): the
+  // `layers` positions run layers / loops shared blocks, looped `loops`
+  // times with `tying` "cycle" (position l runs block l mod K) or
+  // "sequence" (block l / loops). 1 = a vanilla model.
+  int64_t loops = 1;
+  std::string tying = "cycle";
+  // Relaxed recursion: at every position, a rank-r LoRA B A on each of the
+  // seven projections and a delta on each of the two norm weights; 0 = none.
+  int64_t lora_rank = 0;
   bool operator==(const ModelConfig&) const = default;
 };
 
@@ -56,9 +65,21 @@ struct TrainConfig {
   double weight_decay = 0.01;
   double clip = 1.0;          // global gradient-norm clip; 0 = off
   // Early-exit training: the loss adds exit_loss x the mean next-token loss
-  // read from every earlier block through the final norm and the LM head;
-  // 0 = off (the plain loss, bit for bit).
+  // read from every earlier block (a recursive model: every earlier loop's
+  // end) through the final norm and the LM head; 0 = off (the plain loss,
+  // bit for bit).
   double exit_loss = 0;
+  // Converting an upstream vanilla model into this job's recursive one
+  // (model.loops > 1 or model.lora_rank > 0, the other model keys equal):
+  // which original layers start each shared block ("stepwise", "average",
+  // "lower"), and how the LoRA starts: "svd" (the truncated SVD of each
+  // position's residual from its shared block; at full rank the converted
+  // model computes the original's function) or "zero" (B = 0).
+  std::string recursive_init = "stepwise";
+  std::string lora_init = "svd";
+  // Knowledge distillation from the upstream model: the answer-token loss
+  // is (1 - distill) CE + distill KL(teacher || student); 0 = off.
+  double distill = 0;
   int64_t eval_every = 50;
   int64_t eval_examples = 256;
   int64_t patience = 0;       // evaluations without a better validation loss before stopping; 0 = off

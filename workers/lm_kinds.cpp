@@ -113,8 +113,27 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Float("weight_decay").Default(0.01).Min(0).Doc("Weight decay.");
     k.config.Float("clip").Default(1.0).Min(0).Doc("Gradient-norm clip; 0 = off.");
     k.config.Float("exit_loss").Default(0.0).Min(0).Max(100)
-        .Doc("Early-exit training: add this weight x the mean loss read from every earlier block through the final "
-             "norm and LM head (so lm.early_exit can stop there); 0 = off.");
+        .Doc("Early-exit training: add this weight x the mean loss read from every earlier block (a recursive model: "
+             "every earlier loop end) through the final norm and LM head (so lm.early_exit can stop there); 0 = off.");
+    k.config.Int("loops").Default(1).Range(1, 64)
+        .Doc("Recursive transformer: layers / loops shared blocks run loops times (must divide layers); 1 = "
+             "vanilla. From a vanilla upstream model of the same dimensions, the job converts it (recursive_init, "
+             "lora_init) and uptrains.");
+    k.config.Enum("tying", {"cycle", "sequence"}).Default("cycle")
+        .Doc("cycle: position l runs shared block l mod K (the stack looped); sequence: block l / loops (each "
+             "block repeated in a row).");
+    k.config.Int("lora_rank").Default(0).Range(0, 4096)
+        .Doc("Relaxed recursion: a rank-r LoRA on every projection at every position (plus norm-weight deltas); "
+             "at most d_model (full rank); 0 = none.");
+    k.config.Enum("recursive_init", {"stepwise", "average", "lower"}).Default("stepwise")
+        .Doc("Converting a vanilla model: shared block k starts from original layer round(linspace(0, L-1, K))[k] "
+             "(stepwise), the mean of the layers tied to it (average), or layer k (lower).");
+    k.config.Enum("lora_init", {"svd", "zero"}).Default("svd")
+        .Doc("Converting with LoRA: svd = truncated SVD of each position's residual from its shared block (full "
+             "rank reproduces the vanilla model); zero = B starts at 0.");
+    k.config.Float("distill").Default(0.0).Min(0).Max(1)
+        .Doc("Knowledge distillation from the upstream model: loss (1 - distill) CE + distill KL(teacher || "
+             "student) on answer tokens; 0 = off.");
     k.config.Int("eval_every").Default(50).Range(1, 10000000).Doc("Steps between validation evaluations.");
     k.config.Int("eval_examples").Default(256).Range(1, 1000000)
         .Doc("Validation/test examples when a split is too big to enumerate.");

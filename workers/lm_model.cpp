@@ -13,6 +13,7 @@
 #include "common/wire.hpp"
 #include "storage/checkpoint_store.hpp"
 #include "storage/safetensors.hpp"
+#include "workers/recursive.hpp"
 
 namespace shammie::workers::lm {
 
@@ -34,6 +35,10 @@ Tensor Rope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
 
 RMSNormImpl::RMSNormImpl(int64_t d) { weight = register_parameter("weight", torch::ones({d})); }
 Tensor RMSNormImpl::forward(const Tensor& x) { return x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * weight; }
+Tensor RMSNormImpl::WithDelta(const Tensor& x, const Tensor& weight_delta) {
+  if (!weight_delta.defined()) return forward(x);
+  return x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * (weight + weight_delta);
+}
 
 BlockImpl::BlockImpl(int64_t d, int64_t heads, int64_t ff) : heads_(heads), head_dim_(d / heads) {
   attn_norm = register_module("attn_norm", RMSNorm(d));
@@ -47,12 +52,23 @@ BlockImpl::BlockImpl(int64_t d, int64_t heads, int64_t ff) : heads_(heads), head
   w2 = register_module("w2", MakeLinear(ff, d));
 }
 
+nn::Linear& BlockImpl::Projection(int i) {
+  nn::Linear* all[7] = {&wq, &wk, &wv, &wo, &w1, &w3, &w2};
+  return *all[i];
+}
+
 Tensor BlockImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& mask, KvCache* cache,
-                          size_t layer) {
+                          size_t layer, const BlockLora* lora) {
   const int64_t b = x.size(0), t = x.size(1), d = x.size(2);
-  Tensor h = attn_norm(x);
+  // Projection i of `in`, plus the position's LoRA b a when relaxed.
+  auto proj = [&](int i, const Tensor& in) {
+    Tensor y = Projection(i)(in);
+    if (lora) y = y + torch::matmul(torch::matmul(in, lora->a[i].t()), lora->b[i].t());
+    return y;
+  };
+  Tensor h = lora ? attn_norm->WithDelta(x, lora->attn_norm) : attn_norm(x);
   auto split = [&](const Tensor& y) { return y.view({b, t, heads_, head_dim_}).transpose(1, 2); };
-  Tensor q = Rope(split(wq(h)), cos, sin), k = Rope(split(wk(h)), cos, sin), v = split(wv(h));
+  Tensor q = Rope(split(proj(0, h)), cos, sin), k = Rope(split(proj(1, h)), cos, sin), v = split(proj(2, h));
   if (cache) {
     if (cache->k[layer].defined()) {
       k = torch::cat({cache->k[layer], k}, 2);
@@ -64,9 +80,9 @@ Tensor BlockImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
   Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
   att = torch::softmax(att.masked_fill(mask, -std::numeric_limits<float>::infinity()), -1);
   Tensor y = torch::matmul(att, v).transpose(1, 2).reshape({b, t, d});
-  Tensor out = x + wo(y);
-  Tensor m = mlp_norm(out);
-  return out + w2(torch::silu(w1(m)) * w3(m));
+  Tensor out = x + proj(3, y);
+  Tensor m = lora ? mlp_norm->WithDelta(out, lora->mlp_norm) : mlp_norm(out);
+  return out + proj(6, torch::silu(proj(4, m)) * proj(5, m));
 }
 
 TransformerImpl::TransformerImpl(const ModelConfig& c, int64_t vocab_size, uint64_t seed)
@@ -76,19 +92,40 @@ TransformerImpl::TransformerImpl(const ModelConfig& c, int64_t vocab_size, uint6
   if (ff <= 0) ff = ((8 * d / 3) + 7) / 8 * 8;
   config.d_ff = ff;
   embed = register_module("embed", nn::Embedding(vocab, d));
-  for (int64_t i = 0; i < c.layers; ++i) {
+  SHAMMIE_CHECK_MSG(rec::CheckLoops(c.layers, c.loops).ok(), "loops must divide layers");
+  const common::Result<rec::Tying> tying = rec::ParseTying(c.tying);
+  SHAMMIE_CHECK_MSG(tying.ok(), tying.status().ToString());
+  SHAMMIE_CHECK_MSG(c.lora_rank >= 0 && c.lora_rank <= d, "lora_rank must lie in [0, d_model]");
+  for (int64_t i = 0; i < c.layers / c.loops; ++i) {
     blocks.push_back(register_module("block" + std::to_string(i), Block(d, c.heads, ff)));
   }
+  layer_map = rec::LayerMap(c.layers, c.loops, *tying);
   norm = register_module("norm", RMSNorm(d));
   if (!c.tied_embeddings) lm_head = register_module("lm_head", MakeLinear(d, vocab));
   score_head = register_module("score_head", nn::Linear(d, 1));
   if (c.classes > 0) class_head = register_module("class_head", nn::Linear(d, c.classes));
+  if (c.lora_rank > 0) {
+    const int64_t r = c.lora_rank;
+    const int64_t in[7] = {d, d, d, d, d, d, ff}, out[7] = {d, d, d, d, ff, ff, d};
+    for (int64_t l = 0; l < c.layers; ++l) {
+      BlockLora pl;
+      const std::string at = "lora" + std::to_string(l) + "_";
+      for (int i = 0; i < 7; ++i) {
+        pl.a[i] = register_parameter(at + kLoraProjections[i] + "_a", torch::zeros({r, in[i]}));
+        pl.b[i] = register_parameter(at + kLoraProjections[i] + "_b", torch::zeros({out[i], r}));
+      }
+      pl.attn_norm = register_parameter(at + "attn_norm_delta", torch::zeros({d}));
+      pl.mlp_norm = register_parameter(at + "mlp_norm_delta", torch::zeros({d}));
+      lora.push_back(pl);
+    }
+  }
   // Explicit initialisation (the defaults differ across LibTorch versions),
   // from a generator of our own: the global one is shared by every thread.
   torch::NoGradGuard guard;
   at::Generator gen = at::detail::createCPUGenerator(seed);
   for (auto& p : named_parameters()) {
     if (p.key().find("norm") != std::string::npos) continue;
+    if (p.key().rfind("lora", 0) == 0 && p.key().back() == 'b') continue;  // LoRA starts at b a = 0
     if (p.key().find("bias") != std::string::npos) {
       p.value().zero_();
     } else {
@@ -109,7 +146,9 @@ Tensor TransformerImpl::forward(const Tensor& tokens) {
   const int64_t half = rope_cos.size(1);
   Tensor cos = rope_cos.narrow(0, 0, t).view({1, 1, t, half}), sin = rope_sin.narrow(0, 0, t).view({1, 1, t, half});
   Tensor x = embed(tokens);
-  for (auto& b : blocks) x = b(x, cos, sin, mask, nullptr, 0);
+  for (size_t l = 0; l < layer_map.size(); ++l) {
+    x = blocks[static_cast<size_t>(layer_map[l])](x, cos, sin, mask, nullptr, 0, lora.empty() ? nullptr : &lora[l]);
+  }
   return norm(x);
 }
 
@@ -120,8 +159,8 @@ std::vector<Tensor> TransformerImpl::ForwardLayers(const Tensor& tokens) {
   Tensor cos = rope_cos.narrow(0, 0, t).view({1, 1, t, half}), sin = rope_sin.narrow(0, 0, t).view({1, 1, t, half});
   Tensor x = embed(tokens);
   std::vector<Tensor> out;
-  for (auto& b : blocks) {
-    x = b(x, cos, sin, mask, nullptr, 0);
+  for (size_t l = 0; l < layer_map.size(); ++l) {
+    x = blocks[static_cast<size_t>(layer_map[l])](x, cos, sin, mask, nullptr, 0, lora.empty() ? nullptr : &lora[l]);
     out.push_back(norm(x));
   }
   return out;
@@ -131,8 +170,8 @@ Tensor TransformerImpl::ForwardCached(const Tensor& tokens, const Tensor& positi
                                       KvCache& cache) {
   const int64_t b = tokens.size(0), t = tokens.size(1);
   if (cache.k.empty()) {
-    cache.k.resize(blocks.size());
-    cache.v.resize(blocks.size());
+    cache.k.resize(layer_map.size());
+    cache.v.resize(layer_map.size());
   }
   const int64_t past = cache.length();
   cache.key_pad = past == 0 ? pad : torch::cat({cache.key_pad, pad}, 1);
@@ -149,7 +188,9 @@ Tensor TransformerImpl::ForwardCached(const Tensor& tokens, const Tensor& positi
   Tensor cos = rope_cos.index_select(0, flat).view({b, 1, t, half});
   Tensor sin = rope_sin.index_select(0, flat).view({b, 1, t, half});
   Tensor x = embed(tokens);
-  for (size_t i = 0; i < blocks.size(); ++i) x = blocks[i](x, cos, sin, mask, &cache, i);
+  for (size_t l = 0; l < layer_map.size(); ++l) {
+    x = blocks[static_cast<size_t>(layer_map[l])](x, cos, sin, mask, &cache, l, lora.empty() ? nullptr : &lora[l]);
+  }
   return norm(x);
 }
 
@@ -294,9 +335,15 @@ namespace {
 constexpr char kMagic[8] = {'S', 'H', 'M', 'C', 'K', 'P', 'T', '1'};
 
 nlohmann::json ModelJson(const ModelConfig& m) {
-  return {{"d_model", m.d_model}, {"layers", m.layers},   {"heads", m.heads},
-          {"d_ff", m.d_ff},       {"max_len", m.max_len}, {"tied_embeddings", m.tied_embeddings},
-          {"classes", m.classes}};
+  nlohmann::json j = {{"d_model", m.d_model}, {"layers", m.layers},   {"heads", m.heads},
+                      {"d_ff", m.d_ff},       {"max_len", m.max_len}, {"tied_embeddings", m.tied_embeddings},
+                      {"classes", m.classes}};
+  if (m.loops != 1 || m.lora_rank != 0) {  // a vanilla model's metadata stays as it always was
+    j["loops"] = m.loops;
+    j["tying"] = m.tying;
+    j["lora_rank"] = m.lora_rank;
+  }
+  return j;
 }
 
 common::Result<ModelConfig> ModelFromJson(const nlohmann::json& j) {
@@ -309,8 +356,15 @@ common::Result<ModelConfig> ModelFromJson(const nlohmann::json& j) {
     m.max_len = j.at("max_len").get<int64_t>();
     m.tied_embeddings = j.at("tied_embeddings").get<bool>();
     m.classes = j.at("classes").get<int64_t>();
+    m.loops = j.value("loops", int64_t{1});
+    m.tying = j.value("tying", std::string("cycle"));
+    m.lora_rank = j.value("lora_rank", int64_t{0});
   } catch (const std::exception& e) {
     return common::DataLoss(std::string("model configuration: ") + e.what());
+  }
+  if (!rec::CheckLoops(m.layers, m.loops).ok() || !rec::ParseTying(m.tying).ok() || m.lora_rank < 0 ||
+      m.lora_rank > m.d_model) {
+    return common::DataLoss("model configuration: invalid recursion (loops, tying or lora_rank)");
   }
   return m;
 }
@@ -503,8 +557,8 @@ common::Result<LoadedModel> LoadModelFile(const std::string& path) {
 
 namespace {
 
-// Our parameter name -> the Llama (Hugging Face) name. Score and class heads
-// have no Llama counterpart and keep shammie names.
+// Our parameter name -> the Llama (Hugging Face) name, for a vanilla model.
+// Score and class heads have no Llama counterpart and keep shammie names.
 std::vector<std::pair<std::string, std::string>> LlamaNames(TransformerImpl& model) {
   std::vector<std::pair<std::string, std::string>> names = {{"embed.weight", "model.embed_tokens.weight"}};
   for (size_t i = 0; i < model.blocks.size(); ++i) {
@@ -531,13 +585,46 @@ std::vector<std::pair<std::string, std::string>> LlamaNames(TransformerImpl& mod
   return names;
 }
 
+bool IsVanilla(const ModelConfig& m) { return m.loops == 1 && m.lora_rank == 0; }
+
 }  // namespace
 
+Tensor EffectiveWeight(TransformerImpl& model, size_t position, int projection) {
+  Tensor w = model.blocks[static_cast<size_t>(model.layer_map[position])]->Projection(projection)->weight;
+  if (model.lora.empty()) return w;
+  const BlockLora& l = model.lora[position];
+  return w + torch::matmul(l.b[projection], l.a[projection]);
+}
+
+// A recursive model exports unrolled: position l's effective weights as
+// Llama layer l, so any Llama reader gets the function the model computes.
 common::Status ExportSafetensors(Transformer& model, const std::string& path) {
+  torch::NoGradGuard guard;
   auto params = model->named_parameters();
+  std::vector<std::pair<std::string, Tensor>> out;  // Llama name -> tensor
+  if (IsVanilla(model->config)) {
+    for (const auto& [ours, theirs] : LlamaNames(*model)) out.emplace_back(theirs, params[ours]);
+  } else {
+    static const char* kLlama[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+    out.emplace_back("model.embed_tokens.weight", params["embed.weight"]);
+    for (size_t l = 0; l < model->layer_map.size(); ++l) {
+      const std::string at = "model.layers." + std::to_string(l) + ".";
+      Block& b = model->blocks[static_cast<size_t>(model->layer_map[l])];
+      const bool relaxed = !model->lora.empty();
+      out.emplace_back(at + "input_layernorm.weight",
+                       relaxed ? b->attn_norm->weight + model->lora[l].attn_norm : b->attn_norm->weight);
+      out.emplace_back(at + "post_attention_layernorm.weight",
+                       relaxed ? b->mlp_norm->weight + model->lora[l].mlp_norm : b->mlp_norm->weight);
+      for (int i = 0; i < 7; ++i) out.emplace_back(at + kLlama[i] + ".weight", EffectiveWeight(*model, l, i));
+    }
+    for (const auto& [ours, theirs] : LlamaNames(*model)) {
+      if (ours.rfind("block", 0) != 0 && ours != "embed.weight") out.emplace_back(theirs, params[ours]);
+    }
+  }
   std::map<std::string, storage::TensorData> tensors;
-  for (const auto& [ours, theirs] : LlamaNames(*model)) {
-    Tensor t = params[ours].detach().to(torch::kFloat32).contiguous();
+  for (const auto& [theirs, value] : out) {
+    Tensor t = value.detach().to(torch::kFloat32).contiguous();
     std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
     SHAMMIE_ASSIGN_OR_RETURN(
         tensors[theirs],
@@ -557,6 +644,10 @@ common::Status ExportSafetensors(Transformer& model, const std::string& path) {
 }
 
 common::Status ImportSafetensors(Transformer& model, const std::string& path) {
+  if (!IsVanilla(model->config)) {
+    return common::InvalidArgument(path + ": import into a vanilla model (loops = 1, lora_rank = 0), then convert it "
+                                   "with an lm.train job that sets loops / lora_rank");
+  }
   SHAMMIE_ASSIGN_OR_RETURN(storage::SafetensorsFile file, storage::ReadSafetensors(path));
   auto params = model->named_parameters();
   std::map<std::string, std::string> wanted;  // theirs -> ours
@@ -597,6 +688,66 @@ common::Status ImportSafetensors(Transformer& model, const std::string& path) {
     }
     SHAMMIE_ASSIGN_OR_RETURN(std::vector<float> values, storage::TensorToFloats(it->second));
     p.copy_(torch::from_blob(values.data(), p.sizes(), torch::kFloat32));
+  }
+  return common::Status::Ok();
+}
+
+// --- recursive conversion ---
+
+common::Status ConvertToRecursive(TransformerImpl& from, TransformerImpl& to, const std::string& init,
+                                  const std::string& lora_init) {
+  SHAMMIE_ASSIGN_OR_RETURN(const rec::Init how, rec::ParseInit(init));
+  SHAMMIE_ASSIGN_OR_RETURN(const rec::Tying tying, rec::ParseTying(to.config.tying));
+  if (lora_init != "svd" && lora_init != "zero") {
+    return common::InvalidArgument("lora_init must be \"svd\" or \"zero\", not \"" + lora_init + "\"");
+  }
+  if (!IsVanilla(from.config)) return common::InvalidArgument("only a vanilla model (loops = 1, lora_rank = 0) converts");
+  ModelConfig a = from.config, b = to.config;
+  b.loops = 1;
+  b.lora_rank = 0;
+  b.tying = a.tying;
+  if (!(a == b) || from.vocab != to.vocab) {
+    return common::InvalidArgument("the recursive model must keep the vanilla model's dimensions");
+  }
+  torch::NoGradGuard guard;
+  // Everything outside the blocks and LoRA: embedding, final norm, heads.
+  auto source = from.named_parameters();
+  for (auto& p : to.named_parameters()) {
+    if (p.key().rfind("block", 0) == 0 || p.key().rfind("lora", 0) == 0) continue;
+    p.value().copy_(source[p.key()]);
+  }
+  const int64_t layers = to.config.layers, loops = to.config.loops;
+  const std::vector<std::vector<int64_t>> sources = rec::InitSources(layers, loops, tying, how);
+  for (size_t k = 0; k < to.blocks.size(); ++k) {
+    for (auto& p : to.blocks[k]->named_parameters()) {
+      Tensor sum = torch::zeros_like(p.value());
+      for (int64_t l : sources[k]) sum += from.blocks[static_cast<size_t>(l)]->named_parameters()[p.key()];
+      p.value().copy_(sum / static_cast<double>(sources[k].size()));
+    }
+  }
+  if (to.lora.empty()) return common::Status::Ok();
+  const int64_t r = to.config.lora_rank;
+  for (size_t l = 0; l < to.lora.size(); ++l) {
+    BlockLora& pl = to.lora[l];
+    Block& orig = from.blocks[l];
+    Block& shared = to.blocks[static_cast<size_t>(to.layer_map[l])];
+    for (int i = 0; i < 7; ++i) {
+      pl.b[i].zero_();
+      if (lora_init != "svd") continue;
+      // Eckart-Young: the rank-r truncated SVD is the closest rank-r matrix
+      // to the residual; computed in float64, stored as float32.
+      Tensor residual = (orig->Projection(i)->weight - shared->Projection(i)->weight).to(torch::kFloat64);
+      auto [u, sv, vh] = torch::linalg_svd(residual, /*full_matrices=*/false);
+      pl.b[i].copy_((u.narrow(1, 0, r) * sv.narrow(0, 0, r)).to(torch::kFloat32));
+      pl.a[i].copy_(vh.narrow(0, 0, r).to(torch::kFloat32));
+    }
+    if (lora_init == "svd") {
+      pl.attn_norm.copy_(orig->attn_norm->weight - shared->attn_norm->weight);
+      pl.mlp_norm.copy_(orig->mlp_norm->weight - shared->mlp_norm->weight);
+    } else {
+      pl.attn_norm.zero_();
+      pl.mlp_norm.zero_();
+    }
   }
   return common::Status::Ok();
 }

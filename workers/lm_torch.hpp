@@ -22,6 +22,7 @@ using torch::Tensor;
 struct RMSNormImpl : torch::nn::Module {
   explicit RMSNormImpl(int64_t d);
   Tensor forward(const Tensor& x);
+  Tensor WithDelta(const Tensor& x, const Tensor& weight_delta);  // with weight + delta (undefined: none)
   Tensor weight;
 };
 TORCH_MODULE(RMSNorm);
@@ -34,6 +35,15 @@ struct KvCache {
   int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
 };
 
+// A relaxed recursive model's per-position parameters (depth-wise LoRA):
+// W + b[i] a[i] for projection i in kLoraProjections order, and deltas
+// added to the two norm weights.
+inline constexpr const char* kLoraProjections[7] = {"wq", "wk", "wv", "wo", "w1", "w3", "w2"};
+struct BlockLora {
+  Tensor a[7], b[7];  // a [r, d_in], b [d_out, r]
+  Tensor attn_norm, mlp_norm;
+};
+
 struct BlockImpl : torch::nn::Module {
   BlockImpl(int64_t d, int64_t heads, int64_t ff);
   // x [B, T, d]; cos/sin [B, 1, T, head_dim/2] (per-row positions); `mask`
@@ -41,7 +51,9 @@ struct BlockImpl : torch::nn::Module {
   // appends this step's keys/values to layer `layer` of it and attends over
   // everything cached.
   Tensor forward(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& mask, KvCache* cache,
-                 size_t layer);
+                 size_t layer, const BlockLora* lora = nullptr);
+  // The projection's weight [out, in] by kLoraProjections index.
+  torch::nn::Linear& Projection(int i);
   int64_t heads_, head_dim_;
   RMSNorm attn_norm{nullptr}, mlp_norm{nullptr};
   torch::nn::Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr}, w1{nullptr}, w2{nullptr}, w3{nullptr};
@@ -52,12 +64,14 @@ TORCH_MODULE(Block);
 // next-token logits (tied to the embedding unless configured otherwise), a
 // scalar score (reward model, value, verifier) and `classes` class logits.
 // Score and class heads read the hidden state of each sequence's last real
-// token.
+// token. A recursive model (config.loops > 1) holds layers / loops blocks
+// and runs block layer_map[l] at position l; with config.lora_rank > 0
+// position l adds lora[l]. The KV cache has one entry per position.
 struct TransformerImpl : torch::nn::Module {
   TransformerImpl(const ModelConfig& c, int64_t vocab, uint64_t seed);
   // Hidden states [B, T, d] of right-padded tokens [B, T] (positions 0..T-1).
   Tensor forward(const Tensor& tokens);
-  // The normed hidden states after every block (the last one equals
+  // The normed hidden states after every position (the last one equals
   // forward()): what early exits and their training losses read.
   std::vector<Tensor> ForwardLayers(const Tensor& tokens);
   // Hidden states of `tokens` [B, T] at per-row `positions` [B, T], attending
@@ -71,11 +85,26 @@ struct TransformerImpl : torch::nn::Module {
   int64_t vocab;
   torch::nn::Embedding embed{nullptr};
   std::vector<Block> blocks;
+  std::vector<int64_t> layer_map;  // position -> block (the identity for a vanilla model)
+  std::vector<BlockLora> lora;     // per position, when config.lora_rank > 0
   RMSNorm norm{nullptr};
   torch::nn::Linear lm_head{nullptr}, score_head{nullptr}, class_head{nullptr};
   Tensor rope_cos, rope_sin;  // [max_len, head_dim/2]: rotary tables of every position
 };
 TORCH_MODULE(Transformer);
+
+// Position l's effective weight of projection i (kLoraProjections order):
+// its block's weight plus its LoRA; [out, in].
+Tensor EffectiveWeight(TransformerImpl& model, size_t position, int projection);
+
+// Converts the vanilla model `from` into `to`, a recursive model of the
+// same dimensions (workers/recursive.hpp): shared block k starts as the
+// mean of its InitSources; with LoRA, "svd" sets position l's LoRA to the
+// rank-r truncated SVD of W_l - W_shared (Eckart-Young) and its norm deltas
+// to the norms' residuals, "zero" sets b = 0 and zero deltas (a keeps its
+// random start). Embedding, final norm and heads are copied.
+common::Status ConvertToRecursive(TransformerImpl& from, TransformerImpl& to, const std::string& init,
+                                  const std::string& lora_init);
 
 // --- generation ---
 
