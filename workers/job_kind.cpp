@@ -35,6 +35,7 @@ void RegisterBuiltinKinds(KindRegistry& registry) {
   RegisterLmKinds(registry);
   RegisterContinualKinds(registry);
   RegisterPreferenceKinds(registry);
+  RegisterRecursiveKinds(registry);
 }
 
 }  // namespace shammie::workers

@@ -61,6 +61,8 @@ void RegisterLmKinds(KindRegistry& registry);
 void RegisterContinualKinds(KindRegistry& registry);
 // pref.bandit, pref.rm, pref.align: workers/preference.hpp.
 void RegisterPreferenceKinds(KindRegistry& registry);
+// rec.batching (workers/recursive_kinds.cpp).
+void RegisterRecursiveKinds(KindRegistry& registry);
 // Every kind this build has.
 void RegisterBuiltinKinds(KindRegistry& registry);
 

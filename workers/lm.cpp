@@ -29,7 +29,9 @@ namespace shammie::workers {
 namespace {
 
 using torch::Tensor;
+using lm::OpenUpstream;
 using lm::Transformer;
+using lm::UpstreamWork;
 
 // --- batches ---
 
@@ -825,13 +827,9 @@ common::Result<std::unique_ptr<SyntheticTask>> TaskFor(const JobContext& ctx, co
   return SyntheticTask::Make(spec);
 }
 
-// What lm.eval and lm.sample start from: the upstream model, the task and
-// up to `n` examples of the configured split.
-struct UpstreamWork {
-  lm::LoadedModel loaded;
-  std::unique_ptr<SyntheticTask> task;
-  std::vector<Example> examples;
-};
+}  // namespace
+
+namespace lm {
 
 common::Result<UpstreamWork> OpenUpstream(const JobContext& ctx, const std::string& kind, int64_t n) {
   const auto& c = ctx.config();
@@ -849,6 +847,10 @@ common::Result<UpstreamWork> OpenUpstream(const JobContext& ctx, const std::stri
   work.examples = EvalSet(*work.task, split, n);
   return work;
 }
+
+}  // namespace lm
+
+namespace {
 
 std::vector<int> PromptTokens(const Example& e) {
   std::vector<int> p = {Tokenizer::kBos};

@@ -134,6 +134,12 @@ common::Status RunLmEval(JobContext& ctx);
 common::Status RunLmSample(JobContext& ctx);
 common::Status RunLmEarlyExit(JobContext& ctx);
 
+// - lm.loop_decode (workers/lm_recursive.cpp): greedy decoding of the
+//   upstream (recursive, CYCLE) model with early exits at loop boundaries
+//   under each batching policy (static, continuous sequence-wise,
+//   continuous depth-wise); tokens/s, tokens per call, accuracy.
+common::Status RunLmLoopDecode(JobContext& ctx);
+
 // Process advantage verifiers (workers/lm_pav.cpp, PAPERS.md §2):
 // - pav.didactic: the planted-subsequence task. A MADE-style MLP policy is
 //   fine-tuned on samples of a gamma prover, then trained by REINFORCE with

@@ -148,7 +148,54 @@ void RegisterLmKinds(KindRegistry& registry) {
         .Doc("cuda: train on this rank's GPU (local rank modulo the visible devices), gradients summed over the gang "
              "with NCCL; needs a CUDA build of LibTorch; never falls back to the CPU.");
     k.config.Enum("precision", {"fp32", "bf16"}).Default("fp32").Doc("bf16: autocast to bfloat16 (device = cuda).");
+    k.check = [](const nlohmann::json& c) {
+      std::vector<ConfigProblem> problems;
+      const int64_t layers = c["layers"].get<int64_t>(), loops = c["loops"].get<int64_t>();
+      if (layers % loops != 0) {
+        problems.push_back({"loops", "must divide layers (" + std::to_string(layers) + ")"});
+      }
+      if (c["lora_rank"].get<int64_t>() > c["d_model"].get<int64_t>()) {
+        problems.push_back({"lora_rank", "exceeds d_model (" + std::to_string(c["d_model"].get<int64_t>()) +
+                                             "), the full rank of every projection's residual"});
+      }
+      return problems;
+    };
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_train", ctx); };
+    Register(registry, std::move(k));
+  }
+  {
+    JobKind k;
+    k.name = "lm.loop_decode";
+    k.doc = "Greedy decoding of the upstream model (a recursive model with CYCLE tying, or a vanilla one as a "
+            "single loop) on a split's prompts with early exits at loop boundaries, under static, continuous "
+            "sequence-wise and continuous depth-wise batching (docs/experiments/recursive.md). Metrics per policy P: "
+            "P_tokens_per_second (the fastest of `repeats` runs), P_tokens_per_call, P_stages_per_token, "
+            "P_utilization, P_calls, P_accuracy; exit_rate, policies_agree (1 when every policy decoded the same "
+            "tokens).";
+    k.config = common::Schema(k.name, k.doc);
+    DeclareUpstreamTaskKeys(k.config);
+    k.config.Add("batching", common::ValueType::kStringList)
+        .Default(nlohmann::json::array({"static", "sequence", "depth"}))
+        .Doc("Policies to measure, one after another in this job: static, sequence, depth.");
+    k.config.Int("prompts").Default(256).Range(1, 1000000).Doc("Prompts of the split (its first ones).");
+    k.config.Int("batch").Default(16).Range(1, 4096).Doc("Rows per call of the shared block.");
+    k.config.Float("exit_threshold").Default(0.9).Min(0)
+        .Doc("A token exits after an earlier loop when its top next-token probability reaches this; > 1: never.");
+    k.config.Int("max_new_tokens").Default(0).Range(0, 8192)
+        .Doc("Tokens per prompt at most; 0: the longest answer of the prompts (EOS included).");
+    k.config.Int("repeats").Default(3).Range(1, 100).Doc("Runs per policy; the fastest is reported.");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.check = [](const nlohmann::json& c) {
+      std::vector<ConfigProblem> problems;
+      for (const auto& p : c["batching"]) {
+        if (p != "static" && p != "sequence" && p != "depth") {
+          problems.push_back({"batching", "unknown policy " + p.dump() + " (static, sequence, depth)"});
+        }
+      }
+      if (c["batching"].empty()) problems.push_back({"batching", "name at least one policy"});
+      return problems;
+    };
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_loop_decode", ctx); };
     Register(registry, std::move(k));
   }
   {

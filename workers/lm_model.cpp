@@ -23,15 +23,13 @@ namespace {
 
 nn::Linear MakeLinear(int64_t in, int64_t out) { return nn::Linear(nn::LinearOptions(in, out).bias(false)); }
 
-// Rotary positions, Llama's "rotate half" form: the head dimension's two
-// halves are the real and imaginary parts.
+}  // namespace
+
 Tensor Rope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
   Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
 }
-
-}  // namespace
 
 RMSNormImpl::RMSNormImpl(int64_t d) { weight = register_parameter("weight", torch::ones({d})); }
 Tensor RMSNormImpl::forward(const Tensor& x) { return x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * weight; }

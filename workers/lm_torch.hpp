@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,11 @@ struct RMSNormImpl : torch::nn::Module {
   Tensor weight;
 };
 TORCH_MODULE(RMSNorm);
+
+// Rotary positions, Llama's "rotate half" form: the head dimension's two
+// halves of x are the real and imaginary parts; cos/sin broadcast against
+// either half.
+Tensor Rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
 // Per layer, keys (rotary applied) and values of the positions seen so far:
 // [B, heads, T, head_dim].
@@ -107,6 +113,40 @@ common::Status ConvertToRecursive(TransformerImpl& from, TransformerImpl& to, co
                                   const std::string& lora_init);
 
 // --- generation ---
+
+// Greedy decoding with early exits at loop boundaries for a recursive model
+// with CYCLE tying (workers/lm_recursive.cpp; a vanilla model is one loop):
+// after loop j < loops a token exits when its top next-token probability
+// (final norm + LM head at that depth) reaches `exit_threshold`; the keys
+// and values of the positions it skipped are computed from its exit hidden
+// state (CALM's state copying), so later tokens attend to every position.
+// `batch` rows share each call of the shared block, scheduled by
+// `batching`: "static" (groups of `batch` prompts in lockstep, the next
+// group when the whole group is done), "sequence" (continuous
+// sequence-wise: a finished sequence's row takes the next prompt at the
+// next decode step; each decode step still runs loop by loop until every
+// row's token is done) or "depth" (continuous depth-wise: each call runs
+// every occupied row at its own loop; a row whose token is done starts the
+// next token, or the next prompt, in the next call). A row's tokens depend
+// on its prompt only, never on the policy or the other rows.
+struct LoopDecodeOptions {
+  std::string batching = "depth";
+  int64_t batch = 16;
+  int64_t max_new_tokens = 32;
+  double exit_threshold = 1.0;  // > 1: never exit early (every token runs all loops)
+  std::vector<int> stop_tokens;
+};
+struct LoopDecodeResult {
+  std::vector<std::vector<int>> tokens;  // per prompt, the stop token included when reached
+  int64_t calls = 0;                     // calls of the shared block (prefill not counted)
+  int64_t row_slots = 0;                 // batch x calls
+  int64_t tokens_decoded = 0;
+  int64_t stages = 0;                    // loops run, summed over tokens
+  std::vector<int64_t> exits;            // tokens done after loop 1, 2, ..., loops
+  double seconds = 0;                    // wall time, prefill included
+};
+common::Result<LoopDecodeResult> DecodeWithExits(Transformer& model, const std::vector<std::vector<int>>& prompts,
+                                                 const LoopDecodeOptions& options);
 
 struct SampleOptions {
   double temperature = 1.0;  // 0: greedy
@@ -219,6 +259,16 @@ std::vector<double> LeaveOneOut(const std::vector<double>& reward, int64_t group
 Tensor ResponseLogProb(Transformer& model, const std::vector<std::vector<int>>& prompts,
                        const std::vector<Sampled>& responses,
                        const std::vector<std::vector<double>>* weights = nullptr);
+// What lm.eval, lm.sample and lm.loop_decode start from: the upstream
+// model, the task (the one it was trained on unless the job's
+// trained_task = false) and up to `n` examples of the job's `split`; sets
+// the job's `threads`.
+struct UpstreamWork {
+  LoadedModel loaded;
+  std::unique_ptr<SyntheticTask> task;
+  std::vector<Example> examples;
+};
+common::Result<UpstreamWork> OpenUpstream(const JobContext& ctx, const std::string& kind, int64_t n);
 // The one upstream artifact called `name`; InvalidArgument naming `kind`
 // and `hint` (what to put in depends_on) when there is none or several.
 common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::string& name, const std::string& kind,

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "tests/test_util.hpp"
 #include "tests/workers/kind_config.hpp"
@@ -176,6 +177,109 @@ TEST(RecursiveModelTest, CachedGenerationAndTheUnrolledExportComputeTheSameFunct
   plain->eval();
   EXPECT_LT(MaxAbs(Logits(plain, kSeq) - Logits(m, kSeq)), 1e-4);
   EXPECT_EQ(ImportSafetensors(m, path).code(), common::StatusCode::kInvalidArgument);  // import into vanilla only
+}
+
+std::vector<std::vector<int>> Prompts() {
+  return {{1, 5, 6, 7, 8}, {1, 11}, {1, 12, 13, 14}, {1, 9, 9}, {1, 20, 21, 22, 23, 24}, {1, 7}, {1, 30, 8}};
+}
+
+TEST(RecursiveModelTest, LoopDecodingWithoutExitsIsGreedyGenerationUnderEveryPolicy) {
+  Transformer v = Vanilla(4, 5);
+  Transformer m = Converted(v, Config(4, 2, "cycle", 3), "average", "svd");
+  {
+    torch::NoGradGuard g;
+    for (auto& p : m->named_parameters()) {
+      if (p.key().rfind("lora", 0) == 0) p.value().add_(0.05);
+    }
+  }
+  SampleOptions so;
+  so.temperature = 0;
+  so.max_new_tokens = 9;
+  so.stop_tokens = {Tokenizer::kEos};
+  std::vector<std::vector<int>> expected;
+  for (const auto& p : Prompts()) expected.push_back(Generate(m, {p}, so)[0].tokens);
+  LoopDecodeOptions o;
+  o.batch = 3;  // 7 prompts: rows are refilled
+  o.max_new_tokens = 9;
+  o.exit_threshold = 2;  // never early
+  o.stop_tokens = {Tokenizer::kEos};
+  for (const std::string policy : {"static", "sequence", "depth"}) {
+    o.batching = policy;
+    auto r = DecodeWithExits(m, Prompts(), o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->tokens, expected) << policy;
+    EXPECT_EQ(r->stages, 2 * r->tokens_decoded) << policy;
+    EXPECT_EQ(r->exits[0], 0) << policy;
+    EXPECT_LE(r->stages, r->row_slots) << policy;
+  }
+  // A vanilla model decodes as one loop.
+  Transformer plain = Vanilla(2, 6);
+  o.batching = "depth";
+  auto r = DecodeWithExits(plain, Prompts(), o);
+  ASSERT_TRUE(r.ok());
+  for (size_t i = 0; i < Prompts().size(); ++i) EXPECT_EQ(r->tokens[i], Generate(plain, {Prompts()[i]}, so)[0].tokens);
+  // SEQUENCE tying has no loop boundary to exit at.
+  Transformer seq = Converted(v, Config(4, 2, "sequence"), "average", "svd");
+  EXPECT_EQ(DecodeWithExits(seq, Prompts(), o).status().code(), common::StatusCode::kInvalidArgument);
+}
+
+TEST(RecursiveModelTest, LoopDecodingWithExitsAgreesAcrossPoliciesAndExitingAtOnceIsTheFirstLoop) {
+  Transformer v = Vanilla(6, 8);
+  Transformer m = Converted(v, Config(6, 3, "cycle"), "stepwise", "svd");  // 2 shared layers x 3 loops
+  LoopDecodeOptions o;
+  o.batch = 3;
+  o.max_new_tokens = 8;
+  // A threshold at which some tokens exit early and some do not (the random
+  // model's confidence decides which).
+  bool mixed = false;
+  for (double threshold : {0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05}) {
+    o.exit_threshold = threshold;
+    auto r = DecodeWithExits(m, Prompts(), o);
+    ASSERT_TRUE(r.ok());
+    if (r->exits[2] > 0 && r->exits[2] < r->tokens_decoded) {
+      mixed = true;
+      break;
+    }
+  }
+  ASSERT_TRUE(mixed);
+  std::map<std::string, LoopDecodeResult> by;
+  for (const std::string policy : {"static", "sequence", "depth"}) {
+    o.batching = policy;
+    auto r = DecodeWithExits(m, Prompts(), o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    by[policy] = *r;
+  }
+  EXPECT_EQ(by["static"].tokens, by["depth"].tokens);
+  EXPECT_EQ(by["sequence"].tokens, by["depth"].tokens);
+  const LoopDecodeResult& d = by["depth"];
+  EXPECT_EQ(d.exits[0] + d.exits[1] + d.exits[2], d.tokens_decoded);
+  EXPECT_EQ(d.stages, d.exits[0] + 2 * d.exits[1] + 3 * d.exits[2]);
+  EXPECT_GT(d.exits[0] + d.exits[1], 0) << "some tokens exit early at this threshold";
+  EXPECT_GT(d.exits[2], 0) << "and some do not";
+  EXPECT_LE(d.calls, by["sequence"].calls);
+  EXPECT_LE(by["sequence"].calls, by["static"].calls);
+
+  // Threshold 0: every token exits after the first loop, so decoding is
+  // greedy generation by the first loop's layers alone.
+  o.exit_threshold = 0;
+  auto first = DecodeWithExits(m, Prompts(), o);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->exits[0], first->tokens_decoded);
+  Transformer one(Config(2), Tokenizer::VocabSize(), 1);
+  {
+    torch::NoGradGuard g;
+    auto to = one->named_parameters();
+    for (auto& p : m->named_parameters()) {
+      if (to.contains(p.key())) to[p.key()].copy_(p.value());
+    }
+  }
+  one->eval();
+  SampleOptions so;
+  so.temperature = 0;
+  so.max_new_tokens = 8;
+  for (size_t i = 0; i < Prompts().size(); ++i) {
+    EXPECT_EQ(first->tokens[i], Generate(one, {Prompts()[i]}, so)[0].tokens) << i;
+  }
 }
 
 TEST(RecursiveModelTest, LmTrainConvertsUptrainsAndDistills) {
