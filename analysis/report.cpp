@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -205,12 +206,29 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
   }
   SHAMMIE_RETURN_IF_ERROR(WriteText(data, text.str()));
   const std::string png = (fs::path(out_dir) / (name + ".png")).string();
-  std::string script = "set terminal png size 900,520\n"
+  // Many or long labels go below the plot (beside it they squeeze it); a loss
+  // spanning more than a decade (from its first step on) on a log axis.
+  size_t longest = 0;
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (const auto& s : series) {
+    longest = std::max(longest, s.first.size());
+    for (double v : s.second) {
+      if (!std::isfinite(v)) continue;
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+  }
+  const bool key_below = series.size() > 6 || longest > 30;
+  const bool log_y = lo > 0 && hi > 10 * lo && y_label.find("loss") != std::string::npos;
+  const size_t height = key_below ? 520 + 18 * ((series.size() + 1) / 2) : 520;
+  std::string script = "set terminal png size 900," + std::to_string(height) + "\n"
                        "set output " + Quote(png) + "\n"
                        "set title " + Quote(title) + "\n"
                        "set ylabel " + Quote(y_label) + "\n"
                        "set datafile missing 'NaN'\n"
-                       "set grid ytics\nset key outside right\nset lmargin 14\nset bmargin 9\n"
+                       "set grid ytics\nset lmargin 14\n" +
+                       std::string(key_below ? "set key below maxcols 2\n" : "set key outside right\nset bmargin 9\n") +
+                       std::string(log_y ? "set logscale y\n" : "") +
                        "set termoption noenhanced\n" + std::string(geometric ? "set logscale x 2\n" : "") +
                        std::string(numeric ? "" : "set xtics rotate by 30 right\n") + "plot ";
   for (size_t k = 0; k < series.size(); ++k) {

@@ -58,14 +58,16 @@ TOML
 import json, sys
 runs = json.load(open(sys.argv[1]))["runs"]
 last = lambda r, k: r["metrics"][k][-1][1] if k in r["metrics"] else float("nan")
-print("%-17s %5s %9s  %s" % ("model", "batch", "threshold", "tokens/s (tokens per call) by policy; exit rate; accuracy"))
+print("%-17s %5s %9s  %s" % ("model", "batch", "threshold",
+                             "tokens/s with prefill / decode only (tokens per call) by policy; exit rate; accuracy"))
 for r in sorted(runs, key=lambda r: (r["stage"], r["config"].get("batch", 0), r["config"].get("exit_threshold", 0))):
     c = r["config"]
     if r["stage"] == "generate-full":
         print("%-17s %5d %9s  Generate (KV cache, static) %.0f; accuracy %.3f" % (
             "full, lm.sample", c["batch"], "-", last(r, "tokens_per_second"), last(r, "accuracy")))
     elif r["kind"] == "lm.loop_decode":
-        cells = ["%s %.0f (%.1f)" % (p, last(r, p + "_tokens_per_second"), last(r, p + "_tokens_per_call"))
+        cells = ["%s %.0f / %.0f (%.1f)" % (p, last(r, p + "_tokens_per_second"), last(r, p + "_decode_tokens_per_second"),
+                                           last(r, p + "_tokens_per_call"))
                  for p in ("static", "sequence", "depth")]
         print("%-17s %5d %9.2f  %s; exit %.2f; accuracy %.3f%s" % (
             r["stage"].replace("decode-", ""), c["batch"], c["exit_threshold"], ", ".join(cells),

@@ -361,6 +361,9 @@ bool SameArchitecture(const ModelConfig& a, const ModelConfig& b) {
   ModelConfig x = a, y = b;
   x.d_ff = ResolvedFf(a);
   y.d_ff = ResolvedFf(b);
+  for (ModelConfig* m : {&x, &y}) {
+    if (m->loops == 1) m->tying = "cycle";  // one loop: the tying means nothing (and is not saved)
+  }
   return x == y;
 }
 
@@ -573,30 +576,52 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
   if (config.init != "scratch") {
     SHAMMIE_ASSIGN_OR_RETURN(up, UpstreamModel(ctx, config.init == "upstream", "lm.train"));
   }
-  // Knowledge distillation's teacher: the upstream model, frozen.
-  Transformer teacher{nullptr};
-  if (config.distill > 0 && !up) {
-    return common::InvalidArgument("distill needs an upstream lm.train job (the teacher); this job has none");
+  // The starting point: the upstream model, or Llama safetensors (`weights`).
+  // Knowledge distillation's teacher is that model, frozen.
+  if (!config.weights.empty() && up) {
+    return common::InvalidArgument("weights and the upstream model are two starting points; give one (init = "
+                                   "\"scratch\" ignores the upstream job)");
   }
-  if (up && (!resumed || config.distill > 0)) {
-    SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(up->path));
+  if (config.distill > 0 && !up && config.weights.empty()) {
+    return common::InvalidArgument("distill needs a teacher: an upstream lm.train job or weights; this job has neither");
+  }
+  Transformer teacher{nullptr};
+  if ((up || !config.weights.empty()) && (!resumed || config.distill > 0)) {
+    Transformer source{nullptr};
+    std::string source_bytes;  // the upstream checkpoint's parameters
+    ModelConfig source_config;
+    if (up) {
+      SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(up->path));
+      source = loaded.model;
+      source_config = loaded.checkpoint.model;
+      source_bytes = std::move(loaded.checkpoint.model_bytes);
+    } else {
+      source_config = config.model;  // the file's model is vanilla; this job's may be its recursive version
+      source_config.loops = 1;
+      source_config.lora_rank = 0;
+      // Heads the file lacks (score, class) keep this job's initialisation.
+      source = Transformer(source_config, vocab, common::DeriveSeed(config.seed, "init", 0));
+      SHAMMIE_RETURN_IF_ERROR(lm::ImportSafetensors(source, config.weights));
+      source->eval();
+      source_bytes = lm::SaveModule(*source);
+    }
+    const std::string source_name = up ? "the upstream model" : config.weights;
     if (!resumed) {
-      if (SameArchitecture(loaded.checkpoint.model, config.model)) {
-        SHAMMIE_RETURN_IF_ERROR(lm::LoadModule(*model, loaded.checkpoint.model_bytes, up->path));
-      } else if (ConvertsTo(loaded.checkpoint.model, config.model)) {
+      if (SameArchitecture(source_config, config.model)) {
+        SHAMMIE_RETURN_IF_ERROR(lm::LoadModule(*model, source_bytes, up ? up->path : config.weights));
+      } else if (ConvertsTo(source_config, config.model)) {
         // A vanilla model becomes this job's recursive one.
-        SHAMMIE_RETURN_IF_ERROR(
-            lm::ConvertToRecursive(*loaded.model, *model, config.recursive_init, config.lora_init));
+        SHAMMIE_RETURN_IF_ERROR(lm::ConvertToRecursive(*source, *model, config.recursive_init, config.lora_init));
       } else {
-        return common::InvalidArgument("the upstream model (" + Describe(loaded.checkpoint.model) +
+        return common::InvalidArgument(source_name + " (" + Describe(source_config) +
                                        ") does not match this job's architecture (" + Describe(config.model) +
                                        "); use the same model keys (or a recursive version of a vanilla model: "
                                        "loops / tying / lora_rank), or init = \"scratch\"");
       }
-      result.initialized_from = up->job_id;
+      if (up) result.initialized_from = up->job_id;
     }
     if (config.distill > 0) {
-      teacher = loaded.model;
+      teacher = source;
       teacher->eval();
       for (auto& p : teacher->parameters()) p.set_requires_grad(false);
     }
@@ -640,7 +665,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
   if (task && config.train_examples > 0) {
     SHAMMIE_ASSIGN_OR_RETURN(pool, TrainPool(*task, config.train_examples, config.seed));
   }
-  const std::string init_job = up ? up->job_id : "", init_model = up ? up->path : "";
+  const std::string init_job = up ? up->job_id : "", init_model = up ? up->path : config.weights;
   // The starting model's validation scores: step-0 transfer from an upstream
   // model, and the zero-shot score that checkpoint selection can use.
   if (!resumed) {
@@ -892,10 +917,12 @@ common::Status RunLmTrain(JobContext& ctx) {
   t.exit_loss = c.value("exit_loss", 0.0);
   t.model.loops = c.value("loops", int64_t{1});
   t.model.tying = c.value("tying", std::string("cycle"));
+  if (t.model.loops == 1) t.model.tying = "cycle";  // what a vanilla checkpoint records
   t.model.lora_rank = c.value("lora_rank", int64_t{0});
   t.recursive_init = c.value("recursive_init", std::string("stepwise"));
   t.lora_init = c.value("lora_init", std::string("svd"));
   t.distill = c.value("distill", 0.0);
+  t.weights = c.value("weights", std::string());
   t.seed = ctx.seed();
   auto r = TrainLanguageModel(t, ctx);
   return r.ok() ? common::Status::Ok() : r.status();
@@ -1143,6 +1170,10 @@ common::Status RunLmEarlyExit(JobContext& ctx) {
   }
   const double threshold = c["threshold"].get<double>();
   const double prune = c["prune"].get<double>();
+  if (prune > 0 && model->config.lora_rank > 0) {
+    return common::InvalidArgument("prune removes units of the shared blocks, but this relaxed recursive model's "
+                                   "per-position LoRA would still write to them; prune a model without LoRA");
+  }
   const size_t batch = static_cast<size_t>(c["batch"].get<int64_t>());
   struct Part {
     std::string name, prefix;

@@ -91,6 +91,10 @@ struct TrainConfig {
   // "auto": start from the upstream job's model when there is one;
   // "upstream": require one; "scratch": never.
   std::string init = "auto";
+  // Llama-style safetensors (ImportSafetensors) to start from instead of an
+  // upstream model; with recursion keys, the imported (vanilla) model is
+  // converted. "": none.
+  std::string weights;
   // false: record no final checkpoint (a probe fine-tune that only reports
   // scores); a stopped job still checkpoints so that a resume continues.
   bool save_model = true;

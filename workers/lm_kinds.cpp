@@ -115,25 +115,29 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Float("exit_loss").Default(0.0).Min(0).Max(100)
         .Doc("Early-exit training: add this weight x the mean loss read from every earlier block (a recursive model: "
              "every earlier loop end) through the final norm and LM head (so lm.early_exit can stop there); 0 = off.");
-    k.config.Int("loops").Default(1).Range(1, 64)
+    k.config.String("weights")
+        .Doc("Llama-style safetensors (model.layers.N.self_attn.q_proj.weight, ...; see docs/runtime.md) to start "
+             "from instead of an upstream model, e.g. weights trained elsewhere; with loops / lora_rank the imported "
+             "model is converted. Path absolute or relative to where shammie runs. Unset: none.");
+    k.config.Int("loops").Range(1, 64)
         .Doc("Recursive transformer: layers / loops shared blocks run loops times (must divide layers); 1 = "
              "vanilla. From a vanilla upstream model of the same dimensions, the job converts it (recursive_init, "
-             "lora_init) and uptrains.");
-    k.config.Enum("tying", {"cycle", "sequence"}).Default("cycle")
+             "lora_init) and uptrains. Unset: 1.");
+    k.config.Enum("tying", {"cycle", "sequence"})
         .Doc("cycle: position l runs shared block l mod K (the stack looped); sequence: block l / loops (each "
-             "block repeated in a row).");
-    k.config.Int("lora_rank").Default(0).Range(0, 4096)
+             "block repeated in a row). Unset: cycle.");
+    k.config.Int("lora_rank").Range(0, 4096)
         .Doc("Relaxed recursion: a rank-r LoRA on every projection at every position (plus norm-weight deltas); "
-             "at most d_model (full rank); 0 = none.");
-    k.config.Enum("recursive_init", {"stepwise", "average", "lower"}).Default("stepwise")
+             "at most d_model (full rank); 0 or unset = none.");
+    k.config.Enum("recursive_init", {"stepwise", "average", "lower"})
         .Doc("Converting a vanilla model: shared block k starts from original layer round(linspace(0, L-1, K))[k] "
-             "(stepwise), the mean of the layers tied to it (average), or layer k (lower).");
-    k.config.Enum("lora_init", {"svd", "zero"}).Default("svd")
+             "(stepwise), the mean of the layers tied to it (average), or layer k (lower). Unset: stepwise.");
+    k.config.Enum("lora_init", {"svd", "zero"})
         .Doc("Converting with LoRA: svd = truncated SVD of each position's residual from its shared block (full "
-             "rank reproduces the vanilla model); zero = B starts at 0.");
-    k.config.Float("distill").Default(0.0).Min(0).Max(1)
+             "rank reproduces the vanilla model); zero = B starts at 0. Unset: svd.");
+    k.config.Float("distill").Min(0).Max(1)
         .Doc("Knowledge distillation from the upstream model: loss (1 - distill) CE + distill KL(teacher || "
-             "student) on answer tokens; 0 = off.");
+             "student) on answer tokens; 0 or unset = off.");
     k.config.Int("eval_every").Default(50).Range(1, 10000000).Doc("Steps between validation evaluations.");
     k.config.Int("eval_examples").Default(256).Range(1, 1000000)
         .Doc("Validation/test examples when a split is too big to enumerate.");
@@ -150,11 +154,13 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Enum("precision", {"fp32", "bf16"}).Default("fp32").Doc("bf16: autocast to bfloat16 (device = cuda).");
     k.check = [](const nlohmann::json& c) {
       std::vector<ConfigProblem> problems;
-      const int64_t layers = c["layers"].get<int64_t>(), loops = c["loops"].get<int64_t>();
+      // The recursion keys have no defaults (absent unless set), so that adding
+      // them left every existing lm.train job's id as it was.
+      const int64_t layers = c["layers"].get<int64_t>(), loops = c.value("loops", int64_t{1});
       if (layers % loops != 0) {
         problems.push_back({"loops", "must divide layers (" + std::to_string(layers) + ")"});
       }
-      if (c["lora_rank"].get<int64_t>() > c["d_model"].get<int64_t>()) {
+      if (c.value("lora_rank", int64_t{0}) > c["d_model"].get<int64_t>()) {
         problems.push_back({"lora_rank", "exceeds d_model (" + std::to_string(c["d_model"].get<int64_t>()) +
                                              "), the full rank of every projection's residual"});
       }
@@ -169,7 +175,9 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.doc = "Greedy decoding of the upstream model (a recursive model with CYCLE tying, or a vanilla one as a "
             "single loop) on a split's prompts with early exits at loop boundaries, under static, continuous "
             "sequence-wise and continuous depth-wise batching (docs/experiments/recursive.md). Metrics per policy P: "
-            "P_tokens_per_second (the fastest of `repeats` runs), P_tokens_per_call, P_stages_per_token, "
+            "P_tokens_per_second (the fastest of `repeats` runs, prefill included), P_decode_tokens_per_second "
+            "(prefill excluded: the policies prefill at different times and batch sizes), P_prefill_seconds, "
+            "P_tokens_per_call, P_stages_per_token, "
             "P_utilization, P_calls, P_accuracy; exit_rate, policies_agree (1 when every policy decoded the same "
             "tokens).";
     k.config = common::Schema(k.name, k.doc);
@@ -177,7 +185,8 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Add("batching", common::ValueType::kStringList)
         .Default(nlohmann::json::array({"static", "sequence", "depth"}))
         .Doc("Policies to measure, one after another in this job: static, sequence, depth.");
-    k.config.Int("prompts").Default(256).Range(1, 1000000).Doc("Prompts of the split (its first ones).");
+    k.config.Int("prompts").Default(256).Range(1, 1000000)
+        .Doc("Prompts of the split: the same fixed evaluation set lm.eval draws (all of a small split).");
     k.config.Int("batch").Default(16).Range(1, 4096).Doc("Rows per call of the shared block.");
     k.config.Float("exit_threshold").Default(0.9).Min(0)
         .Doc("A token exits after an earlier loop when its top next-token probability reaches this; > 1: never.");

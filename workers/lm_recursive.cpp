@@ -192,11 +192,13 @@ common::Result<LoopDecodeResult> DecodeWithExits(Transformer& model, const std::
       }
     }
     if (!token.empty()) {
+      const auto prefill_start = std::chrono::steady_clock::now();
       Tensor x = model->embed(Longs(token));
       Tensor sl = Longs(slot), tt = Longs(time);
       for (int64_t l = 0; l < model->config.layers; ++l) {
         x = dec.Step(model->layer_map[static_cast<size_t>(l)], x, torch::full({x.size(0)}, l, torch::kInt64), sl, tt);
       }
+      res.prefill_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - prefill_start).count();
     }
     for (size_t s : taken) begin_token(rows[s]);
   };
@@ -317,6 +319,9 @@ common::Status RunLmLoopDecode(JobContext& ctx) {
     const double tokens = static_cast<double>(best.tokens_decoded);
     exit_rate = tokens > 0 ? 1 - static_cast<double>(best.exits.back()) / tokens : 0;
     ctx.ReportMetric(policy + "_tokens_per_second", 0, best.seconds > 0 ? tokens / best.seconds : 0);
+    const double decode_seconds = best.seconds - best.prefill_seconds;
+    ctx.ReportMetric(policy + "_decode_tokens_per_second", 0, decode_seconds > 0 ? tokens / decode_seconds : 0);
+    ctx.ReportMetric(policy + "_prefill_seconds", 0, best.prefill_seconds);
     ctx.ReportMetric(policy + "_tokens_per_call", 0, best.calls ? tokens / static_cast<double>(best.calls) : 0);
     ctx.ReportMetric(policy + "_stages_per_token", 0, tokens > 0 ? static_cast<double>(best.stages) / tokens : 0);
     ctx.ReportMetric(policy + "_utilization", 0,

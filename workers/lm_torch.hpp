@@ -144,6 +144,7 @@ struct LoopDecodeResult {
   int64_t stages = 0;                    // loops run, summed over tokens
   std::vector<int64_t> exits;            // tokens done after loop 1, 2, ..., loops
   double seconds = 0;                    // wall time, prefill included
+  double prefill_seconds = 0;            // of which prefill (each policy admits prompts at its own times)
 };
 common::Result<LoopDecodeResult> DecodeWithExits(Transformer& model, const std::vector<std::vector<int>>& prompts,
                                                  const LoopDecodeOptions& options);

@@ -8,6 +8,7 @@
 // - a zero-initialised LoRA starts at the pure recursive model's loss (same
 //   shared layers, b a = 0), and pure recursion starts above the full model;
 // - pure tying holds fewer parameters than the full model;
+// - lm.loop_decode decodes the same tokens under every batching policy;
 // - depth-wise batching reaches the mean-depth bound 1.5 and beats
 //   sequence-wise and static batching in tokens per call.
 // Label `mpi`.
@@ -49,7 +50,9 @@ TEST(RecursiveRunTest, SmokeStudyConvertsRelaxesAndSimulates) {
     EXPECT_TRUE(m.ok() && !m->empty()) << job << " " << name;
     return m.ok() ? *m : std::vector<storage::MetricPoint>{};
   };
+  // Collected in one pass (runs come in job-id order), checked after.
   double full_val = NAN, full_params = NAN, stepwise_start = NAN, full_rank_start = NAN, zero_start = NAN;
+  std::vector<double> recursive_params;
   std::map<std::string, double> tokens_per_call, stages_per_token;
   std::map<std::string, int> per_stage;
   for (const auto& r : *runs) {
@@ -64,7 +67,7 @@ TEST(RecursiveRunTest, SmokeStudyConvertsRelaxesAndSimulates) {
       ASSERT_FALSE(val.empty());
       EXPECT_EQ(val.front().step, 0);
       if (c["recursive_init"] == "stepwise") stepwise_start = val.front().value;
-      EXPECT_LT(metric(r.job_id, "parameters").back().value, full_params > 0 ? full_params : 1e18);
+      recursive_params.push_back(metric(r.job_id, "parameters").back().value);
       EXPECT_LT(val.back().value, val.front().value) << "uptraining improves the converted model";
     }
     if (r.stage == "relaxed") {
@@ -72,12 +75,19 @@ TEST(RecursiveRunTest, SmokeStudyConvertsRelaxesAndSimulates) {
       if (c["lora_rank"] == 32) full_rank_start = start;
       if (c["lora_init"] == "zero") zero_start = start;
     }
+    if (r.stage == "decode") {
+      EXPECT_EQ(metric(r.job_id, "policies_agree").back().value, 1.0) << "every policy decodes the same tokens";
+      EXPECT_LT(metric(r.job_id, "depth_calls").back().value, metric(r.job_id, "static_calls").back().value + 1);
+    }
     if (r.stage == "batching") {
       const std::string policy = c["batching"].get<std::string>();
       tokens_per_call[policy] = metric(r.job_id, "tokens_per_call").back().value;
       stages_per_token[policy] = metric(r.job_id, "stages_per_token").back().value;
     }
   }
+  ASSERT_TRUE(std::isfinite(full_val) && std::isfinite(full_params));
+  for (double p : recursive_params) EXPECT_LT(p, full_params) << "tying shares the blocks";
+  EXPECT_EQ(per_stage["decode"], 2);
   EXPECT_EQ(per_stage["recursive"], 2);
   EXPECT_EQ(per_stage["relaxed"], 3);
   EXPECT_EQ(per_stage["batching"], 3);

@@ -324,6 +324,33 @@ TEST(RecursiveModelTest, LmTrainConvertsUptrainsAndDistills) {
   EXPECT_EQ(loaded->model->blocks.size(), 2u);
   EXPECT_EQ(loaded->checkpoint.model.loops, 2);
 
+  // Weights from elsewhere: the vanilla model as Llama safetensors, imported
+  // as it is or converted on import.
+  const Artifact* vanilla_model = nullptr;
+  for (const auto& a : vanilla.recorded()) {
+    if (a.name == "model") vanilla_model = &a;
+  }
+  ASSERT_NE(vanilla_model, nullptr);
+  auto source = LoadModelFile(vanilla_model->path);
+  ASSERT_TRUE(source.ok());
+  const std::string file = dir.File("vanilla.safetensors");
+  ASSERT_TRUE(ExportSafetensors(source->model, file).ok());
+  auto from_file = [&](nlohmann::json extra, const std::string& id) {
+    nlohmann::json c = base;
+    for (auto& [k, val] : extra.items()) c[k] = val;
+    c["weights"] = file;
+    LocalJobContext ctx(id, testing::KindConfig("lm.train", c), 4);
+    const common::Status s = RunLmTrain(ctx);
+    EXPECT_TRUE(s.ok()) << id << ": " << s.ToString();
+    return s.ok() ? ctx.metrics().at("val_loss").front().value : NAN;
+  };
+  EXPECT_NEAR(from_file({{"steps", 0}}, "imported"), vanilla_val, 1e-5);
+  EXPECT_NEAR(from_file({{"steps", 0}, {"loops", 2}, {"lora_rank", 32}}, "imported-relaxed"), vanilla_val, 1e-4);
+  EXPECT_NEAR(from_file({{"steps", 0}, {"loops", 2}}, "imported-recursive"),
+              pure->metrics().at("val_loss").front().value, 1e-5);
+  auto [both, c0] = run({{"steps", 0}, {"weights", file}}, "both");
+  EXPECT_EQ(both.code(), common::StatusCode::kInvalidArgument) << both.ToString();
+
   auto [bad_loops, c1] = run({{"steps", 0}, {"loops", 3}}, "bad-loops");
   EXPECT_EQ(bad_loops.code(), common::StatusCode::kInvalidArgument) << bad_loops.ToString();
   auto [bad_rank, c2] = run({{"steps", 0}, {"lora_rank", 33}}, "bad-rank");
