@@ -42,14 +42,14 @@ sweep = { grid = { batch = [16, 64] } }
 name = "decode-full"
 kind = "lm.loop_decode"
 depends_on = ["full"]
-config = { prompts = 256, repeats = 3, exit_threshold = 2.0 }
+config = { prompts = 256, repeats = 5, exit_threshold = 2.0 }
 sweep = { grid = { batch = [16, 64] } }
 
 [[stage]]
 name = "decode-recursive"
 kind = "lm.loop_decode"
 depends_on = ["early-exit"]
-config = { prompts = 256, repeats = 3 }
+config = { prompts = 256, repeats = 5 }
 sweep = { grid = { batch = [16, 64], exit_threshold = [0.8, 0.95, 2.0] } }
 TOML
 "$shammie" run "$work/decode.toml" --out "$work/run" --ranks 2 --progress none > /dev/null

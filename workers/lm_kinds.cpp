@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <set>
 
 #include "common/schema.hpp"
 #include "workers/tasks.hpp"
@@ -192,13 +193,17 @@ void RegisterLmKinds(KindRegistry& registry) {
         .Doc("A token exits after an earlier loop when its top next-token probability reaches this; > 1: never.");
     k.config.Int("max_new_tokens").Default(0).Range(0, 8192)
         .Doc("Tokens per prompt at most; 0: the longest answer of the prompts (EOS included).");
-    k.config.Int("repeats").Default(3).Range(1, 100).Doc("Runs per policy; the fastest is reported.");
+    k.config.Int("repeats").Default(3).Range(1, 100)
+        .Doc("Rounds over the policies (round robin, so load drift hits each alike); each reports its fastest.");
     k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
     k.check = [](const nlohmann::json& c) {
       std::vector<ConfigProblem> problems;
+      std::set<std::string> seen;
       for (const auto& p : c["batching"]) {
         if (p != "static" && p != "sequence" && p != "depth") {
           problems.push_back({"batching", "unknown policy " + p.dump() + " (static, sequence, depth)"});
+        } else if (!seen.insert(p.get<std::string>()).second) {
+          problems.push_back({"batching", "names " + p.dump() + " twice"});
         }
       }
       if (c["batching"].empty()) problems.push_back({"batching", "name at least one policy"});
