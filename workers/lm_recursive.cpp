@@ -85,8 +85,9 @@ class LoopDecoder {
     kc_.index_put_({cache_row, t}, k);
     vc_.index_put_({cache_row, t}, v);
     const int64_t span = t.max().item<int64_t>() + 1;
-    Tensor keys = kc_.index_select(0, cache_row).narrow(1, 0, span);  // [n, span, heads, head_dim]
-    Tensor values = vc_.index_select(0, cache_row).narrow(1, 0, span);
+    // Gather only the first `span` slots of each row's slab: [n, span, heads, head_dim].
+    Tensor keys = kc_.narrow(1, 0, span).index_select(0, cache_row);
+    Tensor values = vc_.narrow(1, 0, span).index_select(0, cache_row);
     Tensor att = torch::einsum("nhd,nshd->nhs", {q, keys}) / std::sqrt(static_cast<double>(head_dim_));
     Tensor future = torch::arange(span).view({1, span}) > t.view({n, 1});
     att = torch::softmax(att.masked_fill(future.view({n, 1, span}), -std::numeric_limits<float>::infinity()), -1);
