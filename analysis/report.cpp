@@ -175,7 +175,7 @@ common::Status PlotHeatmap(const std::vector<std::vector<double>>& values, const
 common::Status PlotCurves(const std::vector<std::string>& x_labels,
                           const std::vector<std::pair<std::string, std::vector<double>>>& series,
                           const std::string& y_label, const std::string& name, const std::string& title,
-                          const std::string& out_dir) {
+                          const std::string& out_dir, const std::string& x_label) {
   namespace fs = std::filesystem;
   SHAMMIE_RETURN_IF_ERROR(EnsureDirectory(out_dir));
   const std::string data = (fs::path(out_dir) / (name + ".dat")).string();
@@ -224,7 +224,8 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
   std::string script = "set terminal png size 900," + std::to_string(height) + "\n"
                        "set output " + Quote(png) + "\n"
                        "set title " + Quote(title) + "\n"
-                       "set ylabel " + Quote(y_label) + "\n"
+                       "set ylabel " + Quote(y_label) + "\n" +
+                       (x_label.empty() ? std::string() : "set xlabel " + Quote(x_label) + "\n") +
                        "set datafile missing 'NaN'\n"
                        "set grid ytics\nset lmargin 14\n" +
                        std::string(key_below ? "set key below maxcols 2\n" : "set key outside right\nset bmargin 9\n") +

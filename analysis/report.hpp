@@ -34,6 +34,6 @@ common::Status PlotHeatmap(const std::vector<std::vector<double>>& values, const
 common::Status PlotCurves(const std::vector<std::string>& x_labels,
                           const std::vector<std::pair<std::string, std::vector<double>>>& series,
                           const std::string& y_label, const std::string& name, const std::string& title,
-                          const std::string& out_dir);
+                          const std::string& out_dir, const std::string& x_label = "");
 
 }  // namespace shammie::analysis

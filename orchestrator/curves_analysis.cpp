@@ -32,8 +32,8 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
                                              const std::string& report_dir, const std::string& title,
                                              std::ostream& out) {
   SHAMMIE_ASSIGN_OR_RETURN(auto runs, store.ListRuns());
-  // group -> step -> one value per run
-  std::map<std::string, std::map<int64_t, std::vector<double>>> groups;
+  // group -> step (or x) -> one value per run
+  std::map<std::string, std::map<double, std::vector<double>>> groups;
   std::map<std::string, size_t> group_runs;
   std::map<std::string, nlohmann::json> group_key;  // the `by` values, for ordering
   std::map<std::string, std::string> group_name;     // for display
@@ -56,6 +56,25 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
       if (points.status().code() == common::StatusCode::kNotFound) continue;
       return points.status();
     }
+    if (points->empty()) continue;
+    // With `x`: one point per run, the metric's last value at the run's x.
+    double x = 0;
+    if (!a.x.empty()) {
+      if (config.contains(a.x)) {
+        if (!config[a.x].is_number()) {
+          return common::InvalidArgument("`x` names config key " + a.x + ", which is not a number in stage " + a.stage +
+                                         " (" + config[a.x].dump() + ")");
+        }
+        x = config[a.x].get<double>();
+      } else {
+        auto xs = store.ReadMetric(run.job_id, a.x);
+        if (!xs.ok() || xs->empty()) {
+          return common::InvalidArgument("`x` names " + a.x + ", neither a config key of stage " + a.stage +
+                                         " nor a metric of its run " + run.job_id);
+        }
+        x = xs->back().value;
+      }
+    }
     nlohmann::json key = nlohmann::json::array();
     for (const auto& k : a.by) key.push_back(config[k]);
     const std::string g = key.dump();  // groups are keyed by their exact values; GroupName only displays them
@@ -65,7 +84,11 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
       group_name[g] = GroupName(config, a.by);
     }
     ++group_runs[g];
-    for (const auto& p : *points) groups[g][p.step].push_back(p.value);
+    if (a.x.empty()) {
+      for (const auto& p : *points) groups[g][static_cast<double>(p.step)].push_back(p.value);
+    } else {
+      groups[g][x].push_back(points->back().value);
+    }
   }
   if (groups.empty()) {
     return common::FailedPrecondition(stage_runs == 0 ? "stage " + a.stage + " has no finished runs yet"
@@ -76,45 +99,52 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
                    [&](const std::string& x, const std::string& y) { return group_key[x] < group_key[y]; });
   std::vector<std::string> group_col;
   std::vector<int64_t> step_col, runs_col;
-  std::vector<double> mean_col, lower_col, upper_col;
-  std::set<int64_t> all_steps;
+  std::vector<double> x_col, mean_col, lower_col, upper_col;
+  std::set<double> all_steps;
   nlohmann::json json = nlohmann::json::object();
-  std::map<std::string, std::map<int64_t, double>> means;
+  std::map<std::string, std::map<double, double>> means;
   for (const auto& g : order) {
     nlohmann::json curve = nlohmann::json::array();
     for (const auto& [step, values] : groups[g]) {
       SHAMMIE_ASSIGN_OR_RETURN(analysis::SeedSummary s, analysis::SummarizeSeeds(values, a.alpha));
       group_col.push_back(group_name[g]);
-      step_col.push_back(step);
+      step_col.push_back(static_cast<int64_t>(step));
+      x_col.push_back(step);
       runs_col.push_back(static_cast<int64_t>(values.size()));
       mean_col.push_back(s.mean);
       lower_col.push_back(s.lower);
       upper_col.push_back(s.upper);
       all_steps.insert(step);
       means[g][step] = s.mean;
-      curve.push_back({{"step", step}, {"runs", values.size()}, {"mean", s.mean}, {"lower", s.lower}, {"upper", s.upper}});
+      nlohmann::json point = {{"runs", values.size()}, {"mean", s.mean}, {"lower", s.lower}, {"upper", s.upper}};
+      if (a.x.empty()) {
+        point["step"] = static_cast<int64_t>(step);
+      } else {
+        point[a.x] = step;
+      }
+      curve.push_back(point);
     }
     json[group_name[g]] = {{"runs", group_runs[g]}, {"curve", curve}};
   }
   // Text: one line per group, the mean at (up to) 8 steps spread over the curve.
-  std::vector<int64_t> steps(all_steps.begin(), all_steps.end());
-  std::vector<int64_t> shown;
+  std::vector<double> steps(all_steps.begin(), all_steps.end());
+  std::vector<double> shown;
   const size_t k = std::min<size_t>(8, steps.size());
   for (size_t i = 0; i < k; ++i) shown.push_back(steps[k == 1 ? 0 : i * (steps.size() - 1) / (k - 1)]);
   size_t width = 12;
   for (const auto& g : order) width = std::max(width, group_name[g].size());
   char cell[64];
   out << std::string(width, ' ') << "  runs";
-  for (int64_t s : shown) {
-    std::snprintf(cell, sizeof cell, " %9lld", static_cast<long long>(s));
+  for (double s : shown) {
+    std::snprintf(cell, sizeof cell, " %9.4g", s);
     out << cell;
   }
-  out << "   (" << a.metric << " by step, mean over runs)\n";
+  out << "   (" << a.metric << " by " << (a.x.empty() ? "step" : a.x) << ", mean over runs)\n";
   for (const auto& g : order) {
     out << group_name[g] << std::string(width - group_name[g].size(), ' ');
     std::snprintf(cell, sizeof cell, "  %4zu", group_runs[g]);
     out << cell;
-    for (int64_t s : shown) {
+    for (double s : shown) {
       auto it = means[g].find(s);
       if (it == means[g].end()) {
         out << "         -";
@@ -126,24 +156,34 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
     out << "\n";
   }
   storage::Table table;
-  table.columns = {{"group", group_col}, {"step", step_col}, {"runs", runs_col},
-                   {"mean", mean_col},   {"lower", lower_col}, {"upper", upper_col}};
+  table.columns = {{"group", group_col}};
+  if (a.x.empty()) {
+    table.columns.push_back({"step", step_col});
+  } else {
+    table.columns.push_back({a.x, x_col});
+  }
+  table.columns.insert(table.columns.end(),
+                       {{"runs", runs_col}, {"mean", mean_col}, {"lower", lower_col}, {"upper", upper_col}});
   SHAMMIE_RETURN_IF_ERROR(store.WriteAnalysis(a.name, a.parameters.dump(), table));
   if (!report_dir.empty()) {
     std::vector<std::string> x;
-    for (int64_t s : steps) x.push_back(std::to_string(s));
+    for (double s : steps) {
+      std::snprintf(cell, sizeof cell, "%.10g", s);
+      x.push_back(cell);
+    }
     std::vector<std::pair<std::string, std::vector<double>>> series;
     for (const auto& g : order) {
       std::vector<double> y;
-      for (int64_t s : steps) {
+      for (double s : steps) {
         auto it = means[g].find(s);
         y.push_back(it == means[g].end() ? std::numeric_limits<double>::quiet_NaN() : it->second);
       }
       series.push_back({group_name[g], y});
     }
-    SHAMMIE_RETURN_IF_ERROR(analysis::PlotCurves(x, series, a.metric, a.name, title, report_dir));
+    SHAMMIE_RETURN_IF_ERROR(
+        analysis::PlotCurves(x, series, a.metric, a.name, title, report_dir, a.x.empty() ? "step" : a.x));
   }
-  return nlohmann::json{{"metric", a.metric}, {"by", a.by}, {"groups", json}};
+  return nlohmann::json{{"metric", a.metric}, {"by", a.by}, {"x", a.x.empty() ? "step" : a.x}, {"groups", json}};
 }
 
 }  // namespace shammie::orchestrator

@@ -4,7 +4,10 @@
 // interval per step. E.g. success against RL iteration per prover strength
 // and alpha (docs/experiments/pav.md), accuracy against sampled tokens per
 // search method. Writes /analysis/<name> (group, step, runs, mean, lower,
-// upper) and, with a report directory, <name>.png.
+// upper) and, with a report directory, <name>.png. With `x` (a numeric
+// config key or a metric), each run gives one point instead, its metric's
+// last value at its x, and the table's second column is x: loss against
+// parameters, throughput against batch.
 #pragma once
 
 #include <ostream>

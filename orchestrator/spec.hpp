@@ -128,6 +128,7 @@ struct AnalysisSpec {
   std::string separator = "=";       // clm
   std::string metric;                // curves: the metric whose curve is averaged
   std::vector<std::string> by;       // curves: config keys that form the groups
+  std::string x;                     // curves: a config key or metric as the x axis ("" = the step)
   nlohmann::json parameters;         // the table as resolved (for provenance)
   Location location;
 };

@@ -1031,6 +1031,7 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
     if (fields.contains("separator")) a.separator = fields["separator"].get<std::string>();
     a.metric = str("metric");
     if (fields.contains("by")) a.by = fields["by"].get<std::vector<std::string>>();
+    a.x = str("x");
     if (!a.name.empty() && !names.insert(a.name).second) {
       Error(item.Get("name")->node, prefix + ".name", "duplicate analysis name \"" + a.name + "\"");
     }
@@ -1067,7 +1068,7 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
         };
         if (family != "curves") {
           needed.push_back("table");
-          foreign.insert(foreign.end(), {"metric", "by"});
+          foreign.insert(foreign.end(), {"metric", "by", "x"});
         }
         if (family == "curves") {
           needed = {"metric"};

@@ -128,6 +128,10 @@ const Schema& AnalysisSchema() {
     s.Add("metric", ValueType::kName).Doc("curves (required): the metric whose curve is averaged.");
     s.Add("by", ValueType::kStringList).Default(nlohmann::json::array())
         .Doc("curves: config keys whose values form the groups (one curve each); [] = one curve over all runs.");
+    s.Add("x", ValueType::kName)
+        .Doc("curves: the x axis instead of the step: a numeric config key of the stage, or a metric (its last value); "
+             "each run then gives one point, its `metric`'s last value at its x (e.g. loss against parameters, "
+             "throughput against batch).");
     s.Add("label", ValueType::kName).Doc("Mean methods (required): column of human labels; NaN marks an unlabeled row.");
     s.Add("prediction", ValueType::kName).Doc("Mean methods (required): column of autorater predictions.");
     s.Add("config", ValueType::kName)

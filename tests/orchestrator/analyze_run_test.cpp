@@ -367,6 +367,7 @@ stage = "s"
 config = "c"
 loss = "l"
 metric = "m"
+x = "q"
 )", "x.toml", kinds);
   std::vector<std::string> lines;
   for (const auto& d : r.errors) lines.push_back(d.ToString());
@@ -375,7 +376,68 @@ metric = "m"
                        "x.toml:10:1: analysis.a.table: does not apply to curves (methods = `curves`)",
                        "x.toml:11:1: analysis.b.table: missing required key",
                        "x.toml:17:1: analysis.b.metric: does not apply to ltt (methods = `ltt`)",
+                       "x.toml:18:1: analysis.b.x: does not apply to ltt (methods = `ltt`)",
                    }));
+}
+
+// With `x`, each run is one point: its metric's last value at its x, a
+// numeric config key or another metric's last value; runs at the same x
+// and group are averaged.
+TEST(AnalyzeRunTest, CurvesAgainstAConfigKeyOrAMetric) {
+  workers::KindRegistry kinds;
+  workers::RegisterBuiltinKinds(kinds);
+  testing::ScratchDir dir("analyze-curves-x");
+  auto store = CreateStoreFor(R"([experiment]
+name = "x"
+[[stage]]
+name = "s"
+kind = "bench.noop"
+[[analysis]]
+name = "by-batch"
+methods = ["curves"]
+stage = "s"
+metric = "speed"
+x = "batch"
+by = ["mode"]
+[[analysis]]
+name = "by-size"
+methods = ["curves"]
+stage = "s"
+metric = "speed"
+x = "size"
+)", dir.File("results.h5"), kinds);
+  ASSERT_NE(store, nullptr);
+  struct R { const char* id; const char* config; double size, speed; };
+  const R rows[] = {{"a", R"({"batch":16,"mode":"depth"})", 100, 2.0},
+                    {"b", R"({"batch":16,"mode":"depth"})", 100, 4.0},
+                    {"c", R"({"batch":64,"mode":"depth"})", 300, 9.0},
+                    {"d", R"({"batch":16,"mode":"static"})", 200, 5.0}};
+  int seed = 0;
+  for (const R& row : rows) {
+    ASSERT_TRUE(store->BeginRun({row.id, "s", "bench.noop", row.config, seed++, {}}).ok());
+    // Earlier points of the metric do not count: its last value does.
+    ASSERT_TRUE(store->AppendMetrics(row.id, "speed", std::vector<storage::MetricPoint>{{0, -1.0}, {5, row.speed}}).ok());
+    ASSERT_TRUE(store->AppendMetrics(row.id, "size", std::vector<storage::MetricPoint>{{0, row.size}}).ok());
+  }
+  ASSERT_TRUE(store->Close().ok());
+  auto r = Shammie({"analyze", dir.path().string(), "--report", dir.File("report")}, kinds);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto reread = storage::ResultStore::Open(dir.File("results.h5"), storage::ResultStore::Mode::kReadOnly);
+  ASSERT_TRUE(reread.ok());
+  auto batch = (*reread)->ReadAnalysis("by-batch");
+  ASSERT_TRUE(batch.ok());
+  const auto& t = batch->second;
+  EXPECT_EQ(t.columns[1].name, "batch");
+  EXPECT_EQ(std::get<std::vector<std::string>>(t.columns[0].values),
+            (std::vector<std::string>{"mode=\"depth\"", "mode=\"depth\"", "mode=\"static\""}));
+  EXPECT_EQ(std::get<std::vector<double>>(t.columns[1].values), (std::vector<double>{16, 64, 16}));
+  EXPECT_EQ(std::get<std::vector<int64_t>>(t.columns[2].values), (std::vector<int64_t>{2, 1, 1}));
+  EXPECT_EQ(std::get<std::vector<double>>(t.columns[3].values), (std::vector<double>{3.0, 9.0, 5.0}));
+  auto size = (*reread)->ReadAnalysis("by-size");
+  ASSERT_TRUE(size.ok());
+  EXPECT_EQ(std::get<std::vector<double>>(size->second.columns[1].values), (std::vector<double>{100, 200, 300}));
+  EXPECT_EQ(std::get<std::vector<double>>(size->second.columns[3].values), (std::vector<double>{3.0, 5.0, 9.0}));
+  EXPECT_GT(testing::ReadFileText(dir.File("report/by-batch.png")).size(), 1000u);
 }
 
 }  // namespace

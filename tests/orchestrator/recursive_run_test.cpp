@@ -40,6 +40,7 @@ TEST(RecursiveRunTest, SmokeStudyConvertsRelaxesAndSimulates) {
   ASSERT_EQ(analyze.exit_code, 0) << analyze.output;
   std::cout << analyze.output << std::endl;
   EXPECT_GT(testing::ReadFileText(dir + "/report/recursive-val-loss.png").size(), 1000u);
+  EXPECT_GT(testing::ReadFileText(dir + "/report/relaxed-loss-vs-parameters.png").size(), 1000u);
 
   auto store = storage::ResultStore::Open(dir + "/results.h5", storage::ResultStore::Mode::kReadOnly);
   ASSERT_TRUE(store.ok());
