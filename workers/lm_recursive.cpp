@@ -126,7 +126,7 @@ class LoopDecoder {
   }
   static Tensor Norm(RMSNorm& norm, const Tensor& x, const Tensor& position, const Tensor& deltas) {
     if (!deltas.defined()) return norm(x);
-    return x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * (norm->weight + deltas.index_select(0, position));
+    return norm->WithDelta(x, deltas.index_select(0, position));  // each row its own position's delta
   }
 
   Transformer& m_;
