@@ -316,6 +316,33 @@ Evaluation EvaluateWindows(Transformer& model, const std::vector<std::vector<int
   return e;
 }
 
+}  // namespace
+
+namespace lm {
+std::vector<int32_t> PackedWindow(const SyntheticTask& task, Split split, int64_t window, common::SplitMix64& rng) {
+  std::vector<int32_t> out;
+  for (bool first = true; static_cast<int64_t>(out.size()) < window + 1; first = false) {
+    const Example e = task.Sample(split, rng);
+    const std::vector<int> seq = lm::WithBos(e.prompt, e.answer);
+    const int64_t from = first ? rng.NextInt(0, static_cast<int64_t>(seq.size()) - 1) : 0;
+    out.insert(out.end(), seq.begin() + from, seq.end());
+  }
+  out.resize(static_cast<size_t>(window + 1));
+  return out;
+}
+}  // namespace lm
+
+namespace {
+using lm::PackedWindow;
+
+// n packed windows of a split, from a fixed seed (the same evaluation set for every job).
+std::vector<std::vector<int32_t>> PackedEvalWindows(const SyntheticTask& task, Split split, int64_t window, int64_t n) {
+  common::SplitMix64 rng(common::DeriveSeed(0, "packed_eval", static_cast<uint64_t>(split)));
+  std::vector<std::vector<int32_t>> out;
+  for (int64_t i = 0; i < n; ++i) out.push_back(PackedWindow(task, split, window, rng));
+  return out;
+}
+
 // Up to n windows of a split, in stream order (a fixed evaluation set).
 std::vector<std::vector<int32_t>> EvalWindows(const TokenDataset& data, Split split, int64_t n) {
   std::vector<std::vector<int32_t>> out;
@@ -344,6 +371,29 @@ common::Status Validate(const TrainConfig& c, int gang_size) {
   if (c.precision == "bf16" && c.device != "cuda") {
     return common::InvalidArgument("precision = \"bf16\" is autocast on CUDA; use it with device = \"cuda\"");
   }
+  if (c.model.block_length > 0) {
+    const ModelConfig& m = c.model;
+    if (m.block_d_model <= 0 || m.block_layers <= 0 || m.prefix <= 0) {
+      return common::InvalidArgument("a Block Transformer needs block_d_model, block_layers and prefix > 0");
+    }
+    if (m.block_d_model % m.block_length != 0) {
+      return common::InvalidArgument("block_d_model must be a multiple of block_length: the embedder concatenates "
+                                     "block_length token embeddings of block_d_model / block_length each");
+    }
+    if (m.block_d_model % m.heads != 0 || (m.block_d_model / m.heads) % 2 != 0) {
+      return common::InvalidArgument("block_d_model must be a multiple of heads, with an even head dimension");
+    }
+    if (m.loops != 1 || m.lora_rank != 0 || m.classes != 0) {
+      return common::InvalidArgument("a Block Transformer takes no loops, lora_rank or classes");
+    }
+    if (c.exit_loss > 0 || c.distill > 0 || !c.weights.empty()) {
+      return common::InvalidArgument("a Block Transformer trains without exit_loss, distill or weights");
+    }
+  }
+  if (c.packed && !c.data.empty()) return common::InvalidArgument("packed lays out a synthetic task's examples; "
+                                                                  "it does not apply to data");
+  if (c.packed && c.train_examples > 0) return common::InvalidArgument("packed draws fresh examples; it does not take "
+                                                                       "train_examples");
   if (c.train_examples > 0 && !c.data.empty()) {
     return common::InvalidArgument("train_examples limits a synthetic task's training pool; it does not apply to data");
   }
@@ -374,6 +424,10 @@ std::string Describe(const ModelConfig& m) {
                     std::to_string(m.classes);
   if (m.loops != 1) out += ", loops " + std::to_string(m.loops) + " (" + m.tying + ")";
   if (m.lora_rank != 0) out += ", lora_rank " + std::to_string(m.lora_rank);
+  if (m.block_length != 0) {
+    out += ", block_length " + std::to_string(m.block_length) + ", block_d_model " + std::to_string(m.block_d_model) +
+           ", block_layers " + std::to_string(m.block_layers) + ", prefix " + std::to_string(m.prefix);
+  }
   return out;
 }
 
@@ -526,7 +580,11 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
   int64_t vocab = Tokenizer::VocabSize();
   if (config.data.empty()) {
     SHAMMIE_ASSIGN_OR_RETURN(task, SyntheticTask::Make(config.task));
-    if (task->MaxTokens() + 1 > config.model.max_len) {
+    if (config.packed && config.window > config.model.max_len) {
+      return common::InvalidArgument("window (" + std::to_string(config.window) + ") exceeds max_len (" +
+                                     std::to_string(config.model.max_len) + ")");
+    }
+    if (!config.packed && task->MaxTokens() + 1 > config.model.max_len) {
       return common::InvalidArgument("examples of this task need " + std::to_string(task->MaxTokens() + 1) +
                                      " positions; raise max_len");
     }
@@ -650,7 +708,10 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
 
   std::vector<Example> val, test;
   std::vector<std::vector<int32_t>> val_windows, test_windows;
-  if (task) {
+  if (task && config.packed) {
+    val_windows = PackedEvalWindows(*task, Split::kValidation, config.window, config.eval_examples);
+    test_windows = PackedEvalWindows(*task, Split::kTest, config.window, config.eval_examples);
+  } else if (task) {
     val = EvalSet(*task, Split::kValidation, config.eval_examples);
     test = EvalSet(*task, Split::kTest, config.eval_examples);
   } else {
@@ -658,7 +719,8 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     test_windows = EvalWindows(*data, Split::kTest, config.eval_examples);
   }
   auto evaluate = [&](bool on_test) {
-    return task ? Evaluate(model, on_test ? test : val) : EvaluateWindows(model, on_test ? test_windows : val_windows);
+    return task && !config.packed ? Evaluate(model, on_test ? test : val)
+                                  : EvaluateWindows(model, on_test ? test_windows : val_windows);
   };
   // The few-shot regime: a fixed pool of distinct training examples.
   std::vector<Example> pool;
@@ -689,6 +751,9 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
       if (!pool.empty()) {
         global.push_back(pool[static_cast<size_t>(rng.NextInt(0, static_cast<int64_t>(pool.size()) - 1))]);
         global_tokens += static_cast<int64_t>(global.back().answer.size());
+      } else if (task && config.packed) {
+        global_windows.push_back(PackedWindow(*task, Split::kTrain, config.window, rng));
+        global_tokens += config.window;
       } else if (task) {
         global.push_back(task->Sample(Split::kTrain, rng));
         global_tokens += static_cast<int64_t>(global.back().answer.size());
@@ -703,7 +768,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     double step_loss = 0;
     for (int64_t m = 0; m < config.accumulation; ++m) {
       const auto first = static_cast<std::ptrdiff_t>(gang.rank() * per_rank + m * micro);
-      Batch b = task ? MakeBatch(std::vector<Example>(global.begin() + first,
+      Batch b = global_windows.empty() ? MakeBatch(std::vector<Example>(global.begin() + first,
                                                       global.begin() + first + static_cast<std::ptrdiff_t>(micro)))
                      : MakeWindowBatch(std::vector<std::vector<int32_t>>(
                            global_windows.begin() + first, global_windows.begin() + first + static_cast<std::ptrdiff_t>(micro)));
@@ -923,6 +988,11 @@ common::Status RunLmTrain(JobContext& ctx) {
   t.lora_init = c.value("lora_init", std::string("svd"));
   t.distill = c.value("distill", 0.0);
   t.weights = c.value("weights", std::string());
+  t.packed = c.value("packed", false);
+  t.model.block_length = c.value("block_length", int64_t{0});
+  t.model.block_d_model = c.value("block_d_model", int64_t{0});
+  t.model.block_layers = c.value("block_layers", int64_t{0});
+  t.model.prefix = c.value("prefix", int64_t{2});
   t.seed = ctx.seed();
   auto r = TrainLanguageModel(t, ctx);
   return r.ok() ? common::Status::Ok() : r.status();
@@ -1167,6 +1237,9 @@ common::Status RunLmEarlyExit(JobContext& ctx) {
   if (task->MaxTokens() + 1 > model->config.max_len) {
     return common::InvalidArgument("examples of this task need " + std::to_string(task->MaxTokens() + 1) +
                                    " positions; the model has max_len " + std::to_string(model->config.max_len));
+  }
+  if (model->config.block_length > 0) {
+    return common::InvalidArgument("lm.early_exit reads every layer's output; a Block Transformer has two stacks");
   }
   const double threshold = c["threshold"].get<double>();
   const double prune = c["prune"].get<double>();

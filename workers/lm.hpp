@@ -40,6 +40,18 @@ struct ModelConfig {
   // Relaxed recursion: at every position, a rank-r LoRA B A on each of the
   // seven projections and a delta on each of the two norm weights; 0 = none.
   int64_t lora_rank = 0;
+  // Block Transformer (workers/lm_block.cpp, PAPERS.md §4), 0 = vanilla:
+  // tokens are grouped in blocks of block_length; an embedder concatenates
+  // each block's token embeddings (block_d_model / block_length each) into
+  // one block embedding; a causal block decoder of block_layers layers,
+  // block_d_model wide, reads them; a linear map turns its output for block
+  // i into `prefix` vectors from which the token decoder (the d_model /
+  // layers / heads stack above, with the embedding and LM head) decodes
+  // block i + 1 attending only within that block.
+  int64_t block_length = 0;
+  int64_t block_d_model = 0;
+  int64_t block_layers = 0;
+  int64_t prefix = 2;
   bool operator==(const ModelConfig&) const = default;
 };
 
@@ -50,6 +62,10 @@ struct TrainConfig {
   // next-token accuracy. Empty: the synthetic task.
   std::vector<std::string> data;
   int64_t window = 64;
+  // With the task and packed: next-token loss on windows of `window` tokens
+  // cut from the task's examples (BOS prompt answer) laid back to back, a
+  // language-modelling corpus; val/test accuracy is next-token accuracy.
+  bool packed = false;
   // With the task: train on a fixed pool of this many distinct training
   // examples (drawn from the seed), the few-shot regime; 0: a fresh draw
   // from the whole training split every step.
@@ -143,6 +159,11 @@ common::Status RunLmEarlyExit(JobContext& ctx);
 //   under each batching policy (static, continuous sequence-wise,
 //   continuous depth-wise); tokens/s, tokens per call, accuracy.
 common::Status RunLmLoopDecode(JobContext& ctx);
+// - lm.block_decode (workers/lm_block.cpp): greedy KV-cached decoding of the
+//   upstream Block Transformer or vanilla model from prompts of the packed
+//   corpus; tokens/s, KV-cache bytes per sample (measured and by formula),
+//   KV entries read per token.
+common::Status RunLmBlockDecode(JobContext& ctx);
 
 // Process advantage verifiers (workers/lm_pav.cpp, PAPERS.md §2):
 // - pav.didactic: the planted-subsequence task. A MADE-style MLP policy is

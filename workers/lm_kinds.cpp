@@ -139,6 +139,20 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Float("distill").Min(0).Max(1)
         .Doc("Knowledge distillation from the upstream model: loss (1 - distill) CE + distill KL(teacher || "
              "student) on answer tokens; 0 or unset = off.");
+    k.config.Int("block_length").Range(0, 64)
+        .Doc("Block Transformer (PAPERS.md §4, docs/experiments/block-transformer.md): tokens per block; the "
+             "d_model / layers stack becomes the token decoder, under a block decoder of block_d_model / "
+             "block_layers. 0 or unset = vanilla.");
+    k.config.Int("block_d_model").Range(1, 1 << 16)
+        .Doc("With block_length: the block decoder's width (a multiple of block_length and of heads; each token "
+             "embeds into block_d_model / block_length).");
+    k.config.Int("block_layers").Range(1, 1024).Doc("With block_length: the block decoder's layers.");
+    k.config.Int("prefix").Range(1, 64)
+        .Doc("With block_length: prefix vectors the context embedding expands into for the token decoder. Unset: 2.");
+    k.config.Bool("packed")
+        .Doc("Language modelling on the task's examples (BOS prompt answer) packed back to back: next-token loss on "
+             "every position of windows of `window` tokens; val/test accuracy is next-token accuracy. Unset: false "
+             "(loss on answer tokens of single examples).");
     k.config.Int("eval_every").Default(50).Range(1, 10000000).Doc("Steps between validation evaluations.");
     k.config.Int("eval_examples").Default(256).Range(1, 1000000)
         .Doc("Validation/test examples when a split is too big to enumerate.");
@@ -164,6 +178,31 @@ void RegisterLmKinds(KindRegistry& registry) {
       if (c.value("lora_rank", int64_t{0}) > c["d_model"].get<int64_t>()) {
         problems.push_back({"lora_rank", "exceeds d_model (" + std::to_string(c["d_model"].get<int64_t>()) +
                                              "), the full rank of every projection's residual"});
+      }
+      if (c.value("block_length", int64_t{0}) > 0) {
+        const int64_t len = c["block_length"].get<int64_t>(), heads = c["heads"].get<int64_t>();
+        if (!c.contains("block_d_model") || !c.contains("block_layers")) {
+          problems.push_back({"block_length", "a Block Transformer needs block_d_model and block_layers too"});
+        } else {
+          const int64_t width = c["block_d_model"].get<int64_t>();
+          if (width % len != 0) {
+            problems.push_back({"block_d_model", "must be a multiple of block_length (" + std::to_string(len) + ")"});
+          }
+          if (width % heads != 0 || (width / heads) % 2 != 0) {
+            problems.push_back({"block_d_model", "must be a multiple of heads (" + std::to_string(heads) +
+                                                     ") with an even head dimension"});
+          }
+        }
+        if (c.value("loops", int64_t{1}) != 1 || c.value("lora_rank", int64_t{0}) != 0) {
+          problems.push_back({"block_length", "a Block Transformer takes no loops or lora_rank"});
+        }
+      } else {
+        for (const char* key : {"block_d_model", "block_layers", "prefix"}) {
+          if (c.contains(key)) problems.push_back({key, "applies to a Block Transformer; set block_length too"});
+        }
+      }
+      if (c.value("packed", false) && c.contains("data") && !c["data"].empty()) {
+        problems.push_back({"packed", "lays out the task's examples; it does not apply to data"});
       }
       return problems;
     };
@@ -210,6 +249,27 @@ void RegisterLmKinds(KindRegistry& registry) {
       return problems;
     };
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_loop_decode", ctx); };
+    Register(registry, std::move(k));
+  }
+  {
+    JobKind k;
+    k.name = "lm.block_decode";
+    k.doc = "Greedy KV-cached decoding of the upstream model, a Block Transformer or a vanilla one "
+            "(docs/experiments/block-transformer.md): `rounds` batches of `batch` prompts of `prompt_length` tokens "
+            "from the packed stream of its task's split, `new_tokens` each. Metrics: tokens_per_second (the "
+            "fastest of `repeats`, prefill included), decode_tokens_per_second, prefill_seconds, seconds, "
+            "kv_bytes_per_sample (allocated float32 caches at the end; a Block Transformer's block and token "
+            "parts also apart), kv_bytes_formula (PAPERS.md §4(f) at prompt + new tokens), kv_reads_per_token "
+            "(key/value elements attention read per generated token), parameters, non_embedding_parameters.";
+    k.config = common::Schema(k.name, k.doc);
+    DeclareUpstreamTaskKeys(k.config);
+    k.config.Int("batch").Default(16).Range(1, 4096).Doc("Rows decoded together.");
+    k.config.Int("prompt_length").Default(128).Range(1, 1 << 20).Doc("Tokens per prompt (BOS counted when drawn).");
+    k.config.Int("new_tokens").Default(64).Range(1, 1 << 20).Doc("Tokens generated per row (no stop token).");
+    k.config.Int("rounds").Default(1).Range(1, 10000).Doc("Batches per timed run.");
+    k.config.Int("repeats").Default(3).Range(1, 100).Doc("Timed runs; the fastest is reported.");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_block_decode", ctx); };
     Register(registry, std::move(k));
   }
   {

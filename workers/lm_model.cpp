@@ -2,6 +2,7 @@
 #include "workers/lm_torch.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -117,6 +118,20 @@ TransformerImpl::TransformerImpl(const ModelConfig& c, int64_t vocab_size, uint6
       lora.push_back(pl);
     }
   }
+  if (c.block_length > 0) {  // the Block Transformer's embedder, block decoder and prefix map (lm_block.cpp)
+    SHAMMIE_CHECK_MSG(c.block_d_model % c.block_length == 0 && c.block_d_model % c.heads == 0 && c.prefix > 0 &&
+                          c.loops == 1 && c.lora_rank == 0,
+                      "invalid Block Transformer configuration");
+    const int64_t bd = c.block_d_model;
+    block_embed = register_module("block_embed", nn::Embedding(vocab, bd / c.block_length));
+    for (int64_t i = 0; i < c.block_layers; ++i) {
+      block_blocks.push_back(
+          register_module("block_decoder" + std::to_string(i), Block(bd, c.heads, ((8 * bd / 3) + 7) / 8 * 8)));
+    }
+    block_norm = register_module("block_norm", RMSNorm(bd));
+    block_start = register_parameter("block_start", torch::zeros({bd}));
+    expand = register_module("expand", nn::Linear(bd, c.prefix * d));
+  }
   // Explicit initialisation (the defaults differ across LibTorch versions),
   // from a generator of our own: the global one is shared by every thread.
   torch::NoGradGuard guard;
@@ -136,9 +151,17 @@ TransformerImpl::TransformerImpl(const ModelConfig& c, int64_t vocab_size, uint6
   Tensor angles = torch::outer(torch::arange(0, c.max_len, torch::kFloat64), inv_freq);
   rope_cos = register_buffer("rope_cos", angles.cos().to(torch::kFloat32));
   rope_sin = register_buffer("rope_sin", angles.sin().to(torch::kFloat32));
+  if (c.block_length > 0) {  // the block decoder's positions are blocks
+    const int64_t bhalf = c.block_d_model / c.heads / 2;
+    Tensor bfreq = 1.0 / torch::pow(10000.0, torch::arange(0, bhalf, torch::kFloat64) / static_cast<double>(bhalf));
+    Tensor bangles = torch::outer(torch::arange(0, c.max_len / c.block_length + 2, torch::kFloat64), bfreq);
+    block_rope_cos = register_buffer("block_rope_cos", bangles.cos().to(torch::kFloat32));
+    block_rope_sin = register_buffer("block_rope_sin", bangles.sin().to(torch::kFloat32));
+  }
 }
 
 Tensor TransformerImpl::forward(const Tensor& tokens) {
+  if (config.block_length > 0) return BlockForward(*this, tokens, is_training() ? TrainingBlockPad(tokens, config.block_length) : Tensor());
   const int64_t t = tokens.size(1);
   Tensor mask = torch::ones({t, t}, torch::kBool).triu(1);
   const int64_t half = rope_cos.size(1);
@@ -151,6 +174,7 @@ Tensor TransformerImpl::forward(const Tensor& tokens) {
 }
 
 std::vector<Tensor> TransformerImpl::ForwardLayers(const Tensor& tokens) {
+  SHAMMIE_CHECK_MSG(config.block_length == 0, "a Block Transformer has no per-layer exits");
   const int64_t t = tokens.size(1);
   Tensor mask = torch::ones({t, t}, torch::kBool).triu(1);
   const int64_t half = rope_cos.size(1);
@@ -164,12 +188,12 @@ std::vector<Tensor> TransformerImpl::ForwardLayers(const Tensor& tokens) {
   return out;
 }
 
-Tensor TransformerImpl::ForwardCached(const Tensor& tokens, const Tensor& positions, const Tensor& pad,
-                                      KvCache& cache) {
-  const int64_t b = tokens.size(0), t = tokens.size(1);
+CachedStep PrepareCachedStep(const Tensor& positions, const Tensor& pad, KvCache& cache, size_t layers,
+                             const Tensor& rope_cos, const Tensor& rope_sin) {
+  const int64_t b = positions.size(0), t = positions.size(1);
   if (cache.k.empty()) {
-    cache.k.resize(layer_map.size());
-    cache.v.resize(layer_map.size());
+    cache.k.resize(layers);
+    cache.v.resize(layers);
   }
   const int64_t past = cache.length();
   cache.key_pad = past == 0 ? pad : torch::cat({cache.key_pad, pad}, 1);
@@ -180,14 +204,23 @@ Tensor TransformerImpl::ForwardCached(const Tensor& tokens, const Tensor& positi
   Tensor causal = torch::ones({t, s}, torch::kBool).triu(past + 1).view({1, 1, t, s});
   Tensor key_pad = cache.key_pad.view({b, 1, 1, s});
   Tensor query_real = pad.logical_not().view({b, 1, t, 1});
-  Tensor mask = causal.logical_or(key_pad.logical_and(query_real));
+  CachedStep step;
+  step.mask = causal.logical_or(key_pad.logical_and(query_real));
   const int64_t half = rope_cos.size(1);
   Tensor flat = positions.reshape({-1});
-  Tensor cos = rope_cos.index_select(0, flat).view({b, 1, t, half});
-  Tensor sin = rope_sin.index_select(0, flat).view({b, 1, t, half});
+  step.cos = rope_cos.index_select(0, flat).view({b, 1, t, half});
+  step.sin = rope_sin.index_select(0, flat).view({b, 1, t, half});
+  return step;
+}
+
+Tensor TransformerImpl::ForwardCached(const Tensor& tokens, const Tensor& positions, const Tensor& pad,
+                                      KvCache& cache) {
+  SHAMMIE_CHECK_MSG(config.block_length == 0, "a Block Transformer decodes through GenerateBlocks");
+  const CachedStep step = PrepareCachedStep(positions, pad, cache, layer_map.size(), rope_cos, rope_sin);
   Tensor x = embed(tokens);
   for (size_t l = 0; l < layer_map.size(); ++l) {
-    x = blocks[static_cast<size_t>(layer_map[l])](x, cos, sin, mask, &cache, l, lora.empty() ? nullptr : &lora[l]);
+    x = blocks[static_cast<size_t>(layer_map[l])](x, step.cos, step.sin, step.mask, &cache, l,
+                                                  lora.empty() ? nullptr : &lora[l]);
   }
   return norm(x);
 }
@@ -213,8 +246,6 @@ Tensor TransformerImpl::ClassLogits(const Tensor& hidden, const Tensor& last_ind
 }
 
 // --- generation ---
-
-namespace {
 
 // Index of the token drawn from `logits` (one row) with `rng`.
 int DrawToken(const float* logits, int64_t vocab, const SampleOptions& o, common::SplitMix64& rng) {
@@ -253,10 +284,10 @@ int DrawToken(const float* logits, int64_t vocab, const SampleOptions& o, common
   return order[keep - 1];
 }
 
-}  // namespace
-
 std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<int>>& prompts,
-                              const SampleOptions& options) {
+                              const SampleOptions& options, GenerationStats* stats) {
+  if (model->config.block_length > 0) return GenerateBlocks(model, prompts, options, stats);
+  const auto start = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
@@ -293,6 +324,9 @@ std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<
   Tensor hidden = model->ForwardCached(tokens, positions, pad, cache);
   Tensor logits = model->Logits(hidden.select(1, p - 1)).to(torch::kFloat32).contiguous();
   const int64_t vocab = logits.size(1);
+  const double prefill_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto kv_width = static_cast<double>(model->layer_map.size() * 2 * model->config.d_model);
+  double kv_reads = 0;  // key and value entries the decode steps' attention read, per row
   for (int64_t step = 0; step < max_new; ++step) {
     Tensor logp = torch::log_softmax(logits.to(torch::kFloat64), -1).contiguous();
     const float* lg = logits.data_ptr<float>();
@@ -320,9 +354,16 @@ std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<
     }
     if (!any || step + 1 == max_new) break;
     hidden = model->ForwardCached(next, next_positions, torch::zeros({b, 1}, torch::kBool), cache);
+    kv_reads += kv_width * static_cast<double>(cache.length());
     logits = model->Logits(hidden.select(1, 0)).to(torch::kFloat32).contiguous();
   }
   if (was_training) model->train();
+  if (stats) {
+    stats->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    stats->prefill_seconds = prefill_seconds;
+    stats->kv_entries = CacheEntries(cache) / b;
+    stats->kv_reads = kv_reads;
+  }
   return out;
 }
 
@@ -341,6 +382,12 @@ nlohmann::json ModelJson(const ModelConfig& m) {
     j["tying"] = m.tying;
     j["lora_rank"] = m.lora_rank;
   }
+  if (m.block_length != 0) {
+    j["block_length"] = m.block_length;
+    j["block_d_model"] = m.block_d_model;
+    j["block_layers"] = m.block_layers;
+    j["prefix"] = m.prefix;
+  }
   return j;
 }
 
@@ -357,12 +404,22 @@ common::Result<ModelConfig> ModelFromJson(const nlohmann::json& j) {
     m.loops = j.value("loops", int64_t{1});
     m.tying = j.value("tying", std::string("cycle"));
     m.lora_rank = j.value("lora_rank", int64_t{0});
+    m.block_length = j.value("block_length", int64_t{0});
+    m.block_d_model = j.value("block_d_model", int64_t{0});
+    m.block_layers = j.value("block_layers", int64_t{0});
+    m.prefix = j.value("prefix", int64_t{2});
   } catch (const std::exception& e) {
     return common::DataLoss(std::string("model configuration: ") + e.what());
   }
   if (!rec::CheckLoops(m.layers, m.loops).ok() || !rec::ParseTying(m.tying).ok() || m.lora_rank < 0 ||
       m.lora_rank > m.d_model) {
     return common::DataLoss("model configuration: invalid recursion (loops, tying or lora_rank)");
+  }
+  if (m.block_length < 0 || (m.block_length > 0 && (m.block_d_model <= 0 || m.block_d_model % m.block_length != 0 ||
+                                                    m.block_d_model % m.heads != 0 || m.block_layers < 0 ||
+                                                    m.prefix <= 0 || m.loops != 1 || m.lora_rank != 0))) {
+    return common::DataLoss("model configuration: invalid Block Transformer (block_length, block_d_model, "
+                            "block_layers or prefix)");
   }
   return m;
 }
@@ -583,7 +640,7 @@ std::vector<std::pair<std::string, std::string>> LlamaNames(TransformerImpl& mod
   return names;
 }
 
-bool IsVanilla(const ModelConfig& m) { return m.loops == 1 && m.lora_rank == 0; }
+bool IsVanilla(const ModelConfig& m) { return m.loops == 1 && m.lora_rank == 0 && m.block_length == 0; }
 
 }  // namespace
 
@@ -597,6 +654,9 @@ Tensor EffectiveWeight(TransformerImpl& model, size_t position, int projection) 
 // A recursive model exports unrolled: position l's effective weights as
 // Llama layer l, so any Llama reader gets the function the model computes.
 common::Status ExportSafetensors(Transformer& model, const std::string& path) {
+  if (model->config.block_length > 0) {
+    return common::InvalidArgument(path + ": a Block Transformer has no Llama layout to export to");
+  }
   torch::NoGradGuard guard;
   auto params = model->named_parameters();
   std::vector<std::pair<std::string, Tensor>> out;  // Llama name -> tensor

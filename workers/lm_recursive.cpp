@@ -146,6 +146,9 @@ common::Result<LoopDecodeResult> DecodeWithExits(Transformer& model, const std::
     return common::InvalidArgument("early exits at loop boundaries need CYCLE tying (the whole stack looped); this "
                                    "model ties by " + model->config.tying);
   }
+  if (model->config.block_length > 0) {
+    return common::InvalidArgument("a Block Transformer has no loops to exit from; measure it with lm.block_decode");
+  }
   if (o.batch < 1) return common::InvalidArgument("batch must be at least 1");
   for (const auto& p : prompts) {
     if (p.empty()) return common::InvalidArgument("an empty prompt (give at least BOS)");

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/random.hpp"
 #include "common/status.hpp"
 #include "workers/lm.hpp"
 
@@ -40,6 +41,23 @@ struct KvCache {
   Tensor key_pad;  // [B, T] bool: true at left-padding positions (never attended to)
   int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
 };
+// Key and value elements a cache holds, all rows and layers together.
+inline int64_t CacheEntries(const KvCache& cache) {
+  int64_t n = 0;
+  for (size_t l = 0; l < cache.k.size(); ++l) n += cache.k[l].defined() ? cache.k[l].numel() + cache.v[l].numel() : 0;
+  return n;
+}
+
+// What a cached step of a stack of `layers` blocks attends with: the mask
+// (query i at slot past + i sees non-padding slots <= past + i; padding
+// queries see earlier padding too, so no softmax row is empty) and the
+// rotary angles of per-row `positions` [B, T] from the tables. Sizes the
+// cache's layers and extends its key_pad by `pad` [B, T].
+struct CachedStep {
+  Tensor mask, cos, sin;
+};
+CachedStep PrepareCachedStep(const Tensor& positions, const Tensor& pad, KvCache& cache, size_t layers,
+                             const Tensor& rope_cos, const Tensor& rope_sin);
 
 // A relaxed recursive model's per-position parameters (depth-wise LoRA):
 // W + b[i] a[i] for projection i in kLoraProjections order, and deltas
@@ -73,6 +91,12 @@ TORCH_MODULE(Block);
 // token. A recursive model (config.loops > 1) holds layers / loops blocks
 // and runs block layer_map[l] at position l; with config.lora_rank > 0
 // position l adds lora[l]. The KV cache has one entry per position.
+// A Block Transformer (config.block_length > 0; lm_block.cpp) adds the
+// embedder (block_embed), the block decoder (block_blocks, block_norm,
+// block_rope_*), the first block's context (block_start) and the prefix
+// map (expand); embed / blocks / norm / the LM head are its token decoder,
+// and forward() returns hidden states aligned as a vanilla model's are
+// (position t predicts token t + 1).
 struct TransformerImpl : torch::nn::Module {
   TransformerImpl(const ModelConfig& c, int64_t vocab, uint64_t seed);
   // Hidden states [B, T, d] of right-padded tokens [B, T] (positions 0..T-1).
@@ -96,8 +120,34 @@ struct TransformerImpl : torch::nn::Module {
   RMSNorm norm{nullptr};
   torch::nn::Linear lm_head{nullptr}, score_head{nullptr}, class_head{nullptr};
   Tensor rope_cos, rope_sin;  // [max_len, head_dim/2]: rotary tables of every position
+  torch::nn::Embedding block_embed{nullptr};
+  std::vector<Block> block_blocks;
+  RMSNorm block_norm{nullptr};
+  Tensor block_start;  // [block_d_model]
+  torch::nn::Linear expand{nullptr};
+  Tensor block_rope_cos, block_rope_sin;  // [max_len / block_length + 2, block head_dim / 2]
 };
 TORCH_MODULE(Transformer);
+
+// --- the Block Transformer (workers/lm_block.cpp, PAPERS.md §4) ---
+
+// Hidden states [B, T, d_model] of tokens [B, T], aligned like a vanilla
+// model's: position t predicts token t + 1 from tokens 0..t. Row i is laid
+// out after left_pad[i] < block_length padding tokens (the first block's
+// random-length padding; undefined: none), cut into blocks; the context of
+// block j is the block decoder's output for block j - 1 (block_start for
+// block 0); the token decoder reads [prefix(context), block j's tokens].
+Tensor BlockForward(TransformerImpl& model, const Tensor& tokens, const Tensor& left_pad);
+// Training's random-length first-block padding: per row, a hash of its
+// tokens mod block_length (deterministic, the same on every rank).
+Tensor TrainingBlockPad(const Tensor& tokens, int64_t block_length);
+// The contexts [B, nb, block_d_model] of padded tokens y [B, nb * block_length]:
+// block_start, then the block decoder's output for blocks 0..nb-2.
+Tensor BlockContexts(TransformerImpl& model, const Tensor& y);
+// The token decoder: contexts [N, block_d_model] and block tokens [N, L];
+// hidden [N, L, d_model], position j predicting tokens[:, j] from the
+// context and tokens[:, :j]. The prefix is [N, prefix, d_model].
+Tensor DecodeBlocks(TransformerImpl& model, const Tensor& contexts, const Tensor& tokens);
 
 // Position l's effective weight of projection i (kLoraProjections order):
 // its block's weight plus its LoRA; [out, in].
@@ -164,12 +214,36 @@ struct Sampled {
   bool stopped = false;          // ended on a stop token (not max_new_tokens)
 };
 
+// What a generation cost, for throughput studies.
+struct GenerationStats {
+  double seconds = 0, prefill_seconds = 0;
+  // Key and value elements in the KV caches per row when generation ended
+  // (a Block Transformer: the block decoder's cache plus the largest local
+  // cache of the token decoder), and read by attention over all decode
+  // steps per row (prefill excluded).
+  int64_t kv_entries = 0;
+  double kv_reads = 0;
+  int64_t block_kv_entries = 0, token_kv_entries = 0;  // a Block Transformer's two parts
+};
+
+// The token drawn from one row of `vocab` logits under the options.
+int DrawToken(const float* logits, int64_t vocab, const SampleOptions& o, common::SplitMix64& rng);
+
 // Samples a continuation of every prompt (token ids, no padding) in one
 // batch: prompts are left-padded, the prefix is encoded once, then one token
 // per step through the KV cache. A row's tokens depend only on (model, its
 // prompt, options, its index), never on the other rows.
+// A Block Transformer generates through GenerateBlocks, with the same contract.
 std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<int>>& prompts,
-                              const SampleOptions& options);
+                              const SampleOptions& options, GenerationStats* stats = nullptr);
+// Block Transformer generation: prompts are left-padded to whole blocks
+// (blocks of padding only are masked), only the block decoder prefills;
+// each new block takes one cached block-decoder step and block_length
+// token-decoder steps with a local cache of prefix + block_length - 1
+// positions. Equals BlockForward on each row alone (with its first-block
+// padding) to float rounding.
+std::vector<Sampled> GenerateBlocks(Transformer& model, const std::vector<std::vector<int>>& prompts,
+                                    const SampleOptions& options, GenerationStats* stats = nullptr);
 
 // --- files ---
 
@@ -260,6 +334,10 @@ std::vector<double> LeaveOneOut(const std::vector<double>& reward, int64_t group
 Tensor ResponseLogProb(Transformer& model, const std::vector<std::vector<int>>& prompts,
                        const std::vector<Sampled>& responses,
                        const std::vector<std::vector<double>>* weights = nullptr);
+// A window (`window` + 1 tokens) of the packed stream of `split`: its
+// examples (BOS prompt answer) back to back, from a random point of the
+// first (lm.train's `packed` corpus).
+std::vector<int32_t> PackedWindow(const SyntheticTask& task, Split split, int64_t window, common::SplitMix64& rng);
 // What lm.eval, lm.sample and lm.loop_decode start from: the upstream
 // model, the task (the one it was trained on unless the job's
 // trained_task = false) and up to `n` examples of the job's `split`; sets
