@@ -42,14 +42,22 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
   for (const auto& run : runs) {
     if (run.stage != a.stage) continue;
     ++stage_runs;
-    const nlohmann::json config = nlohmann::json::parse(run.config_json);
+    nlohmann::json config = nlohmann::json::parse(run.config_json);
+    // A `by` name that is not a config key is a metric of the run (its last
+    // value): e.g. what an `over` job's upstream model was.
     for (const auto& k : a.by) {
-      if (!config.contains(k)) {
-        std::vector<std::string> keys;
-        for (const auto& [key, v] : config.items()) keys.push_back(key);
-        return common::InvalidArgument("`by` names " + k + ", which the config of stage " + a.stage +
-                                       " does not have; its keys: " + common::QuotedList(keys));
+      if (config.contains(k)) continue;
+      auto values = store.ReadMetric(run.job_id, k);
+      if (values.ok() && !values->empty()) {
+        const double v = values->back().value;  // a whole number names its group as one ("block_length=4")
+        config[k] = std::abs(v) < 9e15 && v == std::floor(v) ? nlohmann::json(static_cast<int64_t>(v)) : nlohmann::json(v);
+        continue;
       }
+      std::vector<std::string> keys;
+      for (const auto& [key, v] : config.items()) keys.push_back(key);
+      return common::InvalidArgument("`by` names " + k + ", neither a config key of stage " + a.stage +
+                                     " (its keys: " + common::QuotedList(keys) + ") nor a metric of its run " +
+                                     run.job_id);
     }
     auto points = store.ReadMetric(run.job_id, a.metric);
     if (!points.ok()) {

@@ -993,6 +993,12 @@ common::Status RunLmTrain(JobContext& ctx) {
   t.model.block_d_model = c.value("block_d_model", int64_t{0});
   t.model.block_layers = c.value("block_layers", int64_t{0});
   t.model.prefix = c.value("prefix", int64_t{2});
+  if (t.model.block_length == 0) {  // a vanilla model (a zip sweep's vanilla row may carry block keys)
+    const ModelConfig vanilla;
+    t.model.block_d_model = vanilla.block_d_model;
+    t.model.block_layers = vanilla.block_layers;
+    t.model.prefix = vanilla.prefix;
+  }
   t.seed = ctx.seed();
   auto r = TrainLanguageModel(t, ctx);
   return r.ok() ? common::Status::Ok() : r.status();

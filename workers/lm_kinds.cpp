@@ -196,7 +196,7 @@ void RegisterLmKinds(KindRegistry& registry) {
         if (c.value("loops", int64_t{1}) != 1 || c.value("lora_rank", int64_t{0}) != 0) {
           problems.push_back({"block_length", "a Block Transformer takes no loops or lora_rank"});
         }
-      } else {
+      } else if (!c.contains("block_length")) {  // block_length = 0 with them: a vanilla row of a zip sweep
         for (const char* key : {"block_d_model", "block_layers", "prefix"}) {
           if (c.contains(key)) problems.push_back({key, "applies to a Block Transformer; set block_length too"});
         }
