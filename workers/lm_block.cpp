@@ -161,28 +161,10 @@ std::vector<Sampled> GenerateBlocks(Transformer& model, const std::vector<std::v
       kv_reads += token_width * static_cast<double>(p_len * (p_len + 1) / 2);
     }
     Tensor logits = m.Logits(m.norm(x.select(1, p_len - 1))).to(torch::kFloat32).to(torch::kCPU).contiguous();
-    const int64_t vocab = logits.size(1);
     Tensor block_tokens = torch::full({b, len}, Tokenizer::kPad, ints);
+    auto bt = block_tokens.accessor<int64_t, 2>();
     for (int64_t j = 0; j < len; ++j) {
-      Tensor logp = torch::log_softmax(logits.to(torch::kFloat64), -1).contiguous();
-      const float* lg = logits.data_ptr<float>();
-      const double* lp = logp.data_ptr<double>();
-      auto bt = block_tokens.accessor<int64_t, 2>();
-      bool any = false;
-      for (int64_t i = 0; i < b; ++i) {
-        const auto r = static_cast<size_t>(i);
-        if (done[r]) continue;
-        const int tok = DrawToken(lg + i * vocab, vocab, options, rngs[r]);
-        out[r].tokens.push_back(tok);
-        out[r].logprobs.push_back(lp[i * vocab + tok]);
-        bt[i][j] = tok;
-        if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), tok) != options.stop_tokens.end()) {
-          out[r].stopped = true;
-          done[r] = true;
-        } else {
-          any = true;
-        }
-      }
+      const bool any = DrawStep(logits, options, rngs, done, out, [&](int64_t i, int tok) { bt[i][j] = tok; });
       ++generated;
       if (!any || generated == max_new) {
         finished = true;

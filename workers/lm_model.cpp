@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -284,6 +285,30 @@ int DrawToken(const float* logits, int64_t vocab, const SampleOptions& o, common
   return order[keep - 1];
 }
 
+bool DrawStep(const Tensor& logits, const SampleOptions& options, std::vector<common::SplitMix64>& rngs,
+              std::vector<bool>& done, std::vector<Sampled>& out, const std::function<void(int64_t, int)>& drawn) {
+  const int64_t b = logits.size(0), vocab = logits.size(1);
+  Tensor logp = torch::log_softmax(logits.to(torch::kFloat64), -1).contiguous();
+  const float* lg = logits.data_ptr<float>();
+  const double* lp = logp.data_ptr<double>();
+  bool any = false;
+  for (int64_t i = 0; i < b; ++i) {
+    const auto r = static_cast<size_t>(i);
+    if (done[r]) continue;
+    const int tok = DrawToken(lg + i * vocab, vocab, options, rngs[r]);
+    out[r].tokens.push_back(tok);
+    out[r].logprobs.push_back(lp[i * vocab + tok]);
+    drawn(i, tok);
+    if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), tok) != options.stop_tokens.end()) {
+      out[r].stopped = true;
+      done[r] = true;
+    } else {
+      any = true;
+    }
+  }
+  return any;
+}
+
 std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<int>>& prompts,
                               const SampleOptions& options, GenerationStats* stats) {
   if (model->config.block_length > 0) return GenerateBlocks(model, prompts, options, stats);
@@ -323,35 +348,19 @@ std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<
   KvCache cache;
   Tensor hidden = model->ForwardCached(tokens, positions, pad, cache);
   Tensor logits = model->Logits(hidden.select(1, p - 1)).to(torch::kFloat32).contiguous();
-  const int64_t vocab = logits.size(1);
   const double prefill_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const auto kv_width = static_cast<double>(model->layer_map.size() * 2 * model->config.d_model);
   double kv_reads = 0;  // key and value entries the decode steps' attention read, per row
   for (int64_t step = 0; step < max_new; ++step) {
-    Tensor logp = torch::log_softmax(logits.to(torch::kFloat64), -1).contiguous();
-    const float* lg = logits.data_ptr<float>();
-    const double* lp = logp.data_ptr<double>();
     Tensor next = torch::full({b, 1}, Tokenizer::kPad, torch::kInt64);
     Tensor next_positions = torch::zeros({b, 1}, torch::kInt64);
     auto nx = next.accessor<int64_t, 2>();
     auto np = next_positions.accessor<int64_t, 2>();
-    bool any = false;
-    for (int64_t i = 0; i < b; ++i) {
-      const auto r = static_cast<size_t>(i);
-      np[i][0] = next_pos[r];
-      if (done[r]) continue;
-      const int tok = DrawToken(lg + i * vocab, vocab, options, rngs[r]);
-      out[r].tokens.push_back(tok);
-      out[r].logprobs.push_back(lp[i * vocab + tok]);
+    for (int64_t i = 0; i < b; ++i) np[i][0] = next_pos[static_cast<size_t>(i)];
+    const bool any = DrawStep(logits, options, rngs, done, out, [&](int64_t i, int tok) {
       nx[i][0] = tok;
-      ++next_pos[r];
-      if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), tok) != options.stop_tokens.end()) {
-        out[r].stopped = true;
-        done[r] = true;
-      } else {
-        any = true;
-      }
-    }
+      ++next_pos[static_cast<size_t>(i)];
+    });
     if (!any || step + 1 == max_new) break;
     hidden = model->ForwardCached(next, next_positions, torch::zeros({b, 1}, torch::kBool), cache);
     kv_reads += kv_width * static_cast<double>(cache.length());

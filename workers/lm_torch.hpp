@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -228,6 +229,13 @@ struct GenerationStats {
 
 // The token drawn from one row of `vocab` logits under the options.
 int DrawToken(const float* logits, int64_t vocab, const SampleOptions& o, common::SplitMix64& rng);
+// One decode step: draws the token of every row not yet `done` from
+// `logits` [rows, vocab] (float32, CPU, contiguous) with its own stream,
+// appends it and its log-probability (temperature 1) to `out`, calls
+// `drawn(row, token)`, and marks rows that drew a stop token done. True when
+// some row goes on.
+bool DrawStep(const Tensor& logits, const SampleOptions& options, std::vector<common::SplitMix64>& rngs,
+              std::vector<bool>& done, std::vector<Sampled>& out, const std::function<void(int64_t, int)>& drawn);
 
 // Samples a continuation of every prompt (token ids, no padding) in one
 // batch: prompts are left-padded, the prefix is encoded once, then one token

@@ -15,7 +15,7 @@ TEST(KindRegistryTest, BuiltinsAreRegisteredWithSchemas) {
   RegisterBuiltinKinds(r);
   EXPECT_EQ(r.Names(),
             (std::vector<std::string>{"bench.allreduce", "bench.fail", "bench.noop", "bench.sleep", "continual.select",
-                                      "lm.early_exit", "lm.eval", "lm.loop_decode", "lm.sample", "lm.train", "pav.didactic",
+                                      "lm.block_decode", "lm.early_exit", "lm.eval", "lm.loop_decode", "lm.sample", "lm.train", "pav.didactic",
                                       "pav.rl", "pav.rollouts", "pav.search", "pav.verifier", "pref.align",
                                       "pref.bandit", "pref.rm", "rec.batching", "rm.bon", "rm.prefs", "rm.rl", "rm.train",
                                       "sim.llm_eval", "toy.quadratic"}));
