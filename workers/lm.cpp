@@ -386,6 +386,11 @@ common::Status Validate(const TrainConfig& c, int gang_size) {
     if (m.loops != 1 || m.lora_rank != 0 || m.classes != 0) {
       return common::InvalidArgument("a Block Transformer takes no loops, lora_rank or classes");
     }
+    if (m.prefix + m.block_length > m.max_len) {
+      return common::InvalidArgument("prefix + block_length (" + std::to_string(m.prefix + m.block_length) +
+                                     ") exceeds max_len (" + std::to_string(m.max_len) +
+                                     "): the token decoder's positions");
+    }
     if (c.exit_loss > 0 || c.distill > 0 || !c.weights.empty()) {
       return common::InvalidArgument("a Block Transformer trains without exit_loss, distill or weights");
     }

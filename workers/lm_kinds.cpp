@@ -196,6 +196,10 @@ void RegisterLmKinds(KindRegistry& registry) {
         if (c.value("loops", int64_t{1}) != 1 || c.value("lora_rank", int64_t{0}) != 0) {
           problems.push_back({"block_length", "a Block Transformer takes no loops or lora_rank"});
         }
+        if (len + c.value("prefix", int64_t{2}) > c["max_len"].get<int64_t>()) {
+          problems.push_back({"block_length", "block_length + prefix exceeds max_len (" +
+                                                  std::to_string(c["max_len"].get<int64_t>()) + ")"});
+        }
       } else if (!c.contains("block_length")) {  // block_length = 0 with them: a vanilla row of a zip sweep
         for (const char* key : {"block_d_model", "block_layers", "prefix"}) {
           if (c.contains(key)) problems.push_back({key, "applies to a Block Transformer; set block_length too"});

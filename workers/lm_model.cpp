@@ -202,7 +202,9 @@ CachedStep PrepareCachedStep(const Tensor& positions, const Tensor& pad, KvCache
   // Query i (absolute slot past + i) sees slots <= past + i that are not
   // padding; a padding query sees the earlier padding too (so no row of the
   // softmax is empty; its output is never used).
-  Tensor causal = torch::ones({t, s}, torch::kBool).triu(past + 1).view({1, 1, t, s});
+  Tensor causal = torch::ones({t, s}, torch::TensorOptions().dtype(torch::kBool).device(positions.device()))
+                      .triu(past + 1)
+                      .view({1, 1, t, s});
   Tensor key_pad = cache.key_pad.view({b, 1, 1, s});
   Tensor query_real = pad.logical_not().view({b, 1, t, 1});
   CachedStep step;
@@ -288,8 +290,9 @@ int DrawToken(const float* logits, int64_t vocab, const SampleOptions& o, common
 bool DrawStep(const Tensor& logits, const SampleOptions& options, std::vector<common::SplitMix64>& rngs,
               std::vector<bool>& done, std::vector<Sampled>& out, const std::function<void(int64_t, int)>& drawn) {
   const int64_t b = logits.size(0), vocab = logits.size(1);
-  Tensor logp = torch::log_softmax(logits.to(torch::kFloat64), -1).contiguous();
-  const float* lg = logits.data_ptr<float>();
+  const Tensor host = logits.to(torch::kCPU, torch::kFloat32).contiguous();
+  Tensor logp = torch::log_softmax(host.to(torch::kFloat64), -1).contiguous();
+  const float* lg = host.data_ptr<float>();
   const double* lp = logp.data_ptr<double>();
   bool any = false;
   for (int64_t i = 0; i < b; ++i) {

@@ -116,7 +116,17 @@ Tensor ResponseLogProb(Transformer& model, const std::vector<std::vector<int>>& 
       }
     }
   }
-  Tensor logp = torch::log_softmax(model->Logits(model->forward(input)), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1);
+  // A Block Transformer scores a response in the layout it generated it in
+  // (GenerateBlocks: the prompt ends at a block boundary), whatever the mode.
+  Tensor hidden;
+  if (const int64_t len = model->config.block_length; len > 0) {
+    Tensor pad = torch::empty({n}, torch::kLong);
+    for (int64_t r = 0; r < n; ++r) pad[r] = (len - static_cast<int64_t>(prompts[static_cast<size_t>(r)].size()) % len) % len;
+    hidden = BlockForward(*model, input.to(model->embed->weight.device()), pad);
+  } else {
+    hidden = model->forward(input);
+  }
+  Tensor logp = torch::log_softmax(model->Logits(hidden), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1);
   return (logp * weight).sum(1);
 }
 

@@ -230,7 +230,7 @@ struct GenerationStats {
 // The token drawn from one row of `vocab` logits under the options.
 int DrawToken(const float* logits, int64_t vocab, const SampleOptions& o, common::SplitMix64& rng);
 // One decode step: draws the token of every row not yet `done` from
-// `logits` [rows, vocab] (float32, CPU, contiguous) with its own stream,
+// `logits` [rows, vocab] (any device and float type) with its own stream,
 // appends it and its log-probability (temperature 1) to `out`, calls
 // `drawn(row, token)`, and marks rows that drew a stop token done. True when
 // some row goes on.
@@ -338,7 +338,9 @@ std::vector<double> LeaveOneOut(const std::vector<double>& reward, int64_t group
 // Teacher-forced sum over each response's tokens (those after its prompt,
 // EOS included when generated) of w_t log p(token_t | context) under
 // `model`: [rows]. w_t = weights[row][t], or 1 without weights. With
-// gradients unless the caller holds a NoGradGuard.
+// gradients unless the caller holds a NoGradGuard. A Block Transformer
+// scores in its generation layout (each prompt ending at a block boundary),
+// so the result matches the sampler's log-probabilities in either mode.
 Tensor ResponseLogProb(Transformer& model, const std::vector<std::vector<int>>& prompts,
                        const std::vector<Sampled>& responses,
                        const std::vector<std::vector<double>>* weights = nullptr);

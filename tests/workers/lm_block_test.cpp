@@ -146,6 +146,31 @@ TEST(BlockTransformerTest, CachedGenerationEqualsTheFullForwardPass) {
   }
 }
 
+TEST(BlockTransformerTest, ResponseLogProbScoresSamplesInTheirGenerationLayout) {
+  // What RL kinds (rm.rl, pav.rl) compare: the sampler's log-probabilities
+  // and the teacher-forced ones, in training mode (with gradients) too.
+  Transformer m = Perturbed(BlockConfig(4), 6);
+  const std::vector<std::vector<int>> prompts = {{1, 5, 9, 7, 12}, {1, 3, 8}, {1, 9, 9, 4, 5, 6, 7, 12}};
+  SampleOptions o;
+  o.temperature = 1.0;
+  o.max_new_tokens = 9;
+  o.stop_tokens = {Tokenizer::kEos, 7};
+  o.seed = 3;
+  const std::vector<Sampled> out = Generate(m, prompts, o);
+  for (bool training : {false, true}) {
+    training ? m->train() : m->eval();
+    const Tensor scored = ResponseLogProb(m, prompts, out);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      double sampled = 0;
+      for (double lp : out[i].logprobs) sampled += lp;
+      EXPECT_NEAR(scored[static_cast<int64_t>(i)].item<double>(), sampled, 1e-4) << training << " row " << i;
+      if (out[i].stopped) {
+        EXPECT_TRUE(out[i].tokens.back() == Tokenizer::kEos || out[i].tokens.back() == 7);
+      }
+    }
+  }
+}
+
 TEST(BlockTransformerTest, VanillaCacheHoldsEveryPositionButTheLast) {
   ModelConfig c = BlockConfig();
   c.block_length = 0;
@@ -223,6 +248,12 @@ TEST(BlockTransformerTest, LmTrainLearnsAPackedCorpusAndLmBlockDecodeMeasuresIt)
   LocalJobContext refused("bad", testing::KindConfig("lm.train", bad), 4);
   const common::Status s = RunLmTrain(refused);
   EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << s.ToString();
+  bad["block_d_model"] = 64;
+  bad["block_length"] = 64;  // with prefix 2, past max_len 64
+  LocalJobContext too_long("long", testing::KindConfig("lm.train", bad), 4);
+  const common::Status s2 = RunLmTrain(too_long);
+  EXPECT_EQ(s2.code(), common::StatusCode::kInvalidArgument) << s2.ToString();
+  EXPECT_NE(s2.message().find("max_len"), std::string::npos) << s2.ToString();
   EXPECT_FALSE(ExportSafetensors(loaded->model, dir.File("x.safetensors")).ok());
 }
 
