@@ -888,16 +888,20 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
   return result;
 }
 
-namespace {
-
-common::Result<TaskSpec> TaskFromConfig(const nlohmann::json& c) { return TaskSpecFromConfig(c); }
-
+namespace lm {
 common::Result<Split> SplitFromName(const std::string& name) {
   if (name == "train") return Split::kTrain;
   if (name == "validation") return Split::kValidation;
   if (name == "test") return Split::kTest;
   return common::InvalidArgument("split must be train, validation or test, not \"" + name + "\"");
 }
+}  // namespace lm
+
+namespace {
+
+using lm::SplitFromName;
+
+common::Result<TaskSpec> TaskFromConfig(const nlohmann::json& c) { return TaskSpecFromConfig(c); }
 
 // The task an lm.eval / lm.sample job works on: the one the model was trained
 // on (task = "trained"), or the one its own keys describe.

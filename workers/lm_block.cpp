@@ -218,8 +218,7 @@ common::Status RunLmBlockDecode(JobContext& ctx) {
   }
   // Prompts: windows of the split's packed stream (the corpus lm.train's
   // `packed` trains on), the same for every model.
-  const std::string split_name = c["split"].get<std::string>();
-  const Split split = split_name == "train" ? Split::kTrain : split_name == "validation" ? Split::kValidation : Split::kTest;
+  SHAMMIE_ASSIGN_OR_RETURN(const Split split, lm::SplitFromName(c["split"].get<std::string>()));
   common::SplitMix64 rng(common::DeriveSeed(0, "block_decode_prompts", 0));
   std::vector<std::vector<std::vector<int>>> chunks(static_cast<size_t>(rounds));
   for (auto& chunk : chunks) {

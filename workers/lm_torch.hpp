@@ -344,6 +344,8 @@ std::vector<double> LeaveOneOut(const std::vector<double>& reward, int64_t group
 Tensor ResponseLogProb(Transformer& model, const std::vector<std::vector<int>>& prompts,
                        const std::vector<Sampled>& responses,
                        const std::vector<std::vector<double>>* weights = nullptr);
+// "train", "validation" or "test"; InvalidArgument otherwise.
+common::Result<Split> SplitFromName(const std::string& name);
 // A window (`window` + 1 tokens) of the packed stream of `split`: its
 // examples (BOS prompt answer) back to back, from a random point of the
 // first (lm.train's `packed` corpus).
