@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <thread>
 
 #include <boost/math/distributions/binomial.hpp>
 
@@ -25,51 +26,73 @@ double BinomCdf(double k, size_t n, double p) {
   return boost::math::cdf(boost::math::binomial_distribution<double>(static_cast<double>(n), p), k);
 }
 
-// Sum, range and "non-binary mass" sum l (1 - l) of a loss vector in one
-// pass. GCC vector extensions give SIMD adds without -ffast-math (which
-// would let the compiler reorder every floating-point sum in the file).
+// Sum, "non-binary mass" sum l (1 - l), and the least l (1 - l) of a loss
+// vector in one pass; l (1 - l) >= 0 exactly when 0 <= l <= 1, so one
+// minimum checks the range. GCC vector extensions give SIMD adds without
+// -ffast-math (which would let the compiler reorder every floating-point sum
+// in the file). The lanes fix the summation order; the AVX2 clone runs the
+// same operations in the same order (no FMA contraction under -std=c++20),
+// so both clones give the same bits. This pass reads 8 bytes per loss and
+// runs at memory speed (docs/benchmarks.md).
 struct LossStats {
-  double sum = 0, min = 0, max = 0, non_binary = 0;
+  double sum = 0, non_binary = 0, min_non_binary = 0;
 };
 
-LossStats StatsOf(const std::vector<double>& l) {
-  typedef double v2 __attribute__((vector_size(16)));
-  constexpr size_t kLanes = 4;  // 4 x 2 doubles in flight
-  v2 sum[kLanes] = {}, frac[kLanes] = {}, lo[kLanes], hi[kLanes];
-  for (size_t k = 0; k < kLanes; ++k) {
-    lo[k] = v2{1, 1};
-    hi[k] = v2{0, 0};
-  }
+__attribute__((target_clones("avx2", "default"))) LossStats StatsOf(const std::vector<double>& l) {
+  typedef double v4 __attribute__((vector_size(32)));
+  constexpr size_t kLanes = 4;  // 4 x 4 doubles in flight
+  v4 sum[kLanes] = {}, frac[kLanes] = {}, lo[kLanes];
+  for (size_t k = 0; k < kLanes; ++k) lo[k] = v4{0, 0, 0, 0};
   const size_t n = l.size();
   size_t i = 0;
-  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+  for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
     for (size_t k = 0; k < kLanes; ++k) {
-      v2 v;
-      std::memcpy(&v, &l[i + 2 * k], sizeof(v));
+      v4 v;
+      std::memcpy(&v, &l[i + 4 * k], sizeof(v));
+      const v4 t = v * (1 - v);
       sum[k] += v;
-      frac[k] += v * (1 - v);
-      lo[k] = v < lo[k] ? v : lo[k];
-      hi[k] = v > hi[k] ? v : hi[k];
-      // NaN compares false both ways and would hide: make it reach the sum.
+      frac[k] += t;
+      lo[k] = t < lo[k] ? t : lo[k];
+      // NaN compares false and would hide from the minimum: it reaches the sum.
     }
   }
   LossStats st;
-  double mn = 1, mx = 0;
+  double mn = 0;
   for (size_t k = 0; k < kLanes; ++k) {
-    st.sum += sum[k][0] + sum[k][1];
-    st.non_binary += frac[k][0] + frac[k][1];
-    mn = std::min({mn, lo[k][0], lo[k][1]});
-    mx = std::max({mx, hi[k][0], hi[k][1]});
+    st.sum += (sum[k][0] + sum[k][1]) + (sum[k][2] + sum[k][3]);
+    st.non_binary += (frac[k][0] + frac[k][1]) + (frac[k][2] + frac[k][3]);
+    mn = std::min({mn, lo[k][0], lo[k][1], lo[k][2], lo[k][3]});
   }
   for (; i < n; ++i) {
+    const double t = l[i] * (1 - l[i]);
     st.sum += l[i];
-    st.non_binary += l[i] * (1 - l[i]);
-    mn = std::min(mn, l[i]);
-    mx = std::max(mx, l[i]);
+    st.non_binary += t;
+    mn = std::min(mn, t);
   }
-  st.min = mn;
-  st.max = mx;
+  st.min_non_binary = mn;
   return st;
+}
+
+// StatsOf for every configuration. The pass is bound by memory bandwidth,
+// which one core does not saturate (docs/benchmarks.md: 1.6x from a second
+// core here): large inputs are split over up to 8 threads by configuration.
+// Each configuration is summed by one thread in the same order, so the result
+// does not depend on the thread count.
+std::vector<LossStats> StatsOfAll(const std::vector<std::vector<double>>& losses) {
+  std::vector<LossStats> stats(losses.size());
+  size_t total = 0;
+  for (const auto& l : losses) total += l.size();
+  constexpr size_t kPerThread = size_t{1} << 21;  // 16 MB of losses: below that a thread costs more than it saves
+  const size_t threads = std::min<size_t>({std::max(1u, std::thread::hardware_concurrency()), 8, losses.size(),
+                                           std::max<size_t>(1, total / kPerThread)});
+  auto work = [&](size_t part) {
+    for (size_t c = part; c < losses.size(); c += threads) stats[c] = StatsOf(losses[c]);
+  };
+  std::vector<std::thread> pool;
+  for (size_t part = 1; part < threads; ++part) pool.emplace_back(work, part);
+  work(0);
+  for (auto& t : pool) t.join();
+  return stats;
 }
 
 }  // namespace
@@ -81,6 +104,10 @@ double HoeffdingPValue(double risk, size_t n, double alpha) {
 double BentkusPValue(double risk, size_t n, double alpha) {
   // ceil(n R) with a guard: ceil(0.07 * 100) is 8 in floating point (PAPERS.md §0.2.1).
   const double k = std::ceil(static_cast<double>(n) * risk - 1e-9);
+  // From the median on, the CDF is >= 1/2 and e * CDF > 1: p = 1 without
+  // the incomplete beta function. A binomial's median is floor(n alpha) or
+  // ceil(n alpha) (Kaas and Buhrman 1980), so k >= ceil(n alpha) suffices.
+  if (k >= std::ceil(static_cast<double>(n) * alpha)) return 1.0;
   return std::min(1.0, std::exp(1.0) * BinomCdf(k, n, alpha));
 }
 
@@ -98,13 +125,14 @@ common::Result<LttResult> LearnThenTest(const std::vector<std::vector<double>>& 
   if (!(delta > 0 && delta < 1)) return common::InvalidArgument("delta must be in (0, 1)");
   if (losses.empty()) return common::InvalidArgument("no configurations to test");
   LttResult out;
+  const std::vector<LossStats> stats = StatsOfAll(losses);
   for (size_t c = 0; c < losses.size(); ++c) {
     const size_t n = losses[c].size();  // configurations may have different numbers of examples
     if (n == 0) return common::InvalidArgument("configuration " + std::to_string(c) + " has no calibration losses");
     const std::vector<double>& l = losses[c];
-    const LossStats st = StatsOf(l);
-    const double total = st.sum, min_loss = st.min, max_loss = st.max;
-    if (!std::isfinite(total) || !(min_loss >= 0) || !(max_loss <= 1)) {
+    const LossStats& st = stats[c];
+    const double total = st.sum;
+    if (!std::isfinite(total) || !(st.min_non_binary >= 0)) {
       for (size_t k = 0; k < n; ++k) {
         if (!(l[k] >= 0 && l[k] <= 1)) {
           return common::InvalidArgument("loss of configuration " + std::to_string(c) + " on example " +

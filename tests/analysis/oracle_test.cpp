@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "analysis/bayes_ppi.hpp"
 #include "analysis/bootstrap.hpp"
@@ -142,6 +143,107 @@ TEST(OracleTest, BentkusCeilPitfall) {
   EXPECT_NEAR(BentkusPValue(0.07, 100, 0.1), std::min(1.0, std::exp(1.0) * BinomialPValue(7, 100, 0.1)), 1e-15);
   // h1(0, alpha) is finite: p = (1 - alpha)^n.
   EXPECT_NEAR(HoeffdingPValue(0.0, 100, 0.1), std::pow(0.9, 100), 1e-15);
+}
+
+TEST(OracleTest, BentkusShortcutAtTheMedianChangesNothing) {
+  // From k = ceil(n alpha) on, the Bentkus p-value is 1 without evaluating the CDF.
+  for (const auto& [n, alpha] : std::vector<std::pair<size_t, double>>{{101, 0.3}, {10, 0.05}, {1000, 0.1}, {37, 0.5}}) {
+    for (size_t k = 0; k <= n; ++k) {
+      const double risk = static_cast<double>(k) / static_cast<double>(n);
+      EXPECT_EQ(BentkusPValue(risk, n, alpha), std::min(1.0, std::exp(1.0) * BinomialPValue(k, n, alpha)))
+          << n << " " << alpha << " " << k;
+    }
+  }
+}
+
+// PPI with a fixed lambda from long-double two-pass moments: the reference
+// for the one-pass shifted sums, including data whose first values are far
+// from the mean (the two-pass fallback) and a large common offset.
+TEST(OracleTest, OnePassMomentsMatchTwoPassLongDouble) {
+  auto reference = [](const std::vector<double>& y, const std::vector<double>& f, const std::vector<double>& fu,
+                      long double lambda) {
+    auto moments = [](const std::vector<long double>& x) {
+      long double mean = 0, m2 = 0;
+      for (long double v : x) mean += v;
+      mean /= static_cast<long double>(x.size());
+      for (long double v : x) m2 += (v - mean) * (v - mean);
+      return std::pair<long double, long double>{mean, m2 / static_cast<long double>(x.size() - 1)};
+    };
+    std::vector<long double> u(fu.begin(), fu.end()), r;
+    for (size_t i = 0; i < y.size(); ++i) r.push_back(static_cast<long double>(y[i]) - lambda * f[i]);
+    const auto [mu, vu] = moments(u);
+    const auto [mr, vr] = moments(r);
+    const long double estimate = lambda * mu + mr;
+    const long double se = std::sqrt(lambda * lambda * vu / u.size() + vr / r.size());
+    return std::pair<double, double>{static_cast<double>(estimate), static_cast<double>(se)};
+  };
+  common::SplitMix64 rng(17);
+  for (const double offset : {0.0, 1e6}) {
+    for (const bool outliers_first : {false, true}) {
+      std::vector<double> y(500), f(500), fu(20000);
+      for (size_t i = 0; i < y.size(); ++i) {
+        y[i] = offset + rng.NextNormal();
+        f[i] = y[i] + 0.5 * rng.NextNormal();
+      }
+      for (size_t i = 0; i < fu.size(); ++i) fu[i] = offset + 1.1 * rng.NextNormal();
+      if (outliers_first) {
+        for (size_t i = 0; i < 16; ++i) fu[i] = offset + 1e4;  // the shift lands far from the mean
+      }
+      PpiOptions fixed;
+      fixed.lambda_mode = LambdaMode::kFixed;
+      fixed.lambda = 0.7;
+      auto e = PpiMean(y, f, fu, 0.1, fixed);
+      ASSERT_TRUE(e.ok()) << e.status().ToString();
+      const auto [estimate, se] = reference(y, f, fu, 0.7L);
+      EXPECT_NEAR(e->estimate, estimate, 1e-12 * std::max(1.0, std::abs(estimate))) << offset << " " << outliers_first;
+      EXPECT_NEAR(e->std_error, se, 1e-10 * se) << offset << " " << outliers_first;
+      // The flat stratified form, one stratum: its shift is the labeled predictions' mean.
+      std::vector<int32_t> s_lab(y.size(), 0), s_unl(fu.size(), 0);
+      if (outliers_first) {
+        for (double& v : f) v += 1e5;  // labeled predictions far from the unlabeled ones
+      }
+      auto st = StratifiedPpiMean(y, f, s_lab, fu, s_unl, std::vector<double>{1.0}, {"all"}, 0.1, fixed);
+      ASSERT_TRUE(st.ok()) << st.status().ToString();
+      const auto [s_estimate, s_se] = reference(y, f, fu, 0.7L);
+      EXPECT_NEAR(st->combined.estimate, s_estimate, 1e-12 * std::max(1.0, std::abs(s_estimate))) << offset;
+      EXPECT_NEAR(st->combined.std_error, s_se, 1e-10 * s_se) << offset << " " << outliers_first;
+      // A NaN among the unlabeled predictions is an error on both paths.
+      fu[fu.size() / 2] = std::nan("");
+      EXPECT_EQ(PpiMean(y, f, fu, 0.1, fixed).status().code(), common::StatusCode::kInvalidArgument);
+      EXPECT_EQ(StratifiedPpiMean(y, f, s_lab, fu, s_unl, std::vector<double>{1.0}, {"all"}, 0.1, fixed).status().code(),
+                common::StatusCode::kInvalidArgument);
+    }
+  }
+}
+
+TEST(OracleTest, LearnThenTestChecksEveryLossAndSumsExactly) {
+  // 37 and 1003 losses: SIMD blocks of 16 plus a tail.
+  common::SplitMix64 rng(3);
+  for (const size_t n : {size_t{37}, size_t{1003}}) {
+    std::vector<std::vector<double>> losses(2, std::vector<double>(n));
+    long double total = 0;
+    for (size_t i = 0; i < n; ++i) {
+      losses[0][i] = rng.NextDouble();
+      total += losses[0][i];
+      losses[1][i] = i % 3 == 0 ? 1.0 : 0.0;
+    }
+    auto ok = LearnThenTest(losses, 0.5, 0.1, PValueBound::kHoeffdingBentkus, FwerProcedure::kBonferroni);
+    ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+    EXPECT_NEAR(ok->risks[0], static_cast<double>(total / n), 1e-15);
+    EXPECT_EQ(LearnThenTest(losses, 0.5, 0.1, PValueBound::kBinomial, FwerProcedure::kBonferroni).status().code(),
+              common::StatusCode::kInvalidArgument)
+        << "fractional losses need hoeffding-bentkus";
+    for (const double bad : {1.5, -0.1, 1.0 + 1e-12, std::nan(""), std::numeric_limits<double>::infinity(), -1e300}) {
+      for (const size_t at : {size_t{0}, size_t{17}, n - 1}) {
+        auto copy = losses;
+        copy[1][at] = bad;
+        auto r = LearnThenTest(copy, 0.5, 0.1, PValueBound::kHoeffdingBentkus, FwerProcedure::kBonferroni);
+        ASSERT_FALSE(r.ok()) << bad << " at " << at;
+        EXPECT_NE(r.status().message().find("configuration 1 on example " + std::to_string(at)), std::string::npos)
+            << r.status().message();
+      }
+    }
+  }
 }
 
 TEST(OracleTest, FixedSequenceStopsAtFirstFailure) {
