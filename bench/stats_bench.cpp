@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -83,6 +84,26 @@ int main(int argc, char** argv) {
     ltt = *analysis::LearnThenTest(loss_rows, 0.1, 0.1, analysis::PValueBound::kHoeffdingBentkus,
                                    analysis::FwerProcedure::kFixedSequence);
   });
+  // The memory floor of LTT's input: a plain one-core SIMD sum over the same
+  // 80 MB of losses, no checks, no p-values (docs/benchmarks.md).
+  typedef double v2 __attribute__((vector_size(16)));
+  double floor_sum = 0;
+  const double t_floor = Best([&] {
+    v2 acc[4] = {};
+    for (const auto& row : loss_rows) {
+      for (size_t i = 0; i + 8 <= row.size(); i += 8) {
+        for (size_t k = 0; k < 4; ++k) {
+          v2 v;
+          std::memcpy(&v, &row[i + 2 * k], sizeof(v));
+          acc[k] += v;
+        }
+      }
+    }
+    floor_sum = 0;
+    for (const v2& a : acc) floor_sum += a[0] + a[1];
+  });
+  std::fprintf(stderr, "plain sum of the LTT losses (one core, memory floor): %.2f ms (sum %.0f)\n", t_floor * 1e3,
+               floor_sum);
   std::printf("{\"ppi_s\": %.6f, \"strat_s\": %.6f, \"ltt_s\": %.6f, \"ppi\": [%.17g, %.17g, %.17g], "
               "\"strat\": [%.17g, %.17g, %.17g], \"ltt_valid\": %zu, \"ltt_p_sum\": %.17g}\n",
               t_ppi, t_strat, t_ltt, ppi.estimate, ppi.lower, ppi.upper, strat.combined.estimate, strat.combined.lower,
