@@ -52,9 +52,11 @@
 #include <string>
 #include <variant>
 
+#include <dlfcn.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/blas_core.hpp"
 #include "workers/lm.hpp"
 #include "workers/local_context.hpp"
 
@@ -103,18 +105,21 @@ workers::TrainConfig MakeConfig(const Args& a, int64_t steps) {
   return c;
 }
 
-// The BLAS libraries mapped into this process, as a JSON array (to show that
-// both sides use the same one).
-std::string BlasLibraries() {
+// The BLAS libraries mapped into this process and OpenBLAS's kernel family,
+// as two JSON members (to show that both sides use the same library and
+// kernels).
+std::string BlasInfo() {
   std::ifstream maps("/proc/self/maps");
   std::set<std::string> libs;
   for (std::string line; std::getline(maps, line);) {
     const size_t slash = line.find('/');
     if (slash != std::string::npos && line.find("blas") != std::string::npos) libs.insert(line.substr(slash));
   }
-  std::string out = "[";
-  for (const auto& l : libs) out += (out.size() > 1 ? ", \"" : "\"") + l + "\"";
-  return out + "]";
+  std::string out = "\"blas\": [";
+  for (const auto& l : libs) out += (out.back() != '[' ? ", \"" : "\"") + l + "\"";
+  using CoreName = char* (*)();
+  auto core_name = reinterpret_cast<CoreName>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  return out + "], \"blas_core\": \"" + (core_name ? core_name() : "not OpenBLAS") + "\"";
 }
 
 // CPU seconds of this process (all threads).
@@ -154,10 +159,10 @@ int Train(const Args& a) {
   std::printf(
       "{\"side\": \"shammie\", \"mode\": \"train\", \"parameters\": %lld, \"batch\": %lld, \"seq\": %lld, "
       "\"steps\": %lld, \"threads\": %lld, \"tokens_per_second\": %.3f, \"cpu_tokens_per_second\": %.3f, "
-      "\"wall_s\": %.4f, \"loss\": %.5f, \"blas\": %s}\n",
+      "\"wall_s\": %.4f, \"loss\": %.5f, %s}\n",
       static_cast<long long>(r->parameters), static_cast<long long>(config.batch), static_cast<long long>(seq),
       static_cast<long long>(r->steps), static_cast<long long>(config.threads), r->tokens_per_second, cpu_tps, wall,
-      r->train_loss, BlasLibraries().c_str());
+      r->train_loss, BlasInfo().c_str());
   return 0;
 }
 
@@ -248,16 +253,25 @@ int Sample(const Args& a) {
   std::printf(
       "{\"side\": \"shammie\", \"mode\": \"sample\", \"parameters\": %lld, \"batch\": %lld, \"rows\": %lld, "
       "\"prompt\": %lld, \"new\": %lld, \"threads\": %lld, \"tokens_per_second\": %.3f, \"cpu_tokens_per_second\": %.3f, "
-      "\"wall_s\": %.4f, \"blas\": %s}\n",
+      "\"wall_s\": %.4f, %s}\n",
       static_cast<long long>(trained->parameters), static_cast<long long>(batch), static_cast<long long>(rows),
       static_cast<long long>(length + 2), static_cast<long long>(new_tokens), static_cast<long long>(threads), tps,
-      cpu_tps, wall, BlasLibraries().c_str());
+      cpu_tps, wall, BlasInfo().c_str());
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The kernels shammie's workers get (common/blas_core.hpp). OpenBLAS is
+  // linked into this program and chose its kernels before main, so start
+  // again with the variable set, as the shammie executable has it set before
+  // it opens the LibTorch plugin.
+  if (shammie::common::PreferOpenBlasCore().set_now) {
+    ::execv("/proc/self/exe", argv);
+    std::perror("lm_throughput: execv /proc/self/exe");
+    return 1;
+  }
   Args args;
   if (!Parse(argc, argv, args) || (args.mode != "train" && args.mode != "sample")) {
     std::fprintf(stderr,

@@ -295,11 +295,23 @@ def blas_libraries():
         return sorted({line.split()[-1] for line in f if "blas" in line.lower() and "/" in line})
 
 
+def blas_core():
+    """OpenBLAS's kernel family in this process (the library torch loaded)."""
+    import ctypes
+    for lib in blas_libraries():
+        if "openblas" in lib:
+            f = ctypes.CDLL(lib).openblas_get_corename
+            f.restype = ctypes.c_char_p
+            return f().decode()
+    return "not OpenBLAS"
+
+
 def main():
     mode, a = parse(sys.argv)
     torch.set_num_threads(a.get("threads", 1))
     out = {"train": train, "sample": sample, "peak": peak}[mode](a)
     out["blas"] = blas_libraries()
+    out["blas_core"] = blas_core()
     out["torch"] = torch.__version__
     print(json.dumps(out))
 

@@ -4,7 +4,10 @@
 
 #include <torch/torch.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/Version.h>
+#include <dlfcn.h>
 
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <set>
@@ -959,6 +962,41 @@ std::vector<int> PromptTokens(const Example& e) {
 
 }  // namespace
 
+namespace {
+
+// What decides a trained model's bits besides the seed (README, "kernel
+// families"): the LibTorch build, ATen's vector kernels, the BLAS library and
+// OpenBLAS's kernel family (common/blas_core.hpp), and the thread count.
+storage::Table RuntimeTable(int64_t threads, const std::string& device) {
+  // ATen's vector kernels as its configuration report names them ("CPU
+  // capability usage: AVX2"); the getter itself is not exported.
+  std::string capability = "unknown";
+  const std::string config = at::show_config();
+  const std::string key = "CPU capability usage: ";
+  if (const size_t at = config.find(key); at != std::string::npos) {
+    capability = config.substr(at + key.size(), config.find('\n', at) - at - key.size());
+  }
+  using CoreName = char* (*)();
+  auto core_name = reinterpret_cast<CoreName>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  std::string blas = "unknown";
+  Dl_info info{};
+  if (void* sgemm = ::dlsym(RTLD_DEFAULT, "sgemm_"); sgemm && ::dladdr(sgemm, &info) && info.dli_fname) {
+    std::error_code ec;  // the library behind Debian's alternatives links
+    const auto real = std::filesystem::canonical(info.dli_fname, ec);
+    blas = ec ? info.dli_fname : real.string();
+  }
+  storage::Table t;
+  t.columns.push_back({"torch_version", std::vector<std::string>{TORCH_VERSION}});
+  t.columns.push_back({"aten_cpu_capability", std::vector<std::string>{capability}});
+  t.columns.push_back({"blas_library", std::vector<std::string>{blas}});
+  t.columns.push_back({"openblas_core", std::vector<std::string>{core_name ? core_name() : ""}});
+  t.columns.push_back({"threads", std::vector<int64_t>{threads}});
+  t.columns.push_back({"device", std::vector<std::string>{device}});
+  return t;
+}
+
+}  // namespace
+
 common::Status RunLmTrain(JobContext& ctx) {
   const auto& c = ctx.config();
   TrainConfig t;
@@ -1010,7 +1048,9 @@ common::Status RunLmTrain(JobContext& ctx) {
   }
   t.seed = ctx.seed();
   auto r = TrainLanguageModel(t, ctx);
-  return r.ok() ? common::Status::Ok() : r.status();
+  if (!r.ok()) return r.status();
+  if (ctx.collectives().rank() != 0) return common::Status::Ok();
+  return ctx.WriteTable("runtime", RuntimeTable(t.threads, t.device));
 }
 
 common::Status RunLmEval(JobContext& ctx) {

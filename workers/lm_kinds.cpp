@@ -8,6 +8,7 @@
 #include <mutex>
 #include <set>
 
+#include "common/blas_core.hpp"
 #include "common/schema.hpp"
 #include "workers/tasks.hpp"
 
@@ -26,6 +27,9 @@ const Plugin& LoadPlugin() {
   static Plugin plugin;
   static std::once_flag once;
   std::call_once(once, [] {
+    // LibTorch brings OpenBLAS with it: name its kernels before it loads
+    // (common/blas_core.hpp).
+    common::PreferOpenBlasCore();
     std::vector<std::string> candidates;
     if (const char* dir = std::getenv("SHAMMIE_PLUGIN_DIR")) candidates.push_back(std::string(dir) + "/libshammie_lm.so");
     std::error_code ec;

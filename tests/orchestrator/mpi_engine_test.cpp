@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,7 +21,9 @@
 #include "orchestrator/plan.hpp"
 #include "orchestrator/run_journal.hpp"
 #include "orchestrator/spec_loader.hpp"
+#include "common/blas_core.hpp"
 #include "storage/result_store.hpp"
+#include "tests/table_column.hpp"
 #include "tests/test_util.hpp"
 
 extern char** environ;
@@ -353,6 +356,21 @@ resources = { ranks = 2 }
   ASSERT_TRUE(acc.ok());
   EXPECT_EQ(acc->size(), 3u);  // the starting model, then every 20 steps
   EXPECT_EQ(acc->front().step, 0);
+  // Rank 0 of the gang records what decides the trained bits, with the
+  // OpenBLAS kernels the plugin loaded under (common/blas_core.hpp): the
+  // caller's OPENBLAS_CORETYPE, else the family the CPU supports.
+  auto runtime = (*store)->ReadTable(jobs->front().id, "runtime");
+  ASSERT_TRUE(runtime.ok()) << runtime.status().ToString();
+  ASSERT_EQ(runtime->num_rows(), 1u);
+  const std::string core = testing::Column<std::string>(*runtime, "openblas_core").at(0);
+  const char* user = std::getenv("OPENBLAS_CORETYPE");
+  const std::string wanted = user && *user ? user : common::OpenBlasCoreForThisCpu();
+  if (testing::Column<std::string>(*runtime, "blas_library").at(0).find("openblas") != std::string::npos &&
+      !wanted.empty()) {
+    EXPECT_TRUE(strcasecmp(core.c_str(), wanted.c_str()) == 0) << core << " vs " << wanted;
+  }
+  EXPECT_EQ(testing::Column<int64_t>(*runtime, "threads").at(0), 1);
+  EXPECT_EQ(testing::Column<std::string>(*runtime, "device").at(0), "cpu");
 }
 
 // Ctrl-C in the middle of a data-parallel training job: the gang stops after
