@@ -6,6 +6,7 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/Version.h>
 #include <dlfcn.h>
+#include <malloc.h>
 
 #include <filesystem>
 #include <iostream>
@@ -86,7 +87,7 @@ struct Scored {
   Tensor correct_tokens;  // scalar: answer positions whose argmax is the target
 };
 
-Scored Score(Transformer& model, const Batch& host) {
+Scored Score(Transformer& model, const Batch& host, bool loss_only = false) {
   const torch::Device device = model->embed->weight.device();
   Batch batch = host;
   if (!device.is_cpu()) {
@@ -101,6 +102,7 @@ Scored Score(Transformer& model, const Batch& host) {
   Tensor m = batch.mask.reshape({-1});
   Scored s;
   s.loss_sum = (ce * m).sum();
+  if (loss_only) return s;  // a training step needs nothing else
   s.example_loss = (ce * m).view({batch.mask.size(0), -1}).sum(-1);
   Tensor wrong = (logits.argmax(-1) != batch.target).to(torch::kFloat32) * batch.mask;
   s.exact = wrong.sum(-1) == 0;
@@ -580,7 +582,28 @@ common::Status AllreduceGradientsOnDevice(Transformer& model, cluster::DeviceCol
 
 }  // namespace
 
+namespace {
+
+// glibc hands tensors above its mmap threshold their own mappings and gives
+// free memory at the top of the heap back to the OS past the trim
+// threshold, so every training step faulted in and zeroed fresh pages for
+// its activations (~15,000 page faults a step for the small benchmark
+// model; docs/benchmarks.md). Tensors up to 32 MB now come from the heap
+// and freed memory stays mapped for the next step, as a caching allocator
+// would keep it: a process keeps up to its peak footprint.
+void KeepFreedMemoryMapped() {
+  static const bool once = [] {
+    ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    return true;
+  }();
+  (void)once;
+}
+
+}  // namespace
+
 common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobContext& ctx) {
+  KeepFreedMemoryMapped();
   cluster::Collectives& gang = ctx.collectives();
   SHAMMIE_RETURN_IF_ERROR(Validate(config, gang.size()));
   std::unique_ptr<SyntheticTask> task;
@@ -772,7 +795,14 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     }
     const double lr = LearningRate(config, step);
     for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-    optimizer->zero_grad();
+    if (lm::FusedKernelsEnabled() && device.is_cpu()) {
+      // No gradients rather than zeroed ones: the first backward pass then
+      // hands each parameter its gradient buffer instead of adding it to
+      // zeros (a memset and an add per parameter per step).
+      for (auto& p : model->parameters()) p.mutable_grad() = Tensor();
+    } else {
+      optimizer->zero_grad();
+    }
     double step_loss = 0;
     for (int64_t m = 0; m < config.accumulation; ++m) {
       const auto first = static_cast<std::ptrdiff_t>(gang.rank() * per_rank + m * micro);
@@ -787,7 +817,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
         AutocastScope autocast(bf16);
         loss = (config.exit_loss > 0 || teacher
                     ? TrainLossSum(model, b, config.exit_loss, teacher ? &teacher : nullptr, config.distill)
-                    : Score(model, b).loss_sum) /
+                    : Score(model, b, /*loss_only=*/true).loss_sum) /
                static_cast<double>(global_tokens);
       }
       loss.backward();
@@ -795,8 +825,11 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
       tokens += b.input.numel();
     }
     SHAMMIE_RETURN_IF_ERROR(nccl ? AllreduceGradientsOnDevice(model, *nccl) : AllreduceGradients(model, gang));
-    if (config.clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), config.clip);
-    optimizer->step();
+    auto* adamw = dynamic_cast<torch::optim::AdamW*>(optimizer.get());
+    if (!adamw || !lm::FusedAdamWStep(*adamw, config.clip)) {
+      if (config.clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), config.clip);
+      optimizer->step();
+    }
     // The loss and the stop decision travel together: every member of the
     // gang stops after the same step.
     std::vector<double> shared = {step_loss, ctx.cancelled() ? 1.0 : 0.0};
@@ -1120,6 +1153,7 @@ common::Status RunLmEval(JobContext& ctx) {
 }
 
 common::Status RunLmSample(JobContext& ctx) {
+  KeepFreedMemoryMapped();
   const auto& c = ctx.config();
   SHAMMIE_ASSIGN_OR_RETURN(UpstreamWork work, OpenUpstream(ctx, "lm.sample", c["prompts"].get<int64_t>()));
   const std::unique_ptr<SyntheticTask>& task = work.task;

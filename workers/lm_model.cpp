@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include "common/wire.hpp"
 #include "storage/checkpoint_store.hpp"
 #include "storage/safetensors.hpp"
+#include "workers/fused_cpu.hpp"
 #include "workers/recursive.hpp"
 
 namespace shammie::workers::lm {
@@ -33,11 +35,192 @@ Tensor Rope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
   return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
 }
 
+// --- fused CPU layers (workers/fused_cpu.hpp) ---
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// SHAMMIE_FUSED=0 runs the composite LibTorch ops instead (to compare).
+bool FusedEnabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("SHAMMIE_FUSED");
+    return !(v && std::string(v) == "0");
+  }();
+  return on;
+}
+
+bool Fusable(const Tensor& t) {
+  return FusedEnabled() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32;
+}
+
+float* F32(Tensor& t) { return t.data_ptr<float>(); }
+const float* F32(const Tensor& t) { return t.data_ptr<float>(); }
+
+// Rows [0, rows) over LibTorch's intra-op threads, about 64 KB of work a chunk.
+template <typename F>
+void ForRows(int64_t rows, int64_t row_floats, F&& f) {
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, row_floats)), f);
+}
+
+struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x_in, const Tensor& w_in, double eps) {
+    Tensor x = x_in.contiguous(), w = w_in.contiguous();
+    const int64_t d = x.size(-1), rows = x.numel() / d;
+    Tensor y = torch::empty_like(x), r = torch::empty({rows}, x.options());
+    ForRows(rows, d, [&](int64_t b, int64_t e) {
+      fused::RmsNormForward(F32(x), F32(w), static_cast<float>(eps), d, b, e, F32(y), F32(r));
+    });
+    ctx->save_for_backward({x, w, r});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &w = saved[1], &r = saved[2];
+    const Tensor dy = grads[0].contiguous();
+    const int64_t d = x.size(-1), rows = x.numel() / d;
+    Tensor dx, dw;
+    if (ctx->needs_input_grad(0)) {
+      dx = torch::empty_like(x);
+      ForRows(rows, d, [&](int64_t b, int64_t e) {
+        fused::RmsNormBackwardInput(F32(x), F32(w), F32(r), F32(dy), d, b, e, F32(dx));
+      });
+    }
+    if (ctx->needs_input_grad(1)) {
+      dw = torch::empty_like(w);
+      fused::RmsNormBackwardWeight(F32(x), F32(r), F32(dy), rows, d, F32(dw));
+    }
+    return {dx, dw, Tensor()};
+  }
+};
+
+// q, k with rotary positions and v, each [b, heads, t, hd], from the packed
+// projection [b, t, 3d]; cos/sin [cb, 1, t, hd / 2] with cb 1 or b.
+struct QkvHeadsFn : torch::autograd::Function<QkvHeadsFn> {
+  static fused::RopeShape Shape(const Tensor& qkv, const Tensor& cos, int64_t heads) {
+    const int64_t b = qkv.size(0), t = qkv.size(1), d = qkv.size(2) / 3;
+    return fused::RopeShape{b, t, heads, d / heads, 3 * d, cos.size(0) == 1 ? 0 : t * (d / heads / 2)};
+  }
+  static variable_list forward(AutogradContext* ctx, const Tensor& qkv_in, const Tensor& cos_in, const Tensor& sin_in,
+                               int64_t heads) {
+    Tensor qkv = qkv_in.contiguous(), cos = cos_in.contiguous(), sin = sin_in.contiguous();
+    const fused::RopeShape s = Shape(qkv, cos, heads);
+    const int64_t d = s.heads * s.hd;
+    auto opts = qkv.options();
+    Tensor q = torch::empty({s.b, s.heads, s.t, s.hd}, opts), k = torch::empty_like(q), v = torch::empty_like(q);
+    const float* base = F32(qkv);
+    ForRows(s.b * s.t, 3 * d, [&](int64_t b, int64_t e) {
+      fused::RopeToHeads(base, F32(cos), F32(sin), s, b, e, F32(q));
+      fused::RopeToHeads(base + d, F32(cos), F32(sin), s, b, e, F32(k));
+      fused::ToHeads(base + 2 * d, s, b, e, F32(v));
+    });
+    ctx->save_for_backward({cos, sin});
+    ctx->saved_data["b"] = s.b;
+    ctx->saved_data["t"] = s.t;
+    ctx->saved_data["heads"] = heads;
+    ctx->saved_data["d"] = d;
+    return {q, k, v};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Tensor &cos = saved[0], &sin = saved[1];
+    const int64_t b = ctx->saved_data["b"].toInt(), t = ctx->saved_data["t"].toInt();
+    const int64_t heads = ctx->saved_data["heads"].toInt(), d = ctx->saved_data["d"].toInt();
+    const fused::RopeShape s{b, t, heads, d / heads, 3 * d, cos.size(0) == 1 ? 0 : t * (d / heads / 2)};
+    Tensor dqkv = torch::empty({b, t, 3 * d}, cos.options());
+    Tensor g[3];
+    for (int i = 0; i < 3; ++i) {
+      g[i] = grads[i].defined() ? grads[i].contiguous() : torch::zeros({b, heads, t, d / heads}, cos.options());
+    }
+    float* base = F32(dqkv);
+    ForRows(b * t, 3 * d, [&](int64_t lo, int64_t hi) {
+      fused::RopeFromHeads(F32(g[0]), F32(cos), F32(sin), s, lo, hi, base);
+      fused::RopeFromHeads(F32(g[1]), F32(cos), F32(sin), s, lo, hi, base + d);
+      fused::FromHeads(F32(g[2]), s, lo, hi, base + 2 * d);
+    });
+    return {dqkv, Tensor(), Tensor(), Tensor()};
+  }
+};
+
+// softmax(scale * scores) over the last axis with `mask` (bool, broadcast to
+// the scores' shape; true = no weight) taking no weight.
+struct MaskedSoftmaxFn : torch::autograd::Function<MaskedSoftmaxFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& scores_in, const Tensor& mask, double scale) {
+    Tensor scores = scores_in.contiguous();
+    const int64_t n = scores.size(-1), rows = scores.numel() / n;
+    fused::MaskLayout layout{nullptr, scores.size(1), scores.size(2), {0, 0, 0, 0}};
+    Tensor m;
+    if (mask.defined() && mask.numel() > 0) {  // an empty mask masks nothing
+      m = mask.expand(scores.sizes());
+      layout.mask = reinterpret_cast<const uint8_t*>(m.data_ptr<bool>());
+      for (int i = 0; i < 4; ++i) layout.stride[i] = m.stride(i);
+    }
+    Tensor p = torch::empty_like(scores);
+    ForRows(rows, n, [&](int64_t b, int64_t e) {
+      fused::MaskedSoftmaxForward(F32(scores), layout, static_cast<float>(scale), n, b, e, F32(p));
+    });
+    ctx->save_for_backward({p});
+    ctx->saved_data["scale"] = scale;
+    return p;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor p = ctx->get_saved_variables()[0];
+    const Tensor dp = grads[0].contiguous();
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const int64_t n = p.size(-1), rows = p.numel() / n;
+    Tensor ds = torch::empty_like(p);
+    ForRows(rows, n, [&](int64_t b, int64_t e) {
+      fused::MaskedSoftmaxBackward(F32(p), F32(dp), static_cast<float>(scale), n, b, e, F32(ds));
+    });
+    return {ds, Tensor(), Tensor()};
+  }
+};
+
+// silu(a) * g over h = [a, g] on the last axis ([..., 2f] -> [..., f]).
+struct SwiGluFn : torch::autograd::Function<SwiGluFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& h_in) {
+    Tensor h = h_in.contiguous();
+    const int64_t f = h.size(-1) / 2, rows = h.numel() / (2 * f);
+    std::vector<int64_t> shape = h.sizes().vec();
+    shape.back() = f;
+    Tensor y = torch::empty(shape, h.options());
+    ForRows(rows, 2 * f, [&](int64_t b, int64_t e) { fused::SwiGluForward(F32(h), f, b, e, F32(y)); });
+    ctx->save_for_backward({h});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor h = ctx->get_saved_variables()[0];
+    const Tensor dy = grads[0].contiguous();
+    const int64_t f = h.size(-1) / 2, rows = h.numel() / (2 * f);
+    Tensor dh = torch::empty_like(h);
+    ForRows(rows, 2 * f, [&](int64_t b, int64_t e) { fused::SwiGluBackward(F32(h), F32(dy), f, b, e, F32(dh)); });
+    return {dh};
+  }
+};
+
+Tensor NormOf(const Tensor& x, const Tensor& weight) {
+  if (Fusable(x) && Fusable(weight)) return RmsNormFn::apply(x, weight, 1e-6);
+  return x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * weight;
+}
+
+}  // namespace
+
+Tensor FusedRmsNorm(const Tensor& x, const Tensor& weight) { return RmsNormFn::apply(x, weight, 1e-6); }
+std::vector<Tensor> FusedQkvHeads(const Tensor& qkv, const Tensor& cos, const Tensor& sin, int64_t heads) {
+  return QkvHeadsFn::apply(qkv, cos, sin, heads);
+}
+Tensor FusedMaskedSoftmax(const Tensor& scores, const Tensor& mask, double scale) {
+  // autograd functions take no undefined tensors: "no mask" is an empty one
+  return MaskedSoftmaxFn::apply(scores, mask.defined() ? mask : torch::empty({0}, torch::kBool), scale);
+}
+Tensor FusedSwiGlu(const Tensor& h) { return SwiGluFn::apply(h); }
+
 RMSNormImpl::RMSNormImpl(int64_t d) { weight = register_parameter("weight", torch::ones({d})); }
-Tensor RMSNormImpl::forward(const Tensor& x) { return x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * weight; }
+Tensor RMSNormImpl::forward(const Tensor& x) { return NormOf(x, weight); }
 Tensor RMSNormImpl::WithDelta(const Tensor& x, const Tensor& weight_delta) {
   if (!weight_delta.defined()) return forward(x);
-  return x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * (weight + weight_delta);
+  return NormOf(x, weight + weight_delta);
 }
 
 BlockImpl::BlockImpl(int64_t d, int64_t heads, int64_t ff) : heads_(heads), head_dim_(d / heads) {
@@ -57,9 +240,20 @@ nn::Linear& BlockImpl::Projection(int i) {
   return *all[i];
 }
 
+namespace {
+
+// Rotary tables as [cb, 1, t, half] with cb 1 or b, which the fused
+// relayout reads.
+bool FusableTables(const Tensor& cos, int64_t b, int64_t t) {
+  return cos.dim() == 4 && (cos.size(0) == 1 || cos.size(0) == b) && cos.size(1) == 1 && cos.size(2) == t;
+}
+
+}  // namespace
+
 Tensor BlockImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& mask, KvCache* cache,
                           size_t layer, const BlockLora* lora) {
   const int64_t b = x.size(0), t = x.size(1), d = x.size(2);
+  if (Fusable(x) && FusableTables(cos, b, t)) return FusedForward(x, cos, sin, mask, cache, layer, lora);
   // Projection i of `in`, plus the position's LoRA b a when relaxed.
   auto proj = [&](int i, const Tensor& in) {
     Tensor y = Projection(i)(in);
@@ -83,6 +277,44 @@ Tensor BlockImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
   Tensor out = x + proj(3, y);
   Tensor m = lora ? mlp_norm->WithDelta(out, lora->mlp_norm) : mlp_norm(out);
   return out + proj(6, torch::silu(proj(4, m)) * proj(5, m));
+}
+
+// The same block through the fused CPU layers. q, k and v come from one
+// GEMM against the stacked weights when training (and w1, w3 likewise): one
+// pass over the activations instead of three. Without gradients the stacked
+// weights would be copied at every decoding step, and with LoRA each
+// projection has its own low-rank term, so there the projections run apart
+// and their outputs are stacked instead.
+Tensor BlockImpl::FusedForward(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& mask,
+                               KvCache* cache, size_t layer, const BlockLora* lora) {
+  const int64_t b = x.size(0), t = x.size(1), d = x.size(2);
+  const bool stack_weights = torch::GradMode::is_enabled() && !lora;
+  auto proj = [&](int i, const Tensor& in) {
+    Tensor y = Projection(i)(in);
+    if (lora) y = y + torch::matmul(torch::matmul(in, lora->a[i].t()), lora->b[i].t());
+    return y;
+  };
+  Tensor h = lora ? attn_norm->WithDelta(x, lora->attn_norm) : attn_norm(x);
+  Tensor qkv = stack_weights ? torch::linear(h, torch::cat({wq->weight, wk->weight, wv->weight}))
+                             : torch::cat({proj(0, h), proj(1, h), proj(2, h)}, -1);
+  std::vector<Tensor> heads = QkvHeadsFn::apply(qkv, cos, sin, heads_);
+  Tensor q = heads[0], k = heads[1], v = heads[2];
+  if (cache) {
+    if (cache->k[layer].defined()) {
+      k = torch::cat({cache->k[layer], k}, 2);
+      v = torch::cat({cache->v[layer], v}, 2);
+    }
+    cache->k[layer] = k;
+    cache->v[layer] = v;
+  }
+  Tensor att = FusedMaskedSoftmax(torch::matmul(q, k.transpose(-2, -1)), mask,
+                                  1.0 / std::sqrt(static_cast<double>(head_dim_)));
+  Tensor y = torch::matmul(att, v).transpose(1, 2).reshape({b, t, d});
+  Tensor out = x + proj(3, y);
+  Tensor m = lora ? mlp_norm->WithDelta(out, lora->mlp_norm) : mlp_norm(out);
+  Tensor gates = stack_weights ? torch::linear(m, torch::cat({w1->weight, w3->weight}))
+                               : torch::cat({proj(4, m), proj(5, m)}, -1);
+  return out + proj(6, SwiGluFn::apply(gates));
 }
 
 TransformerImpl::TransformerImpl(const ModelConfig& c, int64_t vocab_size, uint64_t seed)
@@ -545,6 +777,69 @@ std::string StateKey(const torch::Tensor& p) {
 }
 
 }  // namespace
+
+bool FusedKernelsEnabled() { return FusedEnabled(); }
+
+bool FusedAdamWStep(torch::optim::AdamW& optimizer, double clip) {
+  if (!FusedEnabled()) return false;
+  std::vector<Tensor> params;
+  for (auto& group : optimizer.param_groups()) {
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    if (o.amsgrad()) return false;
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      if (!Fusable(p) || !Fusable(p.grad()) || !p.is_contiguous() || !p.grad().is_contiguous()) return false;
+      params.push_back(p);
+    }
+  }
+  // clip_grad_norm_: the global 2-norm over every gradient, then a factor
+  // max_norm / (norm + 1e-6) when below one (folded into the update here).
+  float grad_scale = 1.0f;
+  if (clip > 0) {
+    double squares = 0;
+    for (const auto& p : params) {
+      const Tensor& g = p.grad();
+      squares += fused::SumSquaresDouble(g.data_ptr<float>(), 0, g.numel());
+    }
+    const double coef = clip / (std::sqrt(squares) + 1e-6);
+    if (coef < 1) grad_scale = static_cast<float>(coef);
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& group : optimizer.param_groups()) {
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      auto& slot = optimizer.state()[StateKey(p)];
+      if (!slot) {
+        auto fresh = std::make_unique<torch::optim::AdamWParamState>();
+        fresh->step(0);
+        fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        slot = std::move(fresh);
+      }
+      auto& state = static_cast<torch::optim::AdamWParamState&>(*slot);
+      state.step(state.step() + 1);
+      const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
+      const double bc1 = 1 - std::pow(beta1, static_cast<double>(state.step()));
+      const double bc2 = 1 - std::pow(beta2, static_cast<double>(state.step()));
+      const fused::AdamWScalars k{static_cast<float>(1 - o.lr() * o.weight_decay()),
+                                  grad_scale,
+                                  static_cast<float>(beta1),
+                                  static_cast<float>(1 - beta1),
+                                  static_cast<float>(beta2),
+                                  static_cast<float>(1 - beta2),
+                                  static_cast<float>(std::sqrt(bc2)),
+                                  static_cast<float>(o.lr() / bc1),
+                                  static_cast<float>(o.eps())};
+      float* w = p.data_ptr<float>();
+      const float* g = p.grad().data_ptr<float>();
+      float* m = state.exp_avg().data_ptr<float>();
+      float* v = state.exp_avg_sq().data_ptr<float>();
+      at::parallel_for(0, p.numel(), 32768, [&](int64_t b, int64_t e) { fused::AdamWUpdate(w, g, m, v, k, b, e); });
+    }
+  }
+  return true;
+}
 
 std::string SaveOptimizer(torch::optim::Optimizer& optimizer) {
   torch::serialize::OutputArchive archive;

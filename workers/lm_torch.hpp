@@ -35,6 +35,21 @@ TORCH_MODULE(RMSNorm);
 // either half.
 Tensor Rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
+// The fused CPU float32 layers the blocks use (workers/fused_cpu.hpp), as
+// autograd functions; exposed for tests that compare them with the
+// composite ops. SHAMMIE_FUSED=0 makes the model use the composite ops.
+// RMSNorm (eps 1e-6) over the last axis.
+Tensor FusedRmsNorm(const Tensor& x, const Tensor& weight);
+// q, k (rotary applied) and v as [b, heads, t, hd] from the packed
+// projection qkv [b, t, 3d]; cos/sin [cb, 1, t, hd / 2] with cb 1 or b.
+std::vector<Tensor> FusedQkvHeads(const Tensor& qkv, const Tensor& cos, const Tensor& sin, int64_t heads);
+// softmax(scale * scores) over the last axis of [b, h, t, s] scores, with
+// entries where `mask` (bool, broadcast to the scores) is true taking no
+// weight; an undefined mask masks nothing.
+Tensor FusedMaskedSoftmax(const Tensor& scores, const Tensor& mask, double scale);
+// silu(a) * g over h = [a, g] along the last axis: [..., 2f] -> [..., f].
+Tensor FusedSwiGlu(const Tensor& h);
+
 // Per layer, keys (rotary applied) and values of the positions seen so far:
 // [B, heads, T, head_dim].
 struct KvCache {
@@ -79,6 +94,9 @@ struct BlockImpl : torch::nn::Module {
                  size_t layer, const BlockLora* lora = nullptr);
   // The projection's weight [out, in] by kLoraProjections index.
   torch::nn::Linear& Projection(int i);
+  // forward() through the fused CPU layers (CPU float32).
+  Tensor FusedForward(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& mask, KvCache* cache,
+                      size_t layer, const BlockLora* lora);
   int64_t heads_, head_dim_;
   RMSNorm attn_norm{nullptr}, mlp_norm{nullptr};
   torch::nn::Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr}, w1{nullptr}, w2{nullptr}, w3{nullptr};
@@ -285,6 +303,15 @@ std::string SaveModule(torch::nn::Module& module);
 common::Status LoadModule(torch::nn::Module& module, const std::string& bytes, const std::string& what,
                           torch::Device device = torch::kCPU);
 std::string SaveOptimizer(torch::optim::Optimizer& optimizer);
+
+// Whether the fused CPU kernels are on (SHAMMIE_FUSED is not "0").
+bool FusedKernelsEnabled();
+// clip_grad_norm_(max_norm = clip; none when clip <= 0) and optimizer.step()
+// in one pass per parameter (fused::AdamWUpdate), on the optimizer's own
+// state, so checkpoints and LibTorch's step stay interchangeable. Returns
+// false, doing nothing, where it does not apply (a parameter or gradient
+// off the CPU, not float32 or not contiguous; amsgrad; SHAMMIE_FUSED=0).
+bool FusedAdamWStep(torch::optim::AdamW& optimizer, double clip);
 common::Status LoadOptimizer(torch::optim::Optimizer& optimizer, const std::string& bytes, const std::string& what,
                              torch::Device device = torch::kCPU);
 

@@ -11,6 +11,7 @@
 #include "common/random.hpp"
 #include "storage/checkpoint_store.hpp"
 #include "tests/test_util.hpp"
+#include "workers/fused_cpu.hpp"
 
 namespace shammie::workers::lm {
 namespace {
@@ -273,6 +274,171 @@ TEST(LmDeviceTest, CudaWithoutCudaIsUnavailableNotAFallback) {
   c.device = "cpu";
   c.precision = "bf16";
   EXPECT_EQ(TrainLanguageModel(c, ctx).status().code(), common::StatusCode::kInvalidArgument);
+}
+
+// --- the fused CPU layers against the composite ops, in float64 ---
+
+// Gradients of sum(out * g) with respect to `inputs` (those defined).
+std::vector<Tensor> GradsOf(const Tensor& out, const Tensor& g, const std::vector<Tensor>& inputs) {
+  return torch::autograd::grad({(out * g).sum()}, inputs, {}, /*retain_graph=*/false, false, /*allow_unused=*/true);
+}
+
+void ExpectClose(const Tensor& fused, const Tensor& reference, double tol, const std::string& what) {
+  ASSERT_EQ(fused.sizes(), reference.sizes()) << what;
+  const double err = (fused.to(torch::kFloat64) - reference).abs().max().item<double>();
+  const double scale = std::max(1.0, reference.abs().max().item<double>());
+  EXPECT_LT(err, tol * scale) << what << ": max abs error " << err;
+}
+
+Tensor Leaf(Tensor t) { return t.detach().requires_grad_(true); }
+
+TEST(LmFusedTest, ExpMatchesTheLibraryToAFewUlp) {
+  double worst = 0;
+  for (int i = 0; i <= 200000; ++i) {
+    const float x = -87.0f + 175.0f * static_cast<float>(i) / 200000.0f;
+    const double ref = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::abs(static_cast<double>(fused::Exp(x)) - ref) / ref);
+  }
+  EXPECT_LT(worst, 3e-7);
+  EXPECT_EQ(fused::Exp(0.0f), 1.0f);
+  EXPECT_GT(fused::Exp(-1000.0f), 0.0f);
+  EXPECT_LT(fused::Exp(-1000.0f), 2e-38f);
+  EXPECT_TRUE(std::isfinite(fused::Exp(1000.0f)));
+}
+
+TEST(LmFusedTest, RmsNormMatchesTheCompositeFormula) {
+  torch::manual_seed(1);
+  for (int64_t d : {7, 24, 130}) {
+    Tensor x = Leaf(torch::randn({3, 5, d}) * 3), w = Leaf(torch::randn({d}));
+    Tensor xd = Leaf(x.to(torch::kFloat64)), wd = Leaf(w.to(torch::kFloat64));
+    Tensor g = torch::randn({3, 5, d});
+    Tensor y = FusedRmsNorm(x, w);
+    Tensor ref = xd * torch::rsqrt(xd.pow(2).mean(-1, true) + 1e-6) * wd;
+    ExpectClose(y, ref, 1e-6, "forward d=" + std::to_string(d));
+    auto got = GradsOf(y, g, {x, w});
+    auto want = GradsOf(ref, g.to(torch::kFloat64), {xd, wd});
+    ExpectClose(got[0], want[0], 1e-5, "dx d=" + std::to_string(d));
+    ExpectClose(got[1], want[1], 1e-5, "dw d=" + std::to_string(d));
+  }
+}
+
+TEST(LmFusedTest, PackedRotaryHeadsMatchRopeOnEachProjection) {
+  torch::manual_seed(2);
+  const int64_t b = 2, t = 5, heads = 3, hd = 8, d = heads * hd;
+  for (int64_t cb : {int64_t{1}, b}) {  // shared positions (training), per-row positions (cached decoding)
+    Tensor angles = torch::rand({cb, 1, t, hd / 2}, torch::kFloat64) * 6;
+    Tensor cos = angles.cos().to(torch::kFloat32), sin = angles.sin().to(torch::kFloat32);
+    Tensor qkv = Leaf(torch::randn({b, t, 3 * d}));
+    Tensor qkvd = Leaf(qkv.to(torch::kFloat64));
+    std::vector<Tensor> got = FusedQkvHeads(qkv, cos, sin, heads);
+    auto split = [&](const Tensor& y, int i) { return y.narrow(-1, i * d, d).view({b, t, heads, hd}).transpose(1, 2); };
+    Tensor cd = cos.to(torch::kFloat64), sd = sin.to(torch::kFloat64);
+    std::vector<Tensor> want = {Rope(split(qkvd, 0), cd, sd), Rope(split(qkvd, 1), cd, sd), split(qkvd, 2)};
+    Tensor gsum, gsum_ref;
+    for (int i = 0; i < 3; ++i) {
+      ExpectClose(got[i], want[i], 1e-6, "output " + std::to_string(i) + " cb=" + std::to_string(cb));
+      Tensor g = torch::randn({b, heads, t, hd});
+      gsum = i == 0 ? (got[i] * g).sum() : gsum + (got[i] * g).sum();
+      gsum_ref = i == 0 ? (want[i] * g.to(torch::kFloat64)).sum() : gsum_ref + (want[i] * g.to(torch::kFloat64)).sum();
+    }
+    Tensor dq = torch::autograd::grad({gsum}, {qkv})[0];
+    Tensor dq_ref = torch::autograd::grad({gsum_ref}, {qkvd})[0];
+    ExpectClose(dq, dq_ref, 1e-5, "d qkv cb=" + std::to_string(cb));
+  }
+}
+
+TEST(LmFusedTest, MaskedSoftmaxMatchesSoftmaxOfMaskedFill) {
+  torch::manual_seed(3);
+  const int64_t b = 2, h = 3, t = 4, s = 21;
+  const double scale = 0.35;
+  Tensor causal = torch::ones({t, s}, torch::kBool).triu(s - t + 1);
+  Tensor per_row = torch::rand({b, 1, t, s}) < 0.4;
+  per_row.select(-1, 0).fill_(false);  // no empty row
+  for (const Tensor& mask : {causal, per_row, Tensor()}) {
+    Tensor x = Leaf(torch::randn({b, h, t, s}) * 4);
+    Tensor xd = Leaf(x.to(torch::kFloat64));
+    Tensor p = FusedMaskedSoftmax(x, mask, scale);
+    Tensor ref = mask.defined()
+                     ? torch::softmax((xd * scale).masked_fill(mask, -std::numeric_limits<double>::infinity()), -1)
+                     : torch::softmax(xd * scale, -1);
+    ExpectClose(p, ref, 1e-6, "forward");
+    if (mask.defined()) {
+      EXPECT_EQ(p.masked_select(mask.expand(p.sizes())).abs().max().item<float>(), 0.0f);
+    }
+    Tensor g = torch::randn({b, h, t, s});
+    ExpectClose(GradsOf(p, g, {x})[0], GradsOf(ref, g.to(torch::kFloat64), {xd})[0], 1e-5, "backward");
+  }
+  // A row with every entry masked is NaN, as torch's softmax makes it.
+  Tensor all = torch::zeros({1, 1, 2, 3}, torch::kBool);
+  all[0][0][1].fill_(true);
+  Tensor p = FusedMaskedSoftmax(torch::randn({1, 1, 2, 3}), all, 1.0);
+  EXPECT_FALSE(torch::isnan(p[0][0][0]).any().item<bool>());
+  EXPECT_TRUE(torch::isnan(p[0][0][1]).all().item<bool>());
+}
+
+TEST(LmFusedTest, SwiGluMatchesSiluTimesGate) {
+  torch::manual_seed(4);
+  for (int64_t f : {5, 40}) {
+    Tensor hx = Leaf(torch::randn({3, 7, 2 * f}) * 5);
+    Tensor hd = Leaf(hx.to(torch::kFloat64));
+    Tensor y = FusedSwiGlu(hx);
+    Tensor ref = torch::silu(hd.narrow(-1, 0, f)) * hd.narrow(-1, f, f);
+    ExpectClose(y, ref, 1e-6, "forward f=" + std::to_string(f));
+    Tensor g = torch::randn({3, 7, f});
+    ExpectClose(GradsOf(y, g, {hx})[0], GradsOf(ref, g.to(torch::kFloat64), {hd})[0], 1e-5, "backward");
+  }
+}
+
+// The whole model: float32 runs the fused layers (one GEMM for q, k, v and
+// one for w1, w3 when training), float64 the composite ops. Logits, the
+// cached decoding path and every parameter's gradient agree.
+TEST(LmFusedTest, FusedModelMatchesTheCompositeModelInFloat64) {
+  ModelConfig c;
+  c.d_model = 48;
+  c.layers = 2;
+  c.heads = 4;
+  c.max_len = 24;
+  Transformer m(c, Tokenizer::VocabSize(), 7);
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : m->parameters()) p.mul_(6.0);  // far from the initialisation's near-uniform outputs
+  }
+  Transformer md(c, Tokenizer::VocabSize(), 7);
+  {
+    torch::NoGradGuard ng;
+    auto src = m->parameters();
+    auto dst = md->parameters();
+    for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+  }
+  md->to(torch::kFloat64);
+  Tensor tokens = torch::randint(3, Tokenizer::VocabSize(), {3, 17}, torch::kInt64);
+  Tensor logits = m->Logits(m->forward(tokens));
+  Tensor logits_d = md->Logits(md->forward(tokens));
+  ExpectClose(logits, logits_d, 2e-5, "training-mode logits");
+  Tensor g = torch::randn(logits.sizes());
+  (logits * g).sum().backward();
+  (logits_d * g.to(torch::kFloat64)).sum().backward();
+  auto named = m->named_parameters();
+  auto named_d = md->named_parameters();
+  for (const auto& p : named) {
+    const Tensor& grad = p.value().grad();
+    const Tensor& grad_d = named_d[p.key()].grad();
+    if (!grad_d.defined()) {
+      EXPECT_FALSE(grad.defined()) << p.key();
+      continue;
+    }
+    ASSERT_TRUE(grad.defined()) << p.key();
+    ExpectClose(grad, grad_d, 5e-5, "grad " + p.key());
+  }
+  // Without gradients (the stacked-outputs path) and through the KV cache.
+  torch::NoGradGuard ng;
+  ExpectClose(m->Logits(m->forward(tokens)), logits_d.detach(), 2e-5, "no-grad logits");
+  KvCache cache;
+  Tensor positions = torch::arange(17, torch::kInt64).unsqueeze(0).expand({3, 17}).contiguous();
+  Tensor pad = torch::zeros({3, 17}, torch::kBool);
+  Tensor first = m->ForwardCached(tokens.narrow(1, 0, 10), positions.narrow(1, 0, 10), pad.narrow(1, 0, 10), cache);
+  Tensor rest = m->ForwardCached(tokens.narrow(1, 10, 7), positions.narrow(1, 10, 7), pad.narrow(1, 10, 7), cache);
+  ExpectClose(m->Logits(torch::cat({first, rest}, 1)), logits_d.detach(), 2e-5, "cached logits");
 }
 
 }  // namespace
