@@ -12,7 +12,8 @@
 //                       --steps S --threads T [--warmup W]
 //   lm_throughput sample --d D --layers N --heads H --length L --batch B
 //                        --rows R --new K --threads T
-// Prints one line of JSON.
+//   lm_throughput blas-core   (OpenBLAS's kernel family in this program)
+// Prints one line of JSON (blas-core: the name alone).
 //
 // train: TrainLanguageModel for S steps of batch B.
 //   tokens_per_second  the runtime's own figure (TrainResult: input positions,
@@ -271,6 +272,12 @@ int main(int argc, char** argv) {
     ::execv("/proc/self/exe", argv);
     std::perror("lm_throughput: execv /proc/self/exe");
     return 1;
+  }
+  if (argc == 2 && std::string(argv[1]) == "blas-core") {  // the kernels this program runs, for the script
+    using CoreName = char* (*)();
+    auto core_name = reinterpret_cast<CoreName>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+    std::printf("%s\n", core_name ? core_name() : "");
+    return 0;
   }
   Args args;
   if (!Parse(argc, argv, args) || (args.mode != "train" && args.mode != "sample")) {

@@ -10,6 +10,9 @@
 #                  the table shows each side's best run and the median of
 #                  the shammie / PyTorch ratios of back-to-back pairs
 #   RESULTS=FILE   keep every run's JSON line there
+#   PEER_CORE=same PyTorch runs on the OpenBLAS kernels the runtime picked
+#                  (default); "default": on OpenBLAS's own detection
+#   SHAMMIE_FUSED=0  the runtime without its fused CPU kernels (to compare)
 # Needs: python3-torch and libopenblas0-openmp (Debian); builds the
 # lm_throughput target (which pulls in shammie_lm) in BUILD_DIR if needed.
 set -euo pipefail
@@ -28,6 +31,18 @@ results=${RESULTS:-$(mktemp /tmp/shammie-lm-throughput.XXXXXX)}
 # on a small shared machine. Same for both sides.
 export OMP_WAIT_POLICY=passive
 
+# The runtime names OpenBLAS's kernels from the CPU's instruction sets
+# (common/blas_core.hpp); Debian's OpenBLAS may fall back to SSE3 kernels on
+# CPUs newer than it. PEER_CORE=same (the default) gives PyTorch the same
+# kernels, so the comparison is of the runtimes; PEER_CORE=default leaves
+# PyTorch with OpenBLAS's own detection, as a PyTorch user gets it.
+shammie_core=$("$bin" blas-core)
+if [ "${PEER_CORE:-same}" = same ] && [ -n "$shammie_core" ]; then
+  peer_env=(env "OPENBLAS_CORETYPE=$shammie_core")
+else
+  peer_env=(env)
+fi
+echo "OpenBLAS kernels: shammie $shammie_core; PyTorch ${PEER_CORE:-same} (each run's JSON has its blas_core)"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "torch: $("$py" -c 'import torch; print(torch.__version__)'), BLAS: $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)"
 
@@ -50,7 +65,7 @@ for t in $threads_list; do
   for c in "${cases[@]}"; do
     IFS='|' read -r name mode model work <<< "$c"
     # The GEMM peak before every case: the table uses the best of all of them.
-    echo "{\"case\": \"peak\", \"result\": $("$py" "$peer" peak --n 2048 --threads "$t" --reps 3)}" >> "$results"
+    echo "{\"case\": \"peak\", \"result\": $("${peer_env[@]}" "$py" "$peer" peak --n 2048 --threads "$t" --reps 3)}" >> "$results"
     for r in $(seq 1 "$reps"); do
       if [ $((r % 2)) -eq 1 ]; then order="shammie pytorch"; else order="pytorch shammie"; fi
       for side in $order; do
@@ -58,7 +73,7 @@ for t in $threads_list; do
         if [ "$side" = shammie ]; then
           out=$("$bin" "$mode" $model $work --threads "$t")
         else
-          out=$("$py" "$peer" "$mode" $model $work --threads "$t")
+          out=$("${peer_env[@]}" "$py" "$peer" "$mode" $model $work --threads "$t")
         fi
         echo "{\"case\": \"$name\", \"result\": $out}" >> "$results"
         runs="$runs $side $(echo "$out" | sed -n 's/.*"tokens_per_second": \([0-9.]*\).*/\1/p' | cut -d. -f1)"

@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <bit>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <limits>
 #include <vector>
 
@@ -368,15 +370,24 @@ namespace {
 enum class Isa { kBase, kAvx2, kAvx512 };
 
 Isa DetectIsa() {
+  Isa isa = Isa::kBase;
 #if defined(__x86_64__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")) {
-    return Isa::kAvx512;
+    isa = Isa::kAvx512;
+  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    isa = Isa::kAvx2;
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
 #endif
-  return Isa::kBase;
+  // ATen's own cap on its vector kernels applies here too, so one variable
+  // pins every kernel family in a run (README, "kernel families").
+  if (const char* cap = std::getenv("ATEN_CPU_CAPABILITY")) {
+    const std::string c = cap;
+    if (c == "default") isa = Isa::kBase;
+    if (c == "avx2" && isa == Isa::kAvx512) isa = Isa::kAvx2;
+  }
+  return isa;
 }
 
 const Isa kIsa = DetectIsa();

@@ -12,9 +12,10 @@
 // No LibTorch here: plain loops over rows [begin, end), so the caller can
 // split rows over threads; within a row the order of operations is fixed,
 // so results do not depend on the split. Every function is compiled for
-// AVX-512, AVX2+FMA and baseline x86-64 and picks one at load time, like
-// ATen's own kernels (the families round differently; README, "kernel
-// families").
+// AVX-512, AVX2+FMA and baseline x86-64 and picks one at load time from the
+// CPU's features, like ATen's own kernels, and ATEN_CPU_CAPABILITY caps it
+// as it caps ATen's ("default": baseline, "avx2"). The families round
+// differently (README, "kernel families").
 #pragma once
 
 #include <cstdint>

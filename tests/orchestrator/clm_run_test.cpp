@@ -120,11 +120,16 @@ TEST(ClmRunTest, SmokeStudyCalibratesSetsOfSampledAnswers) {
   int compared = 0;
   for (const std::string m : {"first-k", "max", "sum", "first-k+reject",
                               "max+reject", "sum+reject"}) {
-    // Looser levels stop sooner.
-    if (!both(at(m, 0.3), at(m, 0.1)))
-      continue;
-    EXPECT_LT(samples[at(m, 0.3)], samples[at(m, 0.1)]) << m;
-    ++compared;
+    // Looser levels stop sooner: 0.3 against the tightest level that most
+    // splits certify (0.1 sits close to the floor on some kernel families:
+    // 0.067 with SSE kernels, where 15-28 of 40 splits certified it).
+    for (double tight : {0.1, 0.15}) {
+      if (!both(at(m, 0.3), at(m, tight)))
+        continue;
+      EXPECT_LT(samples[at(m, 0.3)], samples[at(m, tight)]) << m << " " << tight;
+      ++compared;
+      break;
+    }
   }
   EXPECT_GE(compared, 4);
   compared = 0;
