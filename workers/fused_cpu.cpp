@@ -80,40 +80,31 @@ SHAMMIE_INLINE V16 ExpV(V16 x) {
   return p * std::bit_cast<V16>(e);
 }
 
-SHAMMIE_INLINE float SumSquares(const float* x, int64_t d) {
+// Sum over j < d of term(j), in kLanes partial sums: vectorizable, and the
+// same order on every call.
+template <typename Term>
+SHAMMIE_INLINE float LaneSum(int64_t d, Term term) {
   float acc[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= d; j += kLanes) {
-    for (int k = 0; k < kLanes; ++k) acc[k] += x[j + k] * x[j + k];
+    for (int k = 0; k < kLanes; ++k) acc[k] += term(j + k);
   }
-  for (int k = 0; j < d; ++j, ++k) acc[k] += x[j] * x[j];
+  for (int k = 0; j < d; ++j, ++k) acc[k] += term(j);
   float s = 0;
   for (int k = 0; k < kLanes; ++k) s += acc[k];
   return s;
+}
+
+SHAMMIE_INLINE float SumSquares(const float* x, int64_t d) {
+  return LaneSum(d, [x](int64_t j) { return x[j] * x[j]; });
 }
 
 SHAMMIE_INLINE float Dot(const float* a, const float* b, int64_t d) {
-  float acc[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= d; j += kLanes) {
-    for (int k = 0; k < kLanes; ++k) acc[k] += a[j + k] * b[j + k];
-  }
-  for (int k = 0; j < d; ++j, ++k) acc[k] += a[j] * b[j];
-  float s = 0;
-  for (int k = 0; k < kLanes; ++k) s += acc[k];
-  return s;
+  return LaneSum(d, [a, b](int64_t j) { return a[j] * b[j]; });
 }
 
 SHAMMIE_INLINE float DotWeighted(const float* a, const float* w, const float* b, int64_t d) {
-  float acc[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= d; j += kLanes) {
-    for (int k = 0; k < kLanes; ++k) acc[k] += a[j + k] * w[j + k] * b[j + k];
-  }
-  for (int k = 0; j < d; ++j, ++k) acc[k] += a[j] * w[j] * b[j];
-  float s = 0;
-  for (int k = 0; k < kLanes; ++k) s += acc[k];
-  return s;
+  return LaneSum(d, [a, w, b](int64_t j) { return a[j] * w[j] * b[j]; });
 }
 
 SHAMMIE_INLINE float Max(const float* x, int64_t n) {

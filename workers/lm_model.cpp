@@ -250,27 +250,38 @@ bool FusableTables(const Tensor& cos, int64_t b, int64_t t) {
 
 }  // namespace
 
+namespace {
+
+// Projection i of `in`, plus the position's LoRA b a when relaxed.
+Tensor Project(BlockImpl& block, int i, const Tensor& in, const BlockLora* lora) {
+  Tensor y = block.Projection(i)(in);
+  if (lora) y = y + torch::matmul(torch::matmul(in, lora->a[i].t()), lora->b[i].t());
+  return y;
+}
+
+// With a cache: this step's keys and values go after the cached ones, and k,
+// v become everything the step attends to.
+void AppendToCache(KvCache* cache, size_t layer, Tensor& k, Tensor& v) {
+  if (!cache) return;
+  if (cache->k[layer].defined()) {
+    k = torch::cat({cache->k[layer], k}, 2);
+    v = torch::cat({cache->v[layer], v}, 2);
+  }
+  cache->k[layer] = k;
+  cache->v[layer] = v;
+}
+
+}  // namespace
+
 Tensor BlockImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& mask, KvCache* cache,
                           size_t layer, const BlockLora* lora) {
   const int64_t b = x.size(0), t = x.size(1), d = x.size(2);
   if (Fusable(x) && FusableTables(cos, b, t)) return FusedForward(x, cos, sin, mask, cache, layer, lora);
-  // Projection i of `in`, plus the position's LoRA b a when relaxed.
-  auto proj = [&](int i, const Tensor& in) {
-    Tensor y = Projection(i)(in);
-    if (lora) y = y + torch::matmul(torch::matmul(in, lora->a[i].t()), lora->b[i].t());
-    return y;
-  };
+  auto proj = [&](int i, const Tensor& in) { return Project(*this, i, in, lora); };
   Tensor h = lora ? attn_norm->WithDelta(x, lora->attn_norm) : attn_norm(x);
   auto split = [&](const Tensor& y) { return y.view({b, t, heads_, head_dim_}).transpose(1, 2); };
   Tensor q = Rope(split(proj(0, h)), cos, sin), k = Rope(split(proj(1, h)), cos, sin), v = split(proj(2, h));
-  if (cache) {
-    if (cache->k[layer].defined()) {
-      k = torch::cat({cache->k[layer], k}, 2);
-      v = torch::cat({cache->v[layer], v}, 2);
-    }
-    cache->k[layer] = k;
-    cache->v[layer] = v;
-  }
+  AppendToCache(cache, layer, k, v);
   Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
   att = torch::softmax(att.masked_fill(mask, -std::numeric_limits<float>::infinity()), -1);
   Tensor y = torch::matmul(att, v).transpose(1, 2).reshape({b, t, d});
@@ -289,24 +300,13 @@ Tensor BlockImpl::FusedForward(const Tensor& x, const Tensor& cos, const Tensor&
                                KvCache* cache, size_t layer, const BlockLora* lora) {
   const int64_t b = x.size(0), t = x.size(1), d = x.size(2);
   const bool stack_weights = torch::GradMode::is_enabled() && !lora;
-  auto proj = [&](int i, const Tensor& in) {
-    Tensor y = Projection(i)(in);
-    if (lora) y = y + torch::matmul(torch::matmul(in, lora->a[i].t()), lora->b[i].t());
-    return y;
-  };
+  auto proj = [&](int i, const Tensor& in) { return Project(*this, i, in, lora); };
   Tensor h = lora ? attn_norm->WithDelta(x, lora->attn_norm) : attn_norm(x);
   Tensor qkv = stack_weights ? torch::linear(h, torch::cat({wq->weight, wk->weight, wv->weight}))
                              : torch::cat({proj(0, h), proj(1, h), proj(2, h)}, -1);
   std::vector<Tensor> heads = QkvHeadsFn::apply(qkv, cos, sin, heads_);
   Tensor q = heads[0], k = heads[1], v = heads[2];
-  if (cache) {
-    if (cache->k[layer].defined()) {
-      k = torch::cat({cache->k[layer], k}, 2);
-      v = torch::cat({cache->v[layer], v}, 2);
-    }
-    cache->k[layer] = k;
-    cache->v[layer] = v;
-  }
+  AppendToCache(cache, layer, k, v);
   Tensor att = FusedMaskedSoftmax(torch::matmul(q, k.transpose(-2, -1)), mask,
                                   1.0 / std::sqrt(static_cast<double>(head_dim_)));
   Tensor y = torch::matmul(att, v).transpose(1, 2).reshape({b, t, d});
