@@ -497,6 +497,10 @@ void RegisterLmKinds(KindRegistry& registry) {
         .Doc("member: an ensemble member; eval: the held-out evaluation reward model.");
     k.config.Int("eval_every").Default(100).Range(1, 10000000).Doc("Steps between validations.");
     k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.config.Int("tune_layers").Range(0, 1024)
+        .Doc("Fine-tune only the score head, the final norm and the last tune_layers transformer blocks; the rest "
+             "of the backbone stays frozen (0: the head and final norm only, a probe of the pretrained features). "
+             "Unset: every parameter.");
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_rm_train", ctx); };
     Register(registry, std::move(k));
   }

@@ -322,7 +322,31 @@ common::Status RunRmTrain(JobContext& ctx) {
   rm->score_head->reset_parameters();
   const int64_t steps = c["steps"].get<int64_t>(), batch = c["batch"].get<int64_t>(), every = c["eval_every"].get<int64_t>();
   const double lr = c["learning_rate"].get<double>(), eta = c["eta"].get<double>();
-  torch::optim::AdamW optimizer(rm->parameters(), torch::optim::AdamWOptions(lr).weight_decay(0.01).betas({0.9, 0.95}));
+  // Every parameter, or (tune_layers) the head, the final norm and the last
+  // blocks: the rest of the backbone is frozen and shared by every fine-tune.
+  std::vector<Tensor> tuned = rm->parameters();
+  if (c.contains("tune_layers")) {
+    const int64_t n = c["tune_layers"].get<int64_t>(), layers = static_cast<int64_t>(rm->blocks.size());
+    if (n > layers) {
+      return common::InvalidArgument("rm.train: tune_layers = " + std::to_string(n) + " but the backbone has " +
+                                     std::to_string(layers) + " blocks");
+    }
+    if (rm->config.lora_rank > 0 || rm->config.block_length > 0) {
+      return common::InvalidArgument("rm.train: tune_layers needs a plain transformer backbone (no LoRA, no blocks)");
+    }
+    for (auto& p : rm->parameters()) p.set_requires_grad(false);
+    tuned.clear();
+    auto take = [&](torch::nn::Module& m) {
+      for (auto& p : m.parameters()) {
+        p.set_requires_grad(true);
+        tuned.push_back(p);
+      }
+    };
+    take(*rm->score_head);
+    take(*rm->norm);
+    for (int64_t i = layers - n; i < layers; ++i) take(*rm->blocks[static_cast<size_t>(i)]);
+  }
+  torch::optim::AdamW optimizer(tuned, torch::optim::AdamWOptions(lr).weight_decay(0.01).betas({0.9, 0.95}));
   common::SplitMix64 rng(common::DeriveSeed(ctx.seed(), "rm.train.batches", 0));
   // Loss, accuracy against the labels and against the gold order, and how
   // often the longer response scores higher, on a set of rows.
@@ -375,7 +399,7 @@ common::Status RunRmTrain(JobContext& ctx) {
     Tensor loss = (-torch::log_sigmoid(w - l) + eta * (w + l).pow(2)).mean();
     optimizer.zero_grad();
     loss.backward();
-    torch::nn::utils::clip_grad_norm_(rm->parameters(), 1.0);
+    torch::nn::utils::clip_grad_norm_(tuned, 1.0);
     optimizer.step();
     if ((step + 1) % every == 0 || step + 1 == steps) {
       ctx.ReportMetric("train_loss", step + 1, loss.item<double>());
@@ -391,6 +415,9 @@ common::Status RunRmTrain(JobContext& ctx) {
   ctx.ReportMetric("best_step", 0, static_cast<double>(best_step));
   ctx.ReportMetric("train_pairs", 0, static_cast<double>(train.size()));
   ctx.ReportMetric("val_pairs", 0, static_cast<double>(val.size()));
+  int64_t tuned_count = 0;
+  for (const auto& p : tuned) tuned_count += p.numel();
+  ctx.ReportMetric("tuned_parameters", 0, static_cast<double>(tuned_count));
   nlohmann::json job_config = backbone.checkpoint.job_config;  // the backbone's: says which task
   job_config["rm_backbone"] = up->job_id;
   const std::string role = c["role"].get<std::string>();

@@ -7,6 +7,7 @@
 #include "tests/test_util.hpp"
 #include "tests/workers/kind_config.hpp"
 #include "workers/lm.hpp"
+#include "workers/lm_torch.hpp"
 #include "workers/local_context.hpp"
 #include "workers/preference.hpp"
 
@@ -107,6 +108,45 @@ TEST_F(RmKindsTest, EnsemblesTakeTheDocumentedMembersAndBadInputsAreRefused) {
   EXPECT_LT(rl.metrics().at("sampler_logprob_gap").back().value, 1e-3)
       << "the update's log-probabilities are the sampled responses' own";
   EXPECT_EQ(rl.metrics().at("gold").size(), 3u);
+}
+
+// tune_layers = 1 on a two-block backbone: the embedding and the first block
+// are the backbone's, bit for bit; the last block, the final norm and the
+// head are trained; more blocks than the backbone has is refused.
+TEST_F(RmKindsTest, TuneLayersFreezesTheLowerBackbone) {
+  nlohmann::json lm = Lm("distinct");
+  lm["layers"] = 2;
+  const LocalJobContext& policy = Job("policy", Lm("distinct"), 1, {}, RunLmTrain);
+  const LocalJobContext& backbone = Job("backbone", lm, 2, {}, RunLmTrain);
+  const LocalJobContext& prefs = Job("prefs", KindConfig("rm.prefs", {{"prompts", 60}}), 4, Join({&policy}), RunRmPrefs);
+  const LocalJobContext& rm = Job("rm", KindConfig("rm.train", {{"steps", 6}, {"eval_every", 3}, {"batch", 8}, {"tune_layers", 1}}),
+                                  10, Join({&backbone, &prefs}), RunRmTrain);
+  auto before = lm::LoadModelFile(backbone.recorded().at(0).path);
+  auto after = lm::LoadModelFile(rm.recorded().at(0).path);
+  ASSERT_TRUE(before.ok() && after.ok());
+  auto old_params = before->model->named_parameters();
+  int64_t tuned = 0;
+  for (const auto& p : after->model->named_parameters()) {
+    const std::string& name = p.key();
+    const bool trained = name.rfind("block1.", 0) == 0 || name.rfind("norm.", 0) == 0 || name.rfind("score_head.", 0) == 0;
+    if (name.rfind("score_head.", 0) == 0) {
+      tuned += p.value().numel();
+      continue;  // a fresh head: nothing to compare with
+    }
+    ASSERT_NE(old_params.find(name), nullptr) << name;
+    const bool same = torch::equal(p.value(), old_params[name]);
+    if (trained) {
+      tuned += p.value().numel();
+      EXPECT_FALSE(same) << name << " should be fine-tuned";
+    } else {
+      EXPECT_TRUE(same) << name << " should stay frozen";
+    }
+  }
+  EXPECT_EQ(rm.metrics().at("tuned_parameters").back().value, static_cast<double>(tuned));
+  common::Status s;
+  Job("too-deep", KindConfig("rm.train", {{"steps", 2}, {"tune_layers", 3}}), 10, Join({&backbone, &prefs}), RunRmTrain, &s);
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("2 blocks"), std::string::npos) << s.message();
 }
 
 }  // namespace
