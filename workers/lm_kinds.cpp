@@ -514,6 +514,13 @@ void RegisterLmKinds(KindRegistry& registry) {
             "Table \"samples\".";
     k.config = common::Schema(k.name, k.doc);
     ensemble_keys(k.config);
+    k.config.Bool("every_ensemble")
+        .Doc("true: ignore `pick` and average every metric over every ensemble of the type the upstream reward "
+             "models allow (single: each model; finetune: each backbone; pretrain: each choice of one fine-tune per "
+             "backbone, up to max_ensembles drawn by the seed), on the same samples; adds <agg>_gold_sd, the "
+             "spread over ensembles. Unset: the one ensemble `pick` names.");
+    k.config.Int("max_ensembles").Range(1, 1000000)
+        .Doc("With every_ensemble: the most pretrain ensembles averaged. Unset: 256.");
     k.config.Int("prompts").Default(200).Range(1, 10000000).Doc("Test prompts.");
     k.config.Int("n").Default(64).Range(1, 100000).Doc("Samples per prompt (the largest n).");
     k.config.Float("temperature").Default(1.0).Min(0).Max(10).Doc("Sampling temperature.");

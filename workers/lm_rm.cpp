@@ -6,10 +6,12 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <map>
 #include <numbers>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -95,9 +97,8 @@ struct Member {
 // - finetune: every reward model of backbone `pick` (same pretraining);
 // - pretrain: the `pick`-th reward model of every backbone.
 // Backbones are ordered by job id.
-common::Result<std::vector<Member>> OpenEnsemble(const JobContext& ctx, const std::string& kind) {
-  const std::string ensemble = ctx.config()["ensemble"].get<std::string>();
-  const auto pick = static_cast<size_t>(ctx.config()["pick"].get<int64_t>());
+// Every upstream "reward_model", grouped by backbone (both ordered by job id).
+common::Result<std::map<std::string, std::vector<Member>>> OpenRewardModels(const JobContext& ctx, const std::string& kind) {
   std::map<std::string, std::vector<Member>> by_backbone;
   for (const auto& a : ctx.inputs()) {
     if (a.name != "reward_model") continue;
@@ -111,6 +112,13 @@ common::Result<std::vector<Member>> OpenEnsemble(const JobContext& ctx, const st
   for (auto& [b, ms] : by_backbone) {
     std::sort(ms.begin(), ms.end(), [](const Member& x, const Member& y) { return x.job < y.job; });
   }
+  return by_backbone;
+}
+
+common::Result<std::vector<Member>> OpenEnsemble(const JobContext& ctx, const std::string& kind) {
+  const std::string ensemble = ctx.config()["ensemble"].get<std::string>();
+  const auto pick = static_cast<size_t>(ctx.config()["pick"].get<int64_t>());
+  SHAMMIE_ASSIGN_OR_RETURN(auto by_backbone, OpenRewardModels(ctx, kind));
   std::vector<Member> out;
   const auto backbone_at = [&](size_t i) { return std::next(by_backbone.begin(), static_cast<std::ptrdiff_t>(i)); };
   if (ensemble == "pretrain") {
@@ -424,10 +432,70 @@ common::Status RunRmTrain(JobContext& ctx) {
   return Save(ctx, rm, job_config, best_step, role == "eval" ? "eval_model" : "reward_model");
 }
 
+// Every ensemble of a type over reward models grouped by backbone (indices
+// into the flattened groups): single = each model; finetune = each backbone's
+// models; pretrain = each choice of one model per backbone, or max_ensembles
+// distinct choices drawn with `seed` when there are more.
+common::Result<std::vector<std::vector<size_t>>> EveryEnsemble(const std::string& type,
+                                                                const std::vector<std::vector<size_t>>& groups,
+                                                                int64_t max_ensembles, uint64_t seed) {
+  std::vector<std::vector<size_t>> out;
+  if (type == "single") {
+    for (const auto& g : groups) {
+      for (size_t m : g) out.push_back({m});
+    }
+    return out;
+  }
+  if (type == "finetune") return groups;
+  double combinations = 1;
+  for (const auto& g : groups) combinations *= static_cast<double>(g.size());
+  if (combinations <= static_cast<double>(max_ensembles)) {
+    std::vector<size_t> digit(groups.size(), 0);  // a mixed-radix counter
+    for (;;) {
+      std::vector<size_t> e;
+      for (size_t b = 0; b < groups.size(); ++b) e.push_back(groups[b][digit[b]]);
+      out.push_back(std::move(e));
+      size_t b = 0;
+      while (b < groups.size() && ++digit[b] == groups[b].size()) digit[b++] = 0;
+      if (b == groups.size()) return out;
+    }
+  }
+  common::SplitMix64 rng(seed);
+  std::set<std::vector<size_t>> seen;
+  while (static_cast<int64_t>(out.size()) < max_ensembles) {
+    std::vector<size_t> e;
+    for (const auto& g : groups) e.push_back(g[static_cast<size_t>(rng.NextInt(0, static_cast<int64_t>(g.size()) - 1))]);
+    if (seen.insert(e).second) out.push_back(std::move(e));
+  }
+  return out;
+}
+
 common::Status RunRmBestOfN(JobContext& ctx) {
   const auto& c = ctx.config();
   SHAMMIE_ASSIGN_OR_RETURN(Policy policy, OpenPolicy(ctx, "rm.bon"));
-  SHAMMIE_ASSIGN_OR_RETURN(std::vector<Member> members, OpenEnsemble(ctx, "rm.bon"));
+  // The ensembles scored: the one `ensemble` and `pick` name, or (every_ensemble)
+  // every ensemble of that type, as lists of indices into `members`.
+  std::vector<Member> members;
+  std::vector<std::vector<size_t>> ensembles;
+  const bool every = c.contains("every_ensemble") && c["every_ensemble"].get<bool>();
+  if (every) {
+    SHAMMIE_ASSIGN_OR_RETURN(auto by_backbone, OpenRewardModels(ctx, "rm.bon"));
+    std::vector<std::vector<size_t>> groups;
+    for (auto& [b, ms] : by_backbone) {
+      groups.emplace_back();
+      for (auto& m : ms) {
+        groups.back().push_back(members.size());
+        members.push_back(std::move(m));
+      }
+    }
+    SHAMMIE_ASSIGN_OR_RETURN(ensembles, EveryEnsemble(c["ensemble"].get<std::string>(), groups,
+                                                      c.value("max_ensembles", int64_t{256}),
+                                                      common::DeriveSeed(ctx.seed(), "rm.bon.ensembles", 0)));
+  } else {
+    SHAMMIE_ASSIGN_OR_RETURN(members, OpenEnsemble(ctx, "rm.bon"));
+    ensembles.emplace_back();
+    for (size_t m = 0; m < members.size(); ++m) ensembles.back().push_back(m);
+  }
   SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel eval_model, OpenEvalModel(ctx, "rm.bon"));
   const int64_t n_max = c["n"].get<int64_t>();
   const double lambda = c["std_weight"].get<double>();
@@ -466,49 +534,83 @@ common::Status RunRmBestOfN(JobContext& ctx) {
     sft_length += length[i] / static_cast<double>(total);
     sft_hack += hack[i] / static_cast<double>(total);
   }
-  ctx.ReportMetric("members", 0, static_cast<double>(members.size()));
+  ctx.ReportMetric("members", 0, static_cast<double>(ensembles.front().size()));
+  ctx.ReportMetric("ensembles", 0, static_cast<double>(ensembles.size()));
   ctx.ReportMetric("sft_gold", 0, sft_gold);
   ctx.ReportMetric("sft_length", 0, sft_length);
   ctx.ReportMetric("sft_hack", 0, sft_hack);
-  ctx.ReportMetric("member_spread_sft", 0, MemberSpread(scores, all, centers));
+  // Each ensemble's members' scores and centers; metrics average over ensembles.
+  std::vector<std::vector<std::vector<double>>> ensemble_scores;
+  std::vector<std::vector<double>> ensemble_centers;
+  double spread_sft = 0;
+  for (const auto& e : ensembles) {
+    ensemble_scores.emplace_back();
+    ensemble_centers.emplace_back();
+    for (size_t m : e) {
+      ensemble_scores.back().push_back(scores[m]);
+      ensemble_centers.back().push_back(centers[m]);
+    }
+    spread_sft += MemberSpread(ensemble_scores.back(), all, ensemble_centers.back()) / static_cast<double>(ensembles.size());
+  }
+  ctx.ReportMetric("member_spread_sft", 0, spread_sft);
+  const double share = 1.0 / static_cast<double>(ensembles.size());
   for (const std::string& name : pref::AggregationNames()) {
     SHAMMIE_ASSIGN_OR_RETURN(pref::Aggregation a, pref::ParseAggregation(name));
-    std::vector<double> agg(total);
-    for (size_t i = 0; i < total; ++i) agg[i] = Aggregated(scores, i, a, lambda);
-    for (int64_t n : lm::Doublings(n_max)) {
-      // Every prompt's samples in n_max / n disjoint groups of n; the
-      // aggregated reward picks one per group.
-      double g = 0, proxy = 0, ev = 0, len = 0, hk = 0, win = 0, picks = 0;
-      std::vector<size_t> chosen;
-      for (size_t p = 0; p < prompts.size(); ++p) {
-        const size_t base = p * static_cast<size_t>(n_max);
-        for (int64_t start = 0; start + n <= n_max; start += n) {
-          size_t best = base + static_cast<size_t>(start);
-          for (int64_t k = start; k < start + n; ++k) {
-            if (agg[base + static_cast<size_t>(k)] > agg[best]) best = base + static_cast<size_t>(k);
+    const std::vector<int64_t> ns = lm::Doublings(n_max);
+    // Per n: gold, proxy, eval, length, hack, win rate, member spread, and
+    // the gold's spread over ensembles (sum of squares).
+    std::vector<std::array<double, 8>> sums(ns.size(), std::array<double, 8>{});
+    for (size_t e = 0; e < ensembles.size(); ++e) {
+      std::vector<double> agg(total);
+      for (size_t i = 0; i < total; ++i) agg[i] = Aggregated(ensemble_scores[e], i, a, lambda);
+      for (size_t ni = 0; ni < ns.size(); ++ni) {
+        const int64_t n = ns[ni];
+        // Every prompt's samples in n_max / n disjoint groups of n; the
+        // aggregated reward picks one per group.
+        double g = 0, proxy = 0, ev = 0, len = 0, hk = 0, win = 0, picks = 0;
+        std::vector<size_t> chosen;
+        for (size_t p = 0; p < prompts.size(); ++p) {
+          const size_t base = p * static_cast<size_t>(n_max);
+          for (int64_t start = 0; start + n <= n_max; start += n) {
+            size_t best = base + static_cast<size_t>(start);
+            for (int64_t k = start; k < start + n; ++k) {
+              if (agg[base + static_cast<size_t>(k)] > agg[best]) best = base + static_cast<size_t>(k);
+            }
+            chosen.push_back(best);
+            g += gold[best];
+            proxy += agg[best];
+            ev += eval[best];
+            len += length[best];
+            hk += hack[best];
+            double w = 0;
+            for (int64_t k = 0; k < n_max; ++k) {
+              const double other = gold[base + static_cast<size_t>(k)];
+              w += gold[best] > other ? 1 : gold[best] == other ? 0.5 : 0;
+            }
+            win += w / static_cast<double>(n_max);
+            picks += 1;
           }
-          chosen.push_back(best);
-          g += gold[best];
-          proxy += agg[best];
-          ev += eval[best];
-          len += length[best];
-          hk += hack[best];
-          double w = 0;
-          for (int64_t k = 0; k < n_max; ++k) {
-            const double other = gold[base + static_cast<size_t>(k)];
-            w += gold[best] > other ? 1 : gold[best] == other ? 0.5 : 0;
-          }
-          win += w / static_cast<double>(n_max);
-          picks += 1;
         }
+        const double spread = MemberSpread(ensemble_scores[e], chosen, ensemble_centers[e]);
+        const std::array<double, 8> point = {g / picks, proxy / picks, ev / picks, len / picks,
+                                             hk / picks, win / picks, spread, (g / picks) * (g / picks)};
+        for (size_t k = 0; k < point.size(); ++k) sums[ni][k] += point[k] * share;
       }
-      ctx.ReportMetric(name + "_gold", n, g / picks);
-      ctx.ReportMetric(name + "_proxy", n, proxy / picks);
-      ctx.ReportMetric(name + "_eval", n, ev / picks);
-      ctx.ReportMetric(name + "_length", n, len / picks);
-      ctx.ReportMetric(name + "_hack", n, hk / picks);
-      ctx.ReportMetric(name + "_win_rate", n, win / picks);
-      ctx.ReportMetric(name + "_member_spread", n, MemberSpread(scores, chosen, centers));
+    }
+    for (size_t ni = 0; ni < ns.size(); ++ni) {
+      const auto& v = sums[ni];
+      const int64_t n = ns[ni];
+      ctx.ReportMetric(name + "_gold", n, v[0]);
+      ctx.ReportMetric(name + "_proxy", n, v[1]);
+      ctx.ReportMetric(name + "_eval", n, v[2]);
+      ctx.ReportMetric(name + "_length", n, v[3]);
+      ctx.ReportMetric(name + "_hack", n, v[4]);
+      ctx.ReportMetric(name + "_win_rate", n, v[5]);
+      ctx.ReportMetric(name + "_member_spread", n, v[6]);
+      if (ensembles.size() > 1) {
+        // The spread of the gold over ensembles (population sd).
+        ctx.ReportMetric(name + "_gold_sd", n, std::sqrt(std::max(0.0, v[7] - v[0] * v[0])));
+      }
     }
   }
   std::vector<int64_t> prompt_col, sample_col;

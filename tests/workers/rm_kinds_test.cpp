@@ -90,6 +90,49 @@ TEST_F(RmKindsTest, EnsemblesTakeTheDocumentedMembersAndBadInputsAreRefused) {
   EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "backbone-b has one reward model";
   bon("finetune", 2, &s);
   EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "there are two backbones";
+  // every_ensemble: the same samples (same seed), metrics averaged over
+  // every ensemble. Finetune: the mean of the two per-backbone jobs.
+  auto every = [&](const std::string& ensemble, nlohmann::json extra = nlohmann::json::object()) -> LocalJobContext& {
+    nlohmann::json cfg = {{"ensemble", ensemble}, {"every_ensemble", true}, {"prompts", 6}, {"n", 4}};
+    cfg.update(extra);
+    return Job("every-" + ensemble + extra.dump(), KindConfig("rm.bon", cfg), 20, upstream, RunRmBestOfN);
+  };
+  const LocalJobContext& every_finetune = every("finetune");
+  EXPECT_EQ(every_finetune.metrics().at("ensembles").back().value, 2);
+  for (const std::string agg : {"mean", "min"}) {
+    const auto& f0 = bon("finetune", 0, &s).metrics().at(agg + "_gold");
+    const auto& f1 = bon("finetune", 1, &s).metrics().at(agg + "_gold");
+    const auto& both = every_finetune.metrics().at(agg + "_gold");
+    ASSERT_EQ(both.size(), f0.size());
+    for (size_t i = 0; i < both.size(); ++i) EXPECT_NEAR(both[i].value, (f0[i].value + f1[i].value) / 2, 1e-12) << agg;
+  }
+  EXPECT_EQ(every("single").metrics().at("ensembles").back().value, 3);
+  EXPECT_EQ(every("pretrain", {{"max_ensembles", 1}}).metrics().at("ensembles").back().value, 1);
+  // Pretrain: {a1, b1} and {a2, b1}; best-of-n recomputed from the table's
+  // member scores (members in backbone, then job-id order: a1, a2, b1).
+  const LocalJobContext& every_pretrain = every("pretrain");
+  EXPECT_EQ(every_pretrain.metrics().at("ensembles").back().value, 2);
+  const storage::Table& t = every_pretrain.tables().at("samples");
+  const auto& gold = Column<double>(t, "gold");
+  const auto& m0 = Column<double>(t, "member_0");
+  const auto& m1 = Column<double>(t, "member_1");
+  const auto& m2 = Column<double>(t, "member_2");
+  for (const auto& [n, measured] : {std::pair{1, 0}, std::pair{2, 1}, std::pair{4, 2}}) {
+    double expected = 0;
+    for (const auto* other : {&m0, &m1}) {
+      double g = 0, picks = 0;
+      for (size_t start = 0; start < gold.size(); start += static_cast<size_t>(n)) {
+        size_t best = start;
+        for (size_t k = start; k < start + static_cast<size_t>(n); ++k) {
+          if ((*other)[k] + m2[k] > (*other)[best] + m2[best]) best = k;
+        }
+        g += gold[best];
+        picks += 1;
+      }
+      expected += g / picks / 2;
+    }
+    EXPECT_NEAR(every_pretrain.metrics().at("mean_gold")[static_cast<size_t>(measured)].value, expected, 1e-12) << n;
+  }
   Job("no-eval", KindConfig("rm.bon", {{"prompts", 6}, {"n", 4}}), 20, Join({&policy, &a1}), RunRmBestOfN, &s);
   EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "no eval reward model upstream";
   EXPECT_NE(s.message().find("role = \"eval\""), std::string::npos) << s.message();
