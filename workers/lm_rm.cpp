@@ -432,6 +432,23 @@ common::Status RunRmTrain(JobContext& ctx) {
   return Save(ctx, rm, job_config, best_step, role == "eval" ? "eval_model" : "reward_model");
 }
 
+// Pearson correlation of two equally long series (0 when one is constant).
+double Correlation(const std::vector<double>& x, const std::vector<double>& y) {
+  const double n = static_cast<double>(x.size());
+  double mx = 0, my = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    mx += x[i] / n;
+    my += y[i] / n;
+  }
+  double sxy = 0, sxx = 0, syy = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    sxy += (x[i] - mx) * (y[i] - my);
+    sxx += (x[i] - mx) * (x[i] - mx);
+    syy += (y[i] - my) * (y[i] - my);
+  }
+  return sxx > 0 && syy > 0 ? sxy / std::sqrt(sxx * syy) : 0;
+}
+
 // Every ensemble of a type over reward models grouped by backbone (indices
 // into the flattened groups): single = each model; finetune = each backbone's
 // models; pretrain = each choice of one model per backbone, or max_ensembles
@@ -553,6 +570,22 @@ common::Status RunRmBestOfN(JobContext& ctx) {
     spread_sft += MemberSpread(ensemble_scores.back(), all, ensemble_centers.back()) / static_cast<double>(ensembles.size());
   }
   ctx.ReportMetric("member_spread_sft", 0, spread_sft);
+  // How alike the members are: the mean over ensembles of their mean
+  // pairwise Pearson correlation on the SFT samples.
+  if (ensembles.front().size() > 1) {
+    double correlation = 0;
+    for (const auto& e : ensembles) {
+      double sum = 0, pairs = 0;
+      for (size_t i = 0; i < e.size(); ++i) {
+        for (size_t j = i + 1; j < e.size(); ++j) {
+          sum += Correlation(scores[e[i]], scores[e[j]]);
+          pairs += 1;
+        }
+      }
+      correlation += sum / pairs / static_cast<double>(ensembles.size());
+    }
+    ctx.ReportMetric("member_correlation_sft", 0, correlation);
+  }
   const double share = 1.0 / static_cast<double>(ensembles.size());
   for (const std::string& name : pref::AggregationNames()) {
     SHAMMIE_ASSIGN_OR_RETURN(pref::Aggregation a, pref::ParseAggregation(name));

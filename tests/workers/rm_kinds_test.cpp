@@ -3,6 +3,9 @@
 // fine-tune's seed alone changes its reward model.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <numeric>
+
 #include "tests/table_column.hpp"
 #include "tests/test_util.hpp"
 #include "tests/workers/kind_config.hpp"
@@ -133,6 +136,21 @@ TEST_F(RmKindsTest, EnsemblesTakeTheDocumentedMembersAndBadInputsAreRefused) {
     }
     EXPECT_NEAR(every_pretrain.metrics().at("mean_gold")[static_cast<size_t>(measured)].value, expected, 1e-12) << n;
   }
+  // The members' correlation: the mean of corr(a1, b1) and corr(a2, b1).
+  auto corr = [](const std::vector<double>& x, const std::vector<double>& y) {
+    const double n = static_cast<double>(x.size());
+    const double mx = std::accumulate(x.begin(), x.end(), 0.0) / n, my = std::accumulate(y.begin(), y.end(), 0.0) / n;
+    double sxy = 0, sxx = 0, syy = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      sxy += (x[i] - mx) * (y[i] - my);
+      sxx += (x[i] - mx) * (x[i] - mx);
+      syy += (y[i] - my) * (y[i] - my);
+    }
+    return sxy / std::sqrt(sxx * syy);
+  };
+  EXPECT_NEAR(every_pretrain.metrics().at("member_correlation_sft").back().value,
+              (corr(m0, m2) + corr(m1, m2)) / 2, 1e-9);
+  EXPECT_EQ(every("single").metrics().count("member_correlation_sft"), 0u) << "one member has no pairs";
   Job("no-eval", KindConfig("rm.bon", {{"prompts", 6}, {"n", 4}}), 20, Join({&policy, &a1}), RunRmBestOfN, &s);
   EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "no eval reward model upstream";
   EXPECT_NE(s.message().find("role = \"eval\""), std::string::npos) << s.message();
