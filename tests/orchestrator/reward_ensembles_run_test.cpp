@@ -10,6 +10,8 @@
 // - the picked proxy reward never falls with n (a max over a union of
 //   groups), and the gold of every pick is the letter F1 of its response;
 // - RL starts at KL 0 (the policy is the SFT model).
+// And one of the paper's claims, with a wide margin: the length hack
+// survives every ensemble type and aggregation.
 // Label `mpi`.
 #include <gtest/gtest.h>
 
@@ -65,6 +67,9 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
     if (r.stage == "bon") {
       const std::string ensemble = config["ensemble"].get<std::string>();
       EXPECT_EQ(last(r.job_id, "members"), ensemble == "single" ? 1 : 2) << ensemble;
+      // every_ensemble over 2 backbones x 2 fine-tunes: 4 singles, 2
+      // finetune ensembles, 2 x 2 pretrain ensembles.
+      EXPECT_EQ(last(r.job_id, "ensembles"), ensemble == "finetune" ? 2 : 4) << ensemble;
       const double sft_gold = last(r.job_id, "sft_gold");
       for (const std::string agg : {"mean", "median", "min", "mean_minus_std"}) {
         auto gold = (*store)->ReadMetric(r.job_id, agg + "_gold");
@@ -73,6 +78,12 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
         ASSERT_EQ(gold->size(), 5u);  // n = 1, 2, 4, 8, 16
         EXPECT_NEAR(gold->front().value, sft_gold, 1e-12) << "best-of-1 is the policy";
         for (size_t i = 1; i < proxy->size(); ++i) EXPECT_GE((*proxy)[i].value, (*proxy)[i - 1].value - 1e-9) << agg;
+        // The length hack survives every ensemble and aggregation: the
+        // picks' share of over-long responses rises with n (0.68 to >= 0.96
+        // here; the bound leaves 0.13 of margin).
+        auto hack = (*store)->ReadMetric(r.job_id, agg + "_hack");
+        ASSERT_TRUE(hack.ok() && hack->size() == 5u);
+        EXPECT_GT(hack->back().value, hack->front().value + 0.15) << ensemble << " " << agg;
         if (ensemble == "single") {
           auto mean = (*store)->ReadMetric(r.job_id, "mean_gold");
           for (size_t i = 0; i < gold->size(); ++i) EXPECT_EQ((*gold)[i].value, (*mean)[i].value) << agg;
