@@ -10,8 +10,9 @@
 // - the picked proxy reward never falls with n (a max over a union of
 //   groups), and the gold of every pick is the letter F1 of its response;
 // - RL starts at KL 0 (the policy is the SFT model).
-// And one of the paper's claims, with a wide margin: the length hack
-// survives every ensemble type and aggregation.
+// And two of the paper's claims, with wide margins: the length hack survives
+// every ensemble type and aggregation, and pretrain-ensemble members are
+// more diverse than finetune-ensemble members.
 // Label `mpi`.
 #include <gtest/gtest.h>
 
@@ -48,6 +49,7 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
   auto runs = (*store)->ListRuns();
   ASSERT_TRUE(runs.ok());
   std::map<std::string, int> per_stage;
+  std::map<std::string, double> correlation;  // member_correlation_sft by ensemble type
   auto last = [&](const std::string& job, const std::string& metric) {
     auto m = (*store)->ReadMetric(job, metric);
     EXPECT_TRUE(m.ok() && !m->empty()) << job << " " << metric;
@@ -59,17 +61,18 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
     if (r.stage == "prefs") {
       auto t = (*store)->ReadTable(r.job_id, "pairs");
       ASSERT_TRUE(t.ok());
-      EXPECT_GT(t->num_rows(), 500u);
+      EXPECT_GT(t->num_rows(), 250u);
       const auto& y1 = Column<std::string>(*t, "response_1");
       const auto& y2 = Column<std::string>(*t, "response_2");
       for (size_t i = 0; i < y1.size(); ++i) EXPECT_NE(y1[i], y2[i]) << "identical pairs are dropped";
     }
     if (r.stage == "bon") {
       const std::string ensemble = config["ensemble"].get<std::string>();
-      EXPECT_EQ(last(r.job_id, "members"), ensemble == "single" ? 1 : 2) << ensemble;
-      // every_ensemble over 2 backbones x 2 fine-tunes: 4 singles, 2
-      // finetune ensembles, 2 x 2 pretrain ensembles.
-      EXPECT_EQ(last(r.job_id, "ensembles"), ensemble == "finetune" ? 2 : 4) << ensemble;
+      EXPECT_EQ(last(r.job_id, "members"), ensemble == "single" ? 1 : 3) << ensemble;
+      // every_ensemble over 3 backbones x 3 fine-tunes: 9 singles, 3
+      // finetune ensembles, 3^3 pretrain ensembles.
+      EXPECT_EQ(last(r.job_id, "ensembles"), ensemble == "single" ? 9 : ensemble == "finetune" ? 3 : 27) << ensemble;
+      if (ensemble != "single") correlation[ensemble] = last(r.job_id, "member_correlation_sft");
       const double sft_gold = last(r.job_id, "sft_gold");
       for (const std::string agg : {"mean", "median", "min", "mean_minus_std"}) {
         auto gold = (*store)->ReadMetric(r.job_id, agg + "_gold");
@@ -79,8 +82,8 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
         EXPECT_NEAR(gold->front().value, sft_gold, 1e-12) << "best-of-1 is the policy";
         for (size_t i = 1; i < proxy->size(); ++i) EXPECT_GE((*proxy)[i].value, (*proxy)[i - 1].value - 1e-9) << agg;
         // The length hack survives every ensemble and aggregation: the
-        // picks' share of over-long responses rises with n (0.68 to >= 0.96
-        // here; the bound leaves 0.13 of margin).
+        // picks' share of over-long responses rises with n (by 0.26-0.32
+        // over three experiment seeds; the bound leaves 0.11 of margin).
         auto hack = (*store)->ReadMetric(r.job_id, agg + "_hack");
         ASSERT_TRUE(hack.ok() && hack->size() == 5u);
         EXPECT_GT(hack->back().value, hack->front().value + 0.15) << ensemble << " " << agg;
@@ -115,7 +118,13 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
     }
   }
   EXPECT_EQ(per_stage, (std::map<std::string, int>{{"bon", 3}, {"eval-pretrain", 1}, {"eval-rm", 1}, {"prefs", 1},
-                                                   {"pretrain", 2}, {"rl", 1}, {"rm", 4}, {"sft", 1}}));
+                                                   {"pretrain", 3}, {"rl", 1}, {"rm", 9}, {"sft", 1}}));
+  // The diversity behind the paper's "pretrain > finetune": fine-tunes of one
+  // backbone share its frozen first block and agree more than fine-tunes of
+  // different backbones (gaps of 0.14-0.26 over three experiment seeds; the
+  // bound is half the smallest).
+  ASSERT_EQ(correlation.size(), 2u);
+  EXPECT_GT(correlation["finetune"], correlation["pretrain"] + 0.07);
   EXPECT_TRUE((*store)->ReadAnalysis("bon-gold").ok());
 }
 
