@@ -248,10 +248,6 @@ bool FusableTables(const Tensor& cos, int64_t b, int64_t t) {
   return cos.dim() == 4 && (cos.size(0) == 1 || cos.size(0) == b) && cos.size(1) == 1 && cos.size(2) == t;
 }
 
-}  // namespace
-
-namespace {
-
 // Projection i of `in`, plus the position's LoRA b a when relaxed.
 Tensor Project(BlockImpl& block, int i, const Tensor& in, const BlockLora* lora) {
   Tensor y = block.Projection(i)(in);

@@ -453,9 +453,8 @@ double Correlation(const std::vector<double>& x, const std::vector<double>& y) {
 // into the flattened groups): single = each model; finetune = each backbone's
 // models; pretrain = each choice of one model per backbone, or max_ensembles
 // distinct choices drawn with `seed` when there are more.
-common::Result<std::vector<std::vector<size_t>>> EveryEnsemble(const std::string& type,
-                                                                const std::vector<std::vector<size_t>>& groups,
-                                                                int64_t max_ensembles, uint64_t seed) {
+std::vector<std::vector<size_t>> EveryEnsemble(const std::string& type, const std::vector<std::vector<size_t>>& groups,
+                                               int64_t max_ensembles, uint64_t seed) {
   std::vector<std::vector<size_t>> out;
   if (type == "single") {
     for (const auto& g : groups) {
@@ -505,9 +504,8 @@ common::Status RunRmBestOfN(JobContext& ctx) {
         members.push_back(std::move(m));
       }
     }
-    SHAMMIE_ASSIGN_OR_RETURN(ensembles, EveryEnsemble(c["ensemble"].get<std::string>(), groups,
-                                                      c.value("max_ensembles", int64_t{256}),
-                                                      common::DeriveSeed(ctx.seed(), "rm.bon.ensembles", 0)));
+    ensembles = EveryEnsemble(c["ensemble"].get<std::string>(), groups, c.value("max_ensembles", int64_t{256}),
+                              common::DeriveSeed(ctx.seed(), "rm.bon.ensembles", 0));
   } else {
     SHAMMIE_ASSIGN_OR_RETURN(members, OpenEnsemble(ctx, "rm.bon"));
     ensembles.emplace_back();
@@ -556,46 +554,48 @@ common::Status RunRmBestOfN(JobContext& ctx) {
   ctx.ReportMetric("sft_gold", 0, sft_gold);
   ctx.ReportMetric("sft_length", 0, sft_length);
   ctx.ReportMetric("sft_hack", 0, sft_hack);
-  // Each ensemble's members' scores and centers; metrics average over ensembles.
-  std::vector<std::vector<std::vector<double>>> ensemble_scores;
-  std::vector<std::vector<double>> ensemble_centers;
-  double spread_sft = 0;
-  for (const auto& e : ensembles) {
-    ensemble_scores.emplace_back();
-    ensemble_centers.emplace_back();
-    for (size_t m : e) {
-      ensemble_scores.back().push_back(scores[m]);
-      ensemble_centers.back().push_back(centers[m]);
+  // A sample's win rate against its prompt's samples (gold), the same for
+  // every ensemble that picks it.
+  std::vector<double> win_of(total);
+  for (size_t i = 0; i < total; ++i) {
+    const size_t base = i / static_cast<size_t>(n_max) * static_cast<size_t>(n_max);
+    double w = 0;
+    for (int64_t k = 0; k < n_max; ++k) {
+      const double other = gold[base + static_cast<size_t>(k)];
+      w += gold[i] > other ? 1 : gold[i] == other ? 0.5 : 0;
     }
-    spread_sft += MemberSpread(ensemble_scores.back(), all, ensemble_centers.back()) / static_cast<double>(ensembles.size());
+    win_of[i] = w / static_cast<double>(n_max);
   }
-  ctx.ReportMetric("member_spread_sft", 0, spread_sft);
-  // How alike the members are: the mean over ensembles of their mean
-  // pairwise Pearson correlation on the SFT samples.
-  if (ensembles.front().size() > 1) {
-    double correlation = 0;
-    for (const auto& e : ensembles) {
-      double sum = 0, pairs = 0;
-      for (size_t i = 0; i < e.size(); ++i) {
-        for (size_t j = i + 1; j < e.size(); ++j) {
-          sum += Correlation(scores[e[i]], scores[e[j]]);
-          pairs += 1;
-        }
-      }
-      correlation += sum / pairs / static_cast<double>(ensembles.size());
-    }
-    ctx.ReportMetric("member_correlation_sft", 0, correlation);
-  }
+  // Metrics average over ensembles, taken one at a time. Per aggregation and
+  // n: gold, proxy, eval, length, hack, win rate, member spread, and gold
+  // squared (for the gold's spread over ensembles).
+  const std::vector<std::string>& names = pref::AggregationNames();
+  const std::vector<int64_t> ns = lm::Doublings(n_max);
+  std::vector<std::vector<std::array<double, 8>>> sums(names.size(),
+                                                       std::vector<std::array<double, 8>>(ns.size(), std::array<double, 8>{}));
   const double share = 1.0 / static_cast<double>(ensembles.size());
-  for (const std::string& name : pref::AggregationNames()) {
-    SHAMMIE_ASSIGN_OR_RETURN(pref::Aggregation a, pref::ParseAggregation(name));
-    const std::vector<int64_t> ns = lm::Doublings(n_max);
-    // Per n: gold, proxy, eval, length, hack, win rate, member spread, and
-    // the gold's spread over ensembles (sum of squares).
-    std::vector<std::array<double, 8>> sums(ns.size(), std::array<double, 8>{});
-    for (size_t e = 0; e < ensembles.size(); ++e) {
+  double spread_sft = 0, correlation = 0;
+  for (const auto& e : ensembles) {
+    std::vector<std::vector<double>> member_scores;
+    std::vector<double> member_centers;
+    for (size_t m : e) {
+      member_scores.push_back(scores[m]);
+      member_centers.push_back(centers[m]);
+    }
+    spread_sft += MemberSpread(member_scores, all, member_centers) * share;
+    // How alike the members are: their mean pairwise Pearson correlation.
+    double pair_sum = 0, pairs = 0;
+    for (size_t i = 0; i < e.size(); ++i) {
+      for (size_t j = i + 1; j < e.size(); ++j) {
+        pair_sum += Correlation(scores[e[i]], scores[e[j]]);
+        pairs += 1;
+      }
+    }
+    if (pairs > 0) correlation += pair_sum / pairs * share;
+    for (size_t ai = 0; ai < names.size(); ++ai) {
+      SHAMMIE_ASSIGN_OR_RETURN(pref::Aggregation a, pref::ParseAggregation(names[ai]));
       std::vector<double> agg(total);
-      for (size_t i = 0; i < total; ++i) agg[i] = Aggregated(ensemble_scores[e], i, a, lambda);
+      for (size_t i = 0; i < total; ++i) agg[i] = Aggregated(member_scores, i, a, lambda);
       for (size_t ni = 0; ni < ns.size(); ++ni) {
         const int64_t n = ns[ni];
         // Every prompt's samples in n_max / n disjoint groups of n; the
@@ -615,23 +615,23 @@ common::Status RunRmBestOfN(JobContext& ctx) {
             ev += eval[best];
             len += length[best];
             hk += hack[best];
-            double w = 0;
-            for (int64_t k = 0; k < n_max; ++k) {
-              const double other = gold[base + static_cast<size_t>(k)];
-              w += gold[best] > other ? 1 : gold[best] == other ? 0.5 : 0;
-            }
-            win += w / static_cast<double>(n_max);
+            win += win_of[best];
             picks += 1;
           }
         }
-        const double spread = MemberSpread(ensemble_scores[e], chosen, ensemble_centers[e]);
+        const double spread = MemberSpread(member_scores, chosen, member_centers);
         const std::array<double, 8> point = {g / picks, proxy / picks, ev / picks, len / picks,
                                              hk / picks, win / picks, spread, (g / picks) * (g / picks)};
-        for (size_t k = 0; k < point.size(); ++k) sums[ni][k] += point[k] * share;
+        for (size_t k = 0; k < point.size(); ++k) sums[ai][ni][k] += point[k] * share;
       }
     }
+  }
+  ctx.ReportMetric("member_spread_sft", 0, spread_sft);
+  if (ensembles.front().size() > 1) ctx.ReportMetric("member_correlation_sft", 0, correlation);
+  for (size_t ai = 0; ai < names.size(); ++ai) {
+    const std::string& name = names[ai];
     for (size_t ni = 0; ni < ns.size(); ++ni) {
-      const auto& v = sums[ni];
+      const auto& v = sums[ai][ni];
       const int64_t n = ns[ni];
       ctx.ReportMetric(name + "_gold", n, v[0]);
       ctx.ReportMetric(name + "_proxy", n, v[1]);
