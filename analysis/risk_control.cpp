@@ -4,26 +4,11 @@
 #include <cmath>
 #include <numeric>
 
-#include <boost/math/distributions/binomial.hpp>
-
 #include "analysis/pareto.hpp"
 
 namespace shammie::analysis {
 
 namespace {
-
-double BinomCdf(double k, size_t n, double p) {
-  if (k < 0) return 0;
-  if (k >= static_cast<double>(n)) return 1;
-  return boost::math::cdf(boost::math::binomial_distribution<double>(static_cast<double>(n), p), k);
-}
-
-double H1(double a, double b) {
-  double out = 0;
-  if (a > 0) out += a * std::log(a / b);
-  if (a < 1) out += (1 - a) * std::log((1 - a) / (1 - b));
-  return out;
-}
 
 double Mean(const std::vector<double>& x) { return std::accumulate(x.begin(), x.end(), 0.0) / static_cast<double>(x.size()); }
 
@@ -58,18 +43,16 @@ common::Status CheckSplit(const SplitLosses& s, size_t constraints, const std::s
 }  // namespace
 
 double LeftTailPValue(double risk, size_t n, double alpha, bool binary) {
-  const double k = std::ceil(static_cast<double>(n) * risk - 1e-9);
-  if (binary) return BinomCdf(k, n, alpha);
-  const double bentkus = std::exp(1.0) * BinomCdf(k, n, alpha);
-  const double hoeffding = std::exp(-static_cast<double>(n) * H1(std::min(risk, alpha), alpha));
-  return std::min(bentkus, hoeffding);
+  if (binary) return BinomialCdf(std::ceil(static_cast<double>(n) * risk - 1e-9), n, alpha);
+  return HoeffdingBentkusPValue(risk, n, alpha);
 }
 
 double RightTailPValue(double risk, size_t n, double alpha, bool binary) {
+  // The mirror image: losses 1 - l have risk 1 - R against level 1 - alpha.
   const double k = std::floor(static_cast<double>(n) * risk + 1e-9);
-  const double tail = 1 - BinomCdf(k, n, alpha);
+  const double tail = 1 - BinomialCdf(k, n, alpha);
   if (binary) return tail;
-  const double hoeffding = std::exp(-static_cast<double>(n) * H1(std::max(risk, alpha), alpha));
+  const double hoeffding = HoeffdingPValue(1 - std::max(risk, alpha), n, 1 - alpha);
   return std::min(std::exp(1.0) * tail, hoeffding);
 }
 

@@ -16,9 +16,10 @@ import json, math, sys
 a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 close = lambda x, y: math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
 ok = all(close(x, y) for k in ("ppi", "strat") for x, y in zip(a[k], b[k]))
-ok &= a["ltt_valid"] == b["ltt_valid"] and close(a["ltt_p_sum"], b["ltt_p_sum"])
+for k in ("ltt", "ltt_bits"):
+    ok &= a[k + "_valid"] == b[k + "_valid"] and close(a[k + "_p_sum"], b[k + "_p_sum"])
 print("results agree (1e-9 relative)" if ok else "RESULTS DIFFER")
-for k in ("ppi", "strat", "ltt"):
+for k in ("ppi", "strat", "ltt", "ltt_bits"):
     print(f"{k}: shammie {a[k + '_s'] * 1e3:.2f} ms, numpy {b[k + '_s'] * 1e3:.2f} ms, ratio {b[k + '_s'] / a[k + '_s']:.1f}x")
 sys.exit(0 if ok else 1)
 PY

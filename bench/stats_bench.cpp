@@ -1,7 +1,8 @@
 // Benchmark: shammie's statistics vs the numpy/scipy reference
 // (bench/stats_bench_numpy.py) on the same data, in one run.
 //   PPI++ and StratPPI (5 strata): 10^6 autorater predictions, 10^4 labels.
-//   LTT: 1,000 configurations x 10^4 calibration losses, HB p-values + FST.
+//   LTT: 1,000 configurations x 10^4 calibration losses, HB p-values + FST,
+//   on the losses as doubles and as bits (numpy: float64 and bool arrays).
 // Usage: stats_bench DATA_DIR   (writes the data there, times, prints JSON)
 #include <chrono>
 #include <cmath>
@@ -84,6 +85,17 @@ int main(int argc, char** argv) {
     ltt = *analysis::LearnThenTest(loss_rows, 0.1, 0.1, analysis::PValueBound::kHoeffdingBentkus,
                                    analysis::FwerProcedure::kFixedSequence);
   });
+  // Binary losses bit-packed (a representation choice, outside the timing,
+  // like the stratum codes): the peer gets them as a numpy bool array.
+  analysis::BinaryLosses bits;
+  for (const auto& row : loss_rows) {
+    if (!bits.Add(row).ok()) return 1;
+  }
+  analysis::LttResult ltt_bits;
+  const double t_bits = Best([&] {
+    ltt_bits = *analysis::LearnThenTest(bits, 0.1, 0.1, analysis::PValueBound::kHoeffdingBentkus,
+                                        analysis::FwerProcedure::kFixedSequence);
+  });
   // The memory floor of LTT's input: a plain one-core SIMD sum over the same
   // 80 MB of losses, no checks, no p-values (docs/benchmarks.md).
   typedef double v2 __attribute__((vector_size(16)));
@@ -104,13 +116,16 @@ int main(int argc, char** argv) {
   });
   std::fprintf(stderr, "plain sum of the LTT losses (one core, memory floor): %.2f ms (sum %.0f)\n", t_floor * 1e3,
                floor_sum);
-  std::printf("{\"ppi_s\": %.6f, \"strat_s\": %.6f, \"ltt_s\": %.6f, \"ppi\": [%.17g, %.17g, %.17g], "
-              "\"strat\": [%.17g, %.17g, %.17g], \"ltt_valid\": %zu, \"ltt_p_sum\": %.17g}\n",
-              t_ppi, t_strat, t_ltt, ppi.estimate, ppi.lower, ppi.upper, strat.combined.estimate, strat.combined.lower,
-              strat.combined.upper, ltt.valid.size(), [&] {
-                double s = 0;
-                for (double p : ltt.p_values) s += p;
-                return s;
-              }());
+  auto p_sum = [](const analysis::LttResult& r) {
+    double s = 0;
+    for (double p : r.p_values) s += p;
+    return s;
+  };
+  std::printf("{\"ppi_s\": %.6f, \"strat_s\": %.6f, \"ltt_s\": %.6f, \"ltt_bits_s\": %.6f, "
+              "\"ppi\": [%.17g, %.17g, %.17g], \"strat\": [%.17g, %.17g, %.17g], \"ltt_valid\": %zu, "
+              "\"ltt_p_sum\": %.17g, \"ltt_bits_valid\": %zu, \"ltt_bits_p_sum\": %.17g}\n",
+              t_ppi, t_strat, t_ltt, t_bits, ppi.estimate, ppi.lower, ppi.upper, strat.combined.estimate,
+              strat.combined.lower, strat.combined.upper, ltt.valid.size(), p_sum(ltt), ltt_bits.valid.size(),
+              p_sum(ltt_bits));
   return 0;
 }

@@ -1,8 +1,11 @@
 // Published and hand-computed values (PAPERS.md §3(f), §6(f), ppi_py's tests).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <string>
 
 #include "analysis/bayes_ppi.hpp"
 #include "analysis/bootstrap.hpp"
@@ -244,6 +247,93 @@ TEST(OracleTest, LearnThenTestChecksEveryLossAndSumsExactly) {
       }
     }
   }
+}
+
+// Relative agreement, with an absolute floor for values that underflow.
+void ExpectClose(double got, double want, const std::string& what) {
+  EXPECT_LE(std::abs(got - want), 1e-11 * std::abs(want) + 1e-300) << what << ": " << got << " vs " << want;
+}
+
+TEST(OracleTest, LearnThenTestCdfTableMatchesBoostAtEveryK) {
+  // One configuration with k failures for every k = 0..n: LTT's p-values come
+  // from the pmf recurrence, the scalar functions from Boost's incomplete beta.
+  for (const auto& [n, alpha] : std::vector<std::pair<size_t, double>>{
+           {1, 0.3}, {2, 0.5}, {37, 0.05}, {130, 0.9}, {1000, 0.1}, {10000, 0.1}, {10000, 0.003}}) {
+    BinaryLosses bits;
+    std::vector<std::vector<double>> rows;
+    for (size_t k = 0; k <= n; ++k) {
+      std::vector<double> l(n, 0.0);
+      std::fill(l.begin(), l.begin() + static_cast<std::ptrdiff_t>(k), 1.0);
+      ASSERT_TRUE(bits.Add(l).ok());
+      if (n <= 1000) rows.push_back(std::move(l));
+    }
+    for (const PValueBound bound : {PValueBound::kBinomial, PValueBound::kBentkus, PValueBound::kHoeffdingBentkus}) {
+      auto r = LearnThenTest(bits, alpha, 0.1, bound, FwerProcedure::kBonferroni);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      for (size_t k = 0; k <= n; ++k) {
+        const double risk = static_cast<double>(k) / static_cast<double>(n);
+        EXPECT_EQ(r->risks[k], risk);
+        const double want = bound == PValueBound::kBinomial ? BinomialPValue(k, n, alpha)
+                            : bound == PValueBound::kBentkus ? BentkusPValue(risk, n, alpha)
+                                                             : HoeffdingBentkusPValue(risk, n, alpha);
+        ExpectClose(r->p_values[k], want, "n " + std::to_string(n) + " alpha " + std::to_string(alpha) + " k " +
+                                              std::to_string(k));
+      }
+      if (rows.empty()) continue;
+      // The double form gives the same bits: the same sums, the same tables.
+      auto d = LearnThenTest(rows, alpha, 0.1, bound, FwerProcedure::kBonferroni);
+      ASSERT_TRUE(d.ok());
+      EXPECT_EQ(d->risks, r->risks);
+      EXPECT_EQ(d->p_values, r->p_values);
+      EXPECT_EQ(d->valid, r->valid);
+    }
+  }
+}
+
+TEST(OracleTest, BinaryLossesPackEveryBit) {
+  // Sizes around the 64-bit word: the popcount must see every loss and no padding.
+  common::SplitMix64 rng(11);
+  BinaryLosses bits;
+  std::vector<std::vector<double>> rows;
+  for (const size_t n : {size_t{1}, size_t{63}, size_t{64}, size_t{65}, size_t{128}, size_t{1001}}) {
+    std::vector<double> l(n);
+    std::vector<uint8_t> b(n);
+    size_t ones = 0;
+    for (size_t i = 0; i < n; ++i) {
+      b[i] = rng.NextDouble() < 0.3 ? 1 : 0;
+      l[i] = b[i];
+      ones += b[i];
+    }
+    ASSERT_TRUE(bits.Add(l).ok());
+    bits.AddBytes(b);
+    EXPECT_EQ(bits.Failures(bits.configurations() - 2), ones) << n;
+    EXPECT_EQ(bits.Failures(bits.configurations() - 1), ones) << n;
+    EXPECT_EQ(bits.examples(bits.configurations() - 1), n);
+    rows.push_back(l);
+    rows.push_back(l);
+  }
+  for (const FwerProcedure procedure : {FwerProcedure::kBonferroni, FwerProcedure::kFixedSequence}) {
+    auto a = LearnThenTest(bits, 0.4, 0.2, PValueBound::kBinomial, procedure);
+    auto b = LearnThenTest(rows, 0.4, 0.2, PValueBound::kBinomial, procedure);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(a->p_values, b->p_values);
+    EXPECT_EQ(a->valid, b->valid);
+    if (procedure == FwerProcedure::kBonferroni) {
+      EXPECT_FALSE(a->valid.empty()) << "risk 0.3 < 0.4 on 1001 examples is certified";
+    }
+  }
+  // A fractional loss is refused by name, and nothing is added.
+  std::vector<double> bad = {0, 1, 0.5, 1};
+  auto st = bits.Add(bad);
+  EXPECT_EQ(st.code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("example 2 is 0.5"), std::string::npos) << st.message();
+  EXPECT_EQ(bits.configurations(), rows.size());
+  BinaryLosses empty;
+  EXPECT_FALSE(LearnThenTest(empty, 0.1, 0.1, PValueBound::kBinomial, FwerProcedure::kBonferroni).ok());
+  empty.AddBytes({});
+  auto none = LearnThenTest(empty, 0.1, 0.1, PValueBound::kBinomial, FwerProcedure::kBonferroni);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("no calibration losses"), std::string::npos);
 }
 
 TEST(OracleTest, FixedSequenceStopsAtFirstFailure) {
