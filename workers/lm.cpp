@@ -404,6 +404,10 @@ common::Status Validate(const TrainConfig& c, int gang_size) {
                                                                   "it does not apply to data");
   if (c.packed && c.train_examples > 0) return common::InvalidArgument("packed draws fresh examples; it does not take "
                                                                        "train_examples");
+  if (c.step_noise > 0 && (c.task.family != "arith" || !c.data.empty() || c.packed)) {
+    return common::InvalidArgument("step_noise writes slips into the steps of arith answers; it needs task = \"arith\" "
+                                   "without data or packed");
+  }
   if (c.train_examples > 0 && !c.data.empty()) {
     return common::InvalidArgument("train_examples limits a synthetic task's training pool; it does not apply to data");
   }
@@ -781,12 +785,14 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
     for (int64_t i = 0; i < config.batch; ++i) {
       if (!pool.empty()) {
         global.push_back(pool[static_cast<size_t>(rng.NextInt(0, static_cast<int64_t>(pool.size()) - 1))]);
+        if (config.step_noise > 0) global.back() = task->WithSlips(global.back(), config.step_noise, rng);
         global_tokens += static_cast<int64_t>(global.back().answer.size());
       } else if (task && config.packed) {
         global_windows.push_back(PackedWindow(*task, Split::kTrain, config.window, rng));
         global_tokens += config.window;
       } else if (task) {
         global.push_back(task->Sample(Split::kTrain, rng));
+        if (config.step_noise > 0) global.back() = task->WithSlips(global.back(), config.step_noise, rng);
         global_tokens += static_cast<int64_t>(global.back().answer.size());
       } else {
         global_windows.push_back(data->SampleWindow(Split::kTrain, rng));
@@ -1058,6 +1064,7 @@ common::Status RunLmTrain(JobContext& ctx) {
   t.precision = c.value("precision", std::string("fp32"));
   t.init = c.value("init", std::string("auto"));
   t.train_examples = c.value("train_examples", int64_t{0});
+  t.step_noise = c.value("step_noise", 0.0);
   t.save_model = c.value("save_model", true);
   t.exit_loss = c.value("exit_loss", 0.0);
   t.model.loops = c.value("loops", int64_t{1});

@@ -70,6 +70,12 @@ struct TrainConfig {
   // examples (drawn from the seed), the few-shot regime; 0: a fresh draw
   // from the whole training split every step.
   int64_t train_examples = 0;
+  // With an arith task: each step of a training answer is, with this
+  // probability, written with a wrong value that later steps carry on
+  // (SyntheticTask::WithSlips); validation and test answers stay exact. The
+  // noisy-SFT policy of the PAV study: trained to convergence, it keeps
+  // making slips at about this rate, on any CPU.
+  double step_noise = 0;
   ModelConfig model;
   int64_t steps = 200;          // 0: evaluate the starting model only
   int64_t batch = 32;         // global batch (examples per optimizer step, all ranks together)

@@ -106,6 +106,10 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Int("train_examples").Default(0).Range(0, 1000000000)
         .Doc("Train on a fixed pool of this many distinct training examples of the task, drawn from the seed (the "
              "few-shot regime); 0 = a fresh draw from the whole training split every step.");
+    k.config.Float("step_noise").Default(0.0).Min(0).Max(1, true)
+        .Doc("arith only: the probability that each step of a training answer is written with a wrong value (one "
+             "of the other residues, uniformly), which later steps carry on; validation and test answers stay "
+             "exact. 0 = clean answers.");
     k.config.Bool("save_model").Default(true)
         .Doc("Record the final checkpoint as artifact \"model\"; false for probe fine-tunes that only report scores "
              "(artifact \"summary\" is always recorded).");

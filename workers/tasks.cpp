@@ -202,26 +202,14 @@ class Arith final : public SyntheticTask {
     return out;
   }
   common::Result<std::string> AnswerFor(const std::string& prompt) const override {
-    static constexpr std::string_view kForm = "n0 op n1 ... op nk= (k = operations, op in + - *, numbers < modulus)";
-    if (prompt.empty() || prompt.back() != '=') return BadPrompt(spec(), prompt, kForm);
-    std::vector<int64_t> nums;
-    std::string ops;
-    size_t start = 0;
-    for (size_t i = 0; i < prompt.size(); ++i) {
-      const char c = prompt[i];
-      if (c == '=' && i + 1 != prompt.size()) return BadPrompt(spec(), prompt, kForm);
-      if (c == '=' || kOps.find(c) != std::string_view::npos) {
-        auto x = ParseNumber(std::string_view(prompt).substr(start, i - start), spec().modulus);
-        if (!x) return BadPrompt(spec(), prompt, kForm);
-        nums.push_back(*x);
-        if (c != '=') ops += c;
-        start = i + 1;
-      }
-    }
-    if (static_cast<int64_t>(ops.size()) != spec().operations || start != prompt.size()) {
-      return BadPrompt(spec(), prompt, kForm);
-    }
-    return Solve(nums, ops);
+    SHAMMIE_ASSIGN_OR_RETURN(auto chain, Parse(prompt));
+    return Solve(chain.first, chain.second);
+  }
+  bool HasSteps() const override { return true; }
+  Example WithSlips(const Example& e, double rate, common::SplitMix64& rng) const override {
+    auto chain = Parse(e.prompt_text);
+    SHAMMIE_CHECK_MSG(chain.ok(), "WithSlips: not an arith prompt");
+    return MakeExample(e.prompt_text, Solve(chain->first, chain->second, rate, &rng));
   }
   std::string FinalAnswer(const std::string& answer_text) const override {
     const size_t eq = answer_text.rfind('=');
@@ -245,9 +233,34 @@ class Arith final : public SyntheticTask {
     for (size_t i = 0; i < ops.size(); ++i) s += ops[i] + std::to_string(nums[i + 1]);
     return s;
   }
+  common::Result<std::pair<std::vector<int64_t>, std::string>> Parse(const std::string& prompt) const {
+    static constexpr std::string_view kForm = "n0 op n1 ... op nk= (k = operations, op in + - *, numbers < modulus)";
+    if (prompt.empty() || prompt.back() != '=') return BadPrompt(spec(), prompt, kForm);
+    std::vector<int64_t> nums;
+    std::string ops;
+    size_t start = 0;
+    for (size_t i = 0; i < prompt.size(); ++i) {
+      const char c = prompt[i];
+      if (c == '=' && i + 1 != prompt.size()) return BadPrompt(spec(), prompt, kForm);
+      if (c == '=' || kOps.find(c) != std::string_view::npos) {
+        auto x = ParseNumber(std::string_view(prompt).substr(start, i - start), spec().modulus);
+        if (!x) return BadPrompt(spec(), prompt, kForm);
+        nums.push_back(*x);
+        if (c != '=') ops += c;
+        start = i + 1;
+      }
+    }
+    if (static_cast<int64_t>(ops.size()) != spec().operations || start != prompt.size()) {
+      return BadPrompt(spec(), prompt, kForm);
+    }
+    return std::make_pair(std::move(nums), std::move(ops));
+  }
   // One operation per step: the leftmost '*' while there is one, then the
-  // leftmost '+' or '-'. Each step's expression, joined with '='.
-  std::string Solve(std::vector<int64_t> nums, std::string ops) const {
+  // leftmost '+' or '-'. Each step's expression, joined with '='. With
+  // `slip` > 0, each step's new value is, with that probability, one of the
+  // other p - 1 residues (uniformly), and later steps carry it on.
+  std::string Solve(std::vector<int64_t> nums, std::string ops, double slip = 0,
+                    common::SplitMix64* rng = nullptr) const {
     const int64_t p = spec().modulus;
     std::string out;
     while (!ops.empty()) {
@@ -255,6 +268,7 @@ class Arith final : public SyntheticTask {
       const size_t i = star == std::string::npos ? 0 : star;
       const int64_t a = nums[i], b = nums[i + 1];
       nums[i] = Mod(ops[i] == '*' ? a * b : ops[i] == '+' ? a + b : a - b, p);
+      if (slip > 0 && rng->NextDouble() < slip) nums[i] = (nums[i] + rng->NextInt(1, p - 1)) % p;
       nums.erase(nums.begin() + static_cast<std::ptrdiff_t>(i) + 1);
       ops.erase(i, 1);
       if (!out.empty()) out += '=';

@@ -154,6 +154,13 @@ class SyntheticTask {
   // Number of labels when the answer is a label (grammar: the rule's
   // classes; modadd: p); 0 otherwise.
   virtual int Classes() const { return 0; }
+  // Whether answers are written as steps that WithSlips() can corrupt (arith).
+  virtual bool HasSteps() const { return false; }
+  // A noisy training answer for `e` (lm.train's step_noise): each step's
+  // value is, with probability `rate`, replaced by a uniformly drawn wrong
+  // one and carried on, so later steps compute from it. Only where
+  // HasSteps(); others return `e` unchanged.
+  virtual Example WithSlips(const Example& e, double /*rate*/, common::SplitMix64& /*rng*/) const { return e; }
   // The part of an answer graded as "the answer": arith: the text after the
   // last '='; every other family: the whole text.
   virtual std::string FinalAnswer(const std::string& answer_text) const { return answer_text; }

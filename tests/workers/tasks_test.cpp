@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -193,6 +194,53 @@ TEST(TasksTest, ArithWritesEachStepAndTheFinalValue) {
   // MaxTokens is the longest chain: every number two digits, and EOS.
   EXPECT_EQ(task->MaxTokens(), static_cast<int>(std::string("22*22*22*22=").size() +
                                                 std::string("22*22*22=22*22=22").size()) + 1);
+}
+
+TEST(TasksTest, ArithSlipsChangeAStepsValueAtTheGivenRateAndCarryOn) {
+  TaskSpec spec;
+  spec.family = "arith";
+  spec.modulus = 11;
+  spec.operations = 3;
+  auto task = MakeTask(spec);
+  ASSERT_NE(task, nullptr);
+  ASSERT_TRUE(task->HasSteps());
+  common::SplitMix64 rng(5);
+  const double rate = 0.3;
+  int steps = 0, slips = 0, wrong_final = 0;
+  const int n = 4000;
+  for (int i = 0; i < n; ++i) {
+    const Example e = task->Sample(Split::kTrain, rng);
+    EXPECT_EQ(task->WithSlips(e, 0.0, rng).answer_text, e.answer_text);
+    const Example noisy = task->WithSlips(e, rate, rng);
+    EXPECT_EQ(noisy.prompt_text, e.prompt_text);
+    const std::vector<std::string> written = SplitOn(noisy.answer_text, '=');
+    ASSERT_EQ(written.size(), 3u) << noisy.answer_text;
+    std::string before = e.prompt_text.substr(0, e.prompt_text.size() - 1);
+    for (size_t k = 0; k < written.size(); ++k) {
+      EXPECT_EQ(CountOps(written[k]), 2 - static_cast<int>(k)) << noisy.answer_text;
+      // A step slips when its value differs from the value of the expression it rewrites.
+      slips += EvalChain(written[k], 11) != EvalChain(before, 11) ? 1 : 0;
+      ++steps;
+      before = written[k];
+    }
+    wrong_final += task->FinalAnswer(noisy.answer_text) != task->FinalAnswer(e.answer_text) ? 1 : 0;
+    EXPECT_EQ(noisy.answer.back(), e.answer.back()) << "ends with EOS";
+  }
+  // Within 4 standard errors of the rate (12,000 steps: se = 0.0042).
+  const double measured = static_cast<double>(slips) / steps;
+  EXPECT_NEAR(measured, rate, 4 * std::sqrt(rate * (1 - rate) / steps));
+  // A slip is carried on: the final value is wrong unless a later slip lands
+  // back on it (probability 1/10 per later slip): P(right) = 0.7^3 + small.
+  EXPECT_GT(static_cast<double>(wrong_final) / n, 1 - std::pow(0.7, 3) - 0.05);
+  EXPECT_LT(static_cast<double>(wrong_final) / n, 1 - std::pow(0.7, 3));
+  // Families without steps are left unchanged.
+  TaskSpec copy;
+  copy.family = "copy";
+  auto other = MakeTask(copy);
+  ASSERT_NE(other, nullptr);
+  EXPECT_FALSE(other->HasSteps());
+  const Example e = other->Sample(Split::kTrain, rng);
+  EXPECT_EQ(other->WithSlips(e, 0.5, rng).answer_text, e.answer_text);
 }
 
 TEST(TasksTest, ArithEnumeratesSmallChainsIntoDisjointSplits) {
