@@ -278,6 +278,15 @@ common::Result<LttResult> LearnThenTest(const std::vector<std::vector<double>>& 
   return out;
 }
 
+template <typename T>
+void BinaryLosses::Pack(std::span<const T> losses) {
+  offset_.push_back(words_.size());
+  examples_.push_back(losses.size());
+  words_.resize(words_.size() + (losses.size() + 63) / 64, 0);
+  uint64_t* w = words_.data() + offset_.back();
+  for (size_t i = 0; i < losses.size(); ++i) w[i / 64] |= static_cast<uint64_t>(losses[i] != 0) << (i % 64);
+}
+
 common::Status BinaryLosses::Add(std::span<const double> losses) {
   for (size_t i = 0; i < losses.size(); ++i) {
     if (losses[i] != 0 && losses[i] != 1) {
@@ -285,21 +294,11 @@ common::Status BinaryLosses::Add(std::span<const double> losses) {
                                      "; binary losses must be 0 or 1");
     }
   }
-  offset_.push_back(words_.size());
-  examples_.push_back(losses.size());
-  words_.resize(words_.size() + (losses.size() + 63) / 64, 0);
-  uint64_t* w = words_.data() + offset_.back();
-  for (size_t i = 0; i < losses.size(); ++i) w[i / 64] |= static_cast<uint64_t>(losses[i] != 0) << (i % 64);
+  Pack(losses);
   return common::Status::Ok();
 }
 
-void BinaryLosses::AddBytes(std::span<const uint8_t> losses) {
-  offset_.push_back(words_.size());
-  examples_.push_back(losses.size());
-  words_.resize(words_.size() + (losses.size() + 63) / 64, 0);
-  uint64_t* w = words_.data() + offset_.back();
-  for (size_t i = 0; i < losses.size(); ++i) w[i / 64] |= static_cast<uint64_t>(losses[i] != 0) << (i % 64);
-}
+void BinaryLosses::AddBytes(std::span<const uint8_t> losses) { Pack(losses); }
 
 size_t BinaryLosses::Failures(size_t c) const { return PopCount(words_.data() + offset_[c], (examples_[c] + 63) / 64); }
 

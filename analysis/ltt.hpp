@@ -70,6 +70,9 @@ class BinaryLosses {
   size_t Failures(size_t c) const;
 
  private:
+  template <typename T>
+  void Pack(std::span<const T> losses);  // one configuration, nonzero = 1
+
   std::vector<uint64_t> words_;    // configuration c: words_[offset_[c], offset_[c] + ceil(examples_[c] / 64))
   std::vector<size_t> offset_, examples_;
 };
