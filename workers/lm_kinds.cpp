@@ -407,6 +407,11 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Int("batch").Default(64).Range(1, 1 << 20).Doc("Prefixes per step.");
     k.config.Float("learning_rate").Default(1e-3).Min(0, true).Max(10).Doc("Peak AdamW step size (warmup, cosine).");
     k.config.Int("eval_every").Default(100).Range(1, 10000000).Doc("Steps between validation evaluations.");
+    k.config.Int("extra_layers")
+        .Default(0)
+        .Range(0, 64)
+        .Doc("Transformer layers appended above the policy's (output projections zero, so training starts from the "
+             "policy itself): checking a written step takes more depth than writing it.");
     k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_pav_verifier", ctx); };
     Register(registry, std::move(k));

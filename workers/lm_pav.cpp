@@ -593,6 +593,28 @@ common::Status RunPavVerifier(JobContext& ctx) {
     if (val) val_final.push_back(r.final);
   }
   if (train_x.empty()) return common::InvalidArgument("pav.verifier: every prompt fell into validation; run more rollouts");
+  if (const int64_t extra = c["extra_layers"].get<int64_t>(); extra > 0) {
+    // Grow the policy: new blocks above its own, their output projections
+    // (wo, w2) zero so each starts as the identity on the residual stream
+    // and the grown model computes exactly what the policy did.
+    const ModelConfig& from = model.model->config;
+    if (from.loops != 1 || from.lora_rank > 0 || from.block_length > 0) {
+      return common::InvalidArgument("pav.verifier: extra_layers grows a vanilla transformer; the upstream policy is recursive or a Block Transformer");
+    }
+    ModelConfig grown = from;
+    grown.layers += extra;
+    Transformer g(grown, model.model->vocab, common::DeriveSeed(ctx.seed(), "extra_layers", 0));
+    torch::NoGradGuard no_grad;
+    const auto source = model.model->named_parameters();
+    for (auto& p : g->named_parameters()) {
+      if (const Tensor* s = source.find(p.key())) {
+        p.value().copy_(*s);
+      } else if (p.key().ends_with(".wo.weight") || p.key().ends_with(".w2.weight")) {
+        p.value().zero_();
+      }
+    }
+    model.model = g;
+  }
   Transformer& v = model.model;
   v->train();
   const int64_t steps = c["steps"].get<int64_t>(), batch = c["batch"].get<int64_t>();

@@ -106,6 +106,23 @@ TEST(PavKindsTest, RolloutsVerifierAndSearchOnArithmeticChains) {
   ASSERT_EQ(verifier.recorded().size(), 1u);
   EXPECT_EQ(verifier.recorded()[0].name, "verifier");
 
+  // extra_layers grows the policy by blocks that start as the identity: at a
+  // step size of 1e-12 the grown verifier's training losses are the plain
+  // one's (a grown block with nonzero output would change every loss).
+  auto losses = [&](int64_t extra) {
+    LocalJobContext ctx("grown", KindConfig("pav.verifier", {{"steps", 20}, {"eval_every", 20}, {"learning_rate", 1e-12},
+                                                             {"extra_layers", extra}}), 7);
+    ctx.set_inputs(inputs);
+    common::Status st = RunPavVerifier(ctx);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return ctx.metrics().at("loss");
+  };
+  const auto plain = losses(0), grown = losses(2);
+  ASSERT_EQ(plain.size(), 2u);
+  ASSERT_EQ(grown.size(), 2u);
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_NEAR(grown[i].value, plain[i].value, 1e-5) << "step " << plain[i].step;
+  EXPECT_NE(plain[0].value, plain[1].value) << "two different batches";
+
   std::vector<Artifact> search_inputs = policy.recorded();
   search_inputs.push_back(verifier.recorded()[0]);
   LocalJobContext bon("bon", KindConfig("pav.search", {{"method", "best-of-n"}, {"n", 8}, {"prompts", 20}}), 8);
