@@ -407,6 +407,10 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Int("batch").Default(64).Range(1, 1 << 20).Doc("Prefixes per step.");
     k.config.Float("learning_rate").Default(1e-3).Min(0, true).Max(10).Doc("Peak AdamW step size (warmup, cosine).");
     k.config.Int("eval_every").Default(100).Range(1, 10000000).Doc("Steps between validation evaluations.");
+    k.config.Enum("targets", {"prefix", "steps"})
+        .Default("prefix")
+        .Doc("prefix: one (prefix, Q) row per sequence; steps: each rollout once, with its Q at every step boundary "
+             "(the score head at each position; the same rows, read by a causal model in one pass).");
     k.config.Int("extra_layers")
         .Default(0)
         .Range(0, 64)

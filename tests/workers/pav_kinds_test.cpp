@@ -6,8 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
+#include "common/random.hpp"
 #include "tests/table_column.hpp"
 #include "tests/test_util.hpp"
 #include "tests/workers/kind_config.hpp"
@@ -122,6 +124,27 @@ TEST(PavKindsTest, RolloutsVerifierAndSearchOnArithmeticChains) {
   ASSERT_EQ(grown.size(), 2u);
   for (size_t i = 0; i < plain.size(); ++i) EXPECT_NEAR(grown[i].value, plain[i].value, 1e-5) << "step " << plain[i].step;
   EXPECT_NE(plain[0].value, plain[1].value) << "two different batches";
+
+  // targets = "steps" reads each training rollout once: as many sequences as
+  // the training prompts (held out by the same hash as the verifier's) have
+  // empty prefixes, and every row of them still a target.
+  {
+    LocalJobContext ctx("steps", KindConfig("pav.verifier", {{"steps", 20}, {"eval_every", 20}, {"targets", "steps"}}), 7);
+    ctx.set_inputs(inputs);
+    common::Status st = RunPavVerifier(ctx);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    const auto& prompt = Column<std::string>(values, "prompt");
+    int64_t train_rows = 0, train_rollouts = 0;
+    for (size_t i = 0; i < q.size(); ++i) {
+      if (common::DeriveSeed(0, prompt[i], 0) % 10 == 0) continue;
+      ++train_rows;
+      if (step[i] == 0) ++train_rollouts;
+    }
+    ASSERT_GT(train_rollouts, 0);
+    EXPECT_EQ(ctx.metrics().at("train_rollouts").back().value, static_cast<double>(train_rollouts));
+    EXPECT_EQ(ctx.metrics().at("train_rows").back().value, static_cast<double>(train_rows));
+    for (const auto& point : ctx.metrics().at("loss")) EXPECT_TRUE(std::isfinite(point.value));
+  }
 
   std::vector<Artifact> search_inputs = policy.recorded();
   search_inputs.push_back(verifier.recorded()[0]);
