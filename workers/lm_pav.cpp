@@ -593,27 +593,27 @@ common::Status RunPavVerifier(JobContext& ctx) {
     if (val) val_final.push_back(r.final);
   }
   if (train_x.empty()) return common::InvalidArgument("pav.verifier: every prompt fell into validation; run more rollouts");
+  // The training targets: sequences with a Q label at one or more positions.
+  // targets = "prefix": every row is its own sequence, labelled at its end.
   // targets = "steps": the rows of one rollout (its step prefixes in order,
-  // then the complete answer) become one sequence with a Q label at the end
-  // of every prefix. A causal model scores a prefix the same inside the
-  // longer sequence, so these are the same targets read in one pass.
-  struct StepRows {
+  // then the complete answer) become one sequence with a label at the end of
+  // every prefix; a causal model scores a prefix the same inside the longer
+  // sequence, so these are the same targets read in one pass.
+  struct Labelled {
     std::vector<int> seq;
     std::vector<int64_t> at;
     std::vector<float> q;
   };
-  std::vector<StepRows> rollouts;
+  std::vector<Labelled> examples;
   const bool by_steps = c["targets"].get<std::string>() == "steps";
-  if (by_steps) {
-    for (size_t i = 0; i < train_x.size(); ++i) {
-      const std::vector<int>& x = train_x[i];
-      const bool extends = !rollouts.empty() && x.size() >= rollouts.back().seq.size() &&
-                           std::equal(rollouts.back().seq.begin(), rollouts.back().seq.end(), x.begin());
-      if (!extends) rollouts.push_back({});
-      rollouts.back().seq = x;
-      rollouts.back().at.push_back(static_cast<int64_t>(x.size()) - 1);
-      rollouts.back().q.push_back(static_cast<float>(train_q[i]));
-    }
+  for (size_t i = 0; i < train_x.size(); ++i) {
+    const std::vector<int>& x = train_x[i];
+    const bool extends = by_steps && !examples.empty() && x.size() >= examples.back().seq.size() &&
+                         std::equal(examples.back().seq.begin(), examples.back().seq.end(), x.begin());
+    if (!extends) examples.push_back({});
+    examples.back().seq = x;
+    examples.back().at.push_back(static_cast<int64_t>(x.size()) - 1);
+    examples.back().q.push_back(static_cast<float>(train_q[i]));
   }
   if (const int64_t extra = c["extra_layers"].get<int64_t>(); extra > 0) {
     // Grow the policy: new blocks above its own, their output projections
@@ -666,43 +666,30 @@ common::Status RunPavVerifier(JobContext& ctx) {
     const double warm = std::min(1.0, static_cast<double>(step + 1) / 20.0);
     const double cosine = 0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(steps)));
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr * warm * cosine);
+    std::vector<const Labelled*> picked;
     std::vector<std::vector<int>> xs;
-    std::vector<float> qs;
-    Tensor loss;
-    if (by_steps) {
-      std::vector<const StepRows*> picked;
-      size_t most = 1;
-      for (int64_t i = 0; i < batch; ++i) {
-        picked.push_back(&rollouts[static_cast<size_t>(rng.NextInt(0, static_cast<int64_t>(rollouts.size()) - 1))]);
-        xs.push_back(picked.back()->seq);
-        most = std::max(most, picked.back()->at.size());
-      }
-      const auto m = static_cast<int64_t>(most);
-      Tensor at = torch::zeros({batch, m}, torch::kLong), target = torch::zeros({batch, m}), weight = torch::zeros({batch, m});
-      auto at_a = at.accessor<int64_t, 2>();
-      auto target_a = target.accessor<float, 2>();
-      auto weight_a = weight.accessor<float, 2>();
-      for (int64_t i = 0; i < batch; ++i) {
-        const StepRows& r = *picked[static_cast<size_t>(i)];
-        for (size_t j = 0; j < r.at.size(); ++j) {
-          at_a[i][static_cast<int64_t>(j)] = r.at[j];
-          target_a[i][static_cast<int64_t>(j)] = r.q[j];
-          weight_a[i][static_cast<int64_t>(j)] = 1;
-        }
-      }
-      const Padded p = RightPadded(xs, 0, xs.size());
-      Tensor scores = v->score_head(v->forward(p.input)).squeeze(-1).gather(1, at);
-      loss = torch::binary_cross_entropy_with_logits(scores, target, weight, {}, at::Reduction::Sum) / weight.sum();
-    } else {
-      for (int64_t i = 0; i < batch; ++i) {
-        const size_t k = static_cast<size_t>(rng.NextInt(0, static_cast<int64_t>(train_x.size()) - 1));
-        xs.push_back(train_x[k]);
-        qs.push_back(static_cast<float>(train_q[k]));
-      }
-      const Padded p = RightPadded(xs, 0, xs.size());
-      Tensor target = torch::from_blob(qs.data(), {batch}, torch::kFloat32).clone();
-      loss = torch::binary_cross_entropy_with_logits(v->Score(v->forward(p.input), p.last), target);
+    size_t most = 1;
+    for (int64_t i = 0; i < batch; ++i) {
+      picked.push_back(&examples[static_cast<size_t>(rng.NextInt(0, static_cast<int64_t>(examples.size()) - 1))]);
+      xs.push_back(picked.back()->seq);
+      most = std::max(most, picked.back()->at.size());
     }
+    const auto m = static_cast<int64_t>(most);
+    Tensor at = torch::zeros({batch, m}, torch::kLong), target = torch::zeros({batch, m}), weight = torch::zeros({batch, m});
+    auto at_a = at.accessor<int64_t, 2>();
+    auto target_a = target.accessor<float, 2>();
+    auto weight_a = weight.accessor<float, 2>();
+    for (int64_t i = 0; i < batch; ++i) {
+      const Labelled& r = *picked[static_cast<size_t>(i)];
+      for (size_t j = 0; j < r.at.size(); ++j) {
+        at_a[i][static_cast<int64_t>(j)] = r.at[j];
+        target_a[i][static_cast<int64_t>(j)] = r.q[j];
+        weight_a[i][static_cast<int64_t>(j)] = 1;
+      }
+    }
+    const Padded p = RightPadded(xs, 0, xs.size());
+    Tensor scores = v->score_head(v->forward(p.input)).squeeze(-1).gather(1, at);
+    Tensor loss = torch::binary_cross_entropy_with_logits(scores, target, weight, {}, at::Reduction::Sum) / weight.sum();
     optimizer.zero_grad();
     loss.backward();
     torch::nn::utils::clip_grad_norm_(v->parameters(), 1.0);
@@ -737,7 +724,7 @@ common::Status RunPavVerifier(JobContext& ctx) {
     if (!std::isnan(auc)) ctx.ReportMetric("val_final_auc", 0, auc);
   }
   ctx.ReportMetric("train_rows", 0, static_cast<double>(train_x.size()));
-  if (by_steps) ctx.ReportMetric("train_rollouts", 0, static_cast<double>(rollouts.size()));
+  if (by_steps) ctx.ReportMetric("train_rollouts", 0, static_cast<double>(examples.size()));
   ctx.ReportMetric("val_rows", 0, static_cast<double>(val_x.size()));
   if (!ctx.artifact_dir().empty()) {
     lm::Checkpoint ck;
