@@ -411,6 +411,11 @@ void RegisterLmKinds(KindRegistry& registry) {
         .Default("prefix")
         .Doc("prefix: one (prefix, Q) row per sequence; steps: each rollout once, with its Q at every step boundary "
              "(the score head at each position; the same rows, read by a causal model in one pass).");
+    k.config.Enum("labels", {"rollouts", "exact"})
+        .Default("rollouts")
+        .Doc("rollouts: the Monte-Carlo Q-hat of each prefix; exact: 1 if every step written so far is right, else 0 "
+             "(complete answers: their outcome) -- noise-free labels from the task, an upper bound on what the "
+             "rollouts can teach.");
     k.config.Int("extra_layers")
         .Default(0)
         .Range(0, 64)

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <vector>
@@ -580,6 +581,20 @@ common::Status RunPavVerifier(JobContext& ctx) {
   if (rows.empty()) {
     return common::InvalidArgument("pav.verifier needs upstream pav.rollouts jobs (their \"values\"); job " + ctx.job_id() + " has none");
   }
+  // labels = "exact": replace each step prefix's Monte-Carlo Q-hat by whether
+  // every step written so far is right (the task knows the right chain), so
+  // the labels are noise-free; complete answers keep their exact outcome.
+  // An upper bound that tells a verifier that cannot learn to check a step
+  // from one that drowns in the noise of n_mc completions.
+  if (c["labels"].get<std::string>() == "exact") {
+    SHAMMIE_ASSIGN_OR_RETURN(TaskSpec spec, TaskSpecFromConfig(model.checkpoint.job_config));
+    SHAMMIE_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTask> task, SyntheticTask::Make(spec));
+    for (auto& r : rows) {
+      if (r.final) continue;
+      SHAMMIE_ASSIGN_OR_RETURN(std::string right, task->AnswerFor(r.prompt));
+      r.q = right.starts_with(r.prefix) ? 1.0 : 0.0;
+    }
+  }
   // Hold out a tenth of the prompts (by hash) for validation.
   std::vector<std::vector<int>> train_x, val_x;
   std::vector<double> train_q, val_q;
@@ -724,6 +739,8 @@ common::Status RunPavVerifier(JobContext& ctx) {
     if (!std::isnan(auc)) ctx.ReportMetric("val_final_auc", 0, auc);
   }
   ctx.ReportMetric("train_rows", 0, static_cast<double>(train_x.size()));
+  ctx.ReportMetric("train_label_mean", 0,
+                   std::accumulate(train_q.begin(), train_q.end(), 0.0) / static_cast<double>(train_q.size()));
   if (by_steps) ctx.ReportMetric("train_rollouts", 0, static_cast<double>(examples.size()));
   ctx.ReportMetric("val_rows", 0, static_cast<double>(val_x.size()));
   if (!ctx.artifact_dir().empty()) {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <set>
 
@@ -144,6 +145,60 @@ TEST(PavKindsTest, RolloutsVerifierAndSearchOnArithmeticChains) {
     EXPECT_EQ(ctx.metrics().at("train_rollouts").back().value, static_cast<double>(train_rollouts));
     EXPECT_EQ(ctx.metrics().at("train_rows").back().value, static_cast<double>(train_rows));
     for (const auto& point : ctx.metrics().at("loss")) EXPECT_TRUE(std::isfinite(point.value));
+  }
+
+  // labels = "exact": a step prefix is labelled 1 if every step written so
+  // far is right, complete answers keep their outcome. The right chain comes
+  // from this test's own solver (mod 5: the leftmost '*' first, then left to right).
+  {
+    auto solve = [](const std::string& prompt) {
+      std::vector<int64_t> nums;
+      std::string ops, digits;
+      for (char ch : prompt) {
+        if (std::isdigit(static_cast<unsigned char>(ch))) {
+          digits += ch;
+          continue;
+        }
+        nums.push_back(std::stoll(digits));
+        digits.clear();
+        if (ch != '=') ops += ch;
+      }
+      std::string chain;
+      while (!ops.empty()) {
+        const size_t i = ops.find('*') == std::string::npos ? 0 : ops.find('*');
+        const int64_t v = ops[i] == '*' ? nums[i] * nums[i + 1] : ops[i] == '+' ? nums[i] + nums[i + 1] : nums[i] - nums[i + 1];
+        nums[i] = ((v % 5) + 5) % 5;
+        nums.erase(nums.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+        ops.erase(i, 1);
+        if (!chain.empty()) chain += '=';
+        chain += std::to_string(nums[0]);
+        for (size_t k = 0; k < ops.size(); ++k) chain += ops[k] + std::to_string(nums[k + 1]);
+      }
+      return chain;
+    };
+    const auto& prompt = Column<std::string>(values, "prompt");
+    double sum = 0, rows = 0;
+    int64_t wrong_outcomes = 0;
+    auto last_value = [](const std::string& chain) { return chain.substr(chain.rfind('=') + 1); };
+    for (size_t i = 0; i < q.size(); ++i) {
+      if (common::DeriveSeed(0, prompt[i], 0) % 10 == 0) continue;
+      const std::string right = solve(prompt[i]);
+      // A complete answer's outcome is its last value's (a slip can be undone by a later one).
+      if (final[i] && (q[i] == 1.0) != (last_value(prefix[i]) == last_value(right))) ++wrong_outcomes;
+      sum += final[i] ? q[i] : (right.starts_with(prefix[i]) ? 1.0 : 0.0);
+      ++rows;
+    }
+    EXPECT_EQ(wrong_outcomes, 0);
+    LocalJobContext ctx("exact", KindConfig("pav.verifier", {{"steps", 10}, {"eval_every", 10}, {"labels", "exact"}}), 7);
+    ctx.set_inputs(inputs);
+    common::Status st = RunPavVerifier(ctx);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ASSERT_GT(rows, 0);
+    EXPECT_NEAR(ctx.metrics().at("train_label_mean").back().value, sum / rows, 1e-12);
+    LocalJobContext mc("mc", KindConfig("pav.verifier", {{"steps", 10}, {"eval_every", 10}}), 7);
+    mc.set_inputs(inputs);
+    ASSERT_TRUE(RunPavVerifier(mc).ok());
+    EXPECT_NE(mc.metrics().at("train_label_mean").back().value, sum / rows) << "Monte-Carlo labels are not the exact ones";
   }
 
   std::vector<Artifact> search_inputs = policy.recorded();
