@@ -411,6 +411,12 @@ void RegisterLmKinds(KindRegistry& registry) {
         .Default("prefix")
         .Doc("prefix: one (prefix, Q) row per sequence; steps: each rollout once, with its Q at every step boundary "
              "(the score head at each position; the same rows, read by a causal model in one pass).");
+    k.config.Enum("score", {"head", "likelihood"})
+        .Default("head")
+        .Doc("head: the scalar head on the last hidden state; likelihood: that plus the log-likelihood the verifier's "
+             "own language model (at first the policy's) gives the answer's tokens so far, so that a step the policy "
+             "would not have written lowers the score without the head having to recompute it. Saved with the "
+             "verifier: pav.search and pav.rl score the same way.");
     k.config.Enum("labels", {"rollouts", "exact"})
         .Default("rollouts")
         .Doc("rollouts: the Monte-Carlo Q-hat of each prefix; exact: 1 if every step written so far is right, else 0 "

@@ -370,9 +370,37 @@ common::Status RunPavDidactic(JobContext& ctx) {
 
 // --- arithmetic chains with a policy and a verifier (pav.rollouts, pav.verifier, pav.search) ---
 
+namespace lm {
+
+// The verifier's score (a logit of Q^pi) at every position of `input` (BOS
+// prompt answer, right-padded): its scalar head on the hidden state, plus,
+// with `likelihood`, the log-likelihood its own language model gives the
+// answer's tokens up to that position. The answer starts after the prompt's
+// '=' (the first one). A verifier fine-tuned from the policy starts with the
+// policy's likelihood: a written value the policy would not write (a slip) is
+// a token of low probability, which the head alone would have to learn to
+// recompute and compare.
+torch::Tensor VerifierScores(Transformer& verifier, const torch::Tensor& input, bool likelihood) {
+  using torch::Tensor;
+  const Tensor hidden = verifier->forward(input);
+  Tensor score = verifier->score_head(hidden).squeeze(-1);  // [B, T]
+  if (!likelihood || input.size(1) < 2) return score;
+  const Tensor next = input.slice(1, 1);                    // the token each position predicts
+  const Tensor lp = torch::log_softmax(verifier->Logits(hidden).slice(1, 0, -1), -1)
+                        .gather(-1, next.unsqueeze(-1))
+                        .squeeze(-1);                         // [B, T-1]
+  const Tensor eq = input.eq(static_cast<int64_t>(Tokenizer::Encode("=").value().at(0))).to(torch::kLong);
+  const Tensor in_answer = (eq.cumsum(1) - eq).gt(0).slice(1, 1);  // a '=' strictly before the token
+  const Tensor cum = torch::cumsum(lp * in_answer.to(lp.scalar_type()), 1);
+  return score + torch::cat({torch::zeros({input.size(0), 1}, cum.options()), cum}, 1).to(score.scalar_type());
+}
+
+}  // namespace lm
+
 namespace {
 
 using lm::Transformer;
+using lm::VerifierScores;
 
 int EqualsToken() {
   static const int id = Tokenizer::Encode("=").value().at(0);
@@ -392,18 +420,31 @@ std::vector<size_t> StepPrefixes(const std::vector<int>& answer) {
 }
 
 
+// Whether a pav.verifier checkpoint scores with its likelihood (its job
+// config's "score"; older checkpoints have none: the head alone).
+bool ScoresLikelihood(const lm::LoadedModel& verifier) {
+  const nlohmann::json& c = verifier.checkpoint.job_config;
+  return c.is_object() && c.value("verifier_score", std::string("head")) == "likelihood";
+}
+
 // The verifier's Q^pi estimate sigmoid(score) of each sequence (BOS prompt
 // answer-prefix), in batches.
-std::vector<double> VerifierValues(Transformer& verifier, const std::vector<std::vector<int>>& seqs, size_t batch) {
+std::vector<double> VerifierValues(Transformer& verifier, bool likelihood, const std::vector<std::vector<int>>& seqs,
+                                   size_t batch) {
   torch::NoGradGuard guard;
   std::vector<double> out;
   out.reserve(seqs.size());
   for (size_t i = 0; i < seqs.size(); i += batch) {
     const Padded p = RightPadded(seqs, i, std::min(seqs.size(), i + batch));
-    Tensor q = torch::sigmoid(verifier->Score(verifier->forward(p.input), p.last)).to(torch::kFloat64).contiguous();
+    Tensor q = torch::sigmoid(VerifierScores(verifier, p.input, likelihood).gather(1, p.last.unsqueeze(1)).squeeze(1))
+                   .to(torch::kFloat64)
+                   .contiguous();
     out.insert(out.end(), q.data_ptr<double>(), q.data_ptr<double>() + q.numel());
   }
   return out;
+}
+std::vector<double> VerifierValues(lm::LoadedModel& verifier, const std::vector<std::vector<int>>& seqs, size_t batch) {
+  return VerifierValues(verifier.model, ScoresLikelihood(verifier), seqs, batch);
 }
 
 
@@ -653,6 +694,7 @@ common::Status RunPavVerifier(JobContext& ctx) {
     model.model = g;
   }
   Transformer& v = model.model;
+  const bool likelihood = c["score"].get<std::string>() == "likelihood";
   v->train();
   const int64_t steps = c["steps"].get<int64_t>(), batch = c["batch"].get<int64_t>();
   const double lr = c["learning_rate"].get<double>();
@@ -661,7 +703,7 @@ common::Status RunPavVerifier(JobContext& ctx) {
   auto loss_of = [&](const std::vector<std::vector<int>>& xs, const std::vector<double>& qs) {
     torch::NoGradGuard guard;
     double loss = 0, mae = 0;
-    const std::vector<double> pred = VerifierValues(v, xs, 512);
+    const std::vector<double> pred = VerifierValues(v, likelihood, xs, 512);
     for (size_t i = 0; i < xs.size(); ++i) {
       const double p = std::clamp(pred[i], 1e-7, 1 - 1e-7);
       loss -= qs[i] * std::log(p) + (1 - qs[i]) * std::log(1 - p);
@@ -703,7 +745,7 @@ common::Status RunPavVerifier(JobContext& ctx) {
       }
     }
     const Padded p = RightPadded(xs, 0, xs.size());
-    Tensor scores = v->score_head(v->forward(p.input)).squeeze(-1).gather(1, at);
+    Tensor scores = VerifierScores(v, p.input, likelihood).gather(1, at);
     Tensor loss = torch::binary_cross_entropy_with_logits(scores, target, weight, {}, at::Reduction::Sum) / weight.sum();
     optimizer.zero_grad();
     loss.backward();
@@ -727,7 +769,7 @@ common::Status RunPavVerifier(JobContext& ctx) {
   if (!best_bytes.empty()) SHAMMIE_RETURN_IF_ERROR(lm::LoadModule(*v, best_bytes, "the best verifier"));
   ctx.ReportMetric("best_step", 0, static_cast<double>(best_step));
   {  // How well the kept verifier ranks held-out complete answers (exact labels): its use as an ORM.
-    const std::vector<double> pred = VerifierValues(v, val_x, 512);
+    const std::vector<double> pred = VerifierValues(v, likelihood, val_x, 512);
     std::vector<double> score;
     std::vector<bool> right;
     for (size_t i = 0; i < val_x.size(); ++i) {
@@ -748,6 +790,7 @@ common::Status RunPavVerifier(JobContext& ctx) {
     ck.model = v->config;
     ck.vocab = v->vocab;
     ck.job_config = model.checkpoint.job_config;  // the policy's: says which task
+    ck.job_config["verifier_score"] = c["score"].get<std::string>();  // how search and RL read it
     ck.model_bytes = lm::SaveModule(*v);
     ck.state.finished = true;
     ck.state.step = best_step > 0 ? best_step : steps;  // the kept parameters' step
@@ -788,7 +831,7 @@ common::Status RunPavSearch(JobContext& ctx) {
     SHAMMIE_RETURN_IF_ERROR(status);
     std::vector<std::vector<int>> scored;
     for (size_t r = 0; r < out.size(); ++r) scored.push_back(WithBos(set[r / n].prompt, WithoutEos(out[r].tokens)));
-    const std::vector<double> q = VerifierValues(verifier.model, scored, batch);
+    const std::vector<double> q = VerifierValues(verifier, scored, batch);
     std::vector<bool> right(out.size());
     for (size_t r = 0; r < out.size(); ++r) right[r] = task->Correct(set[r / n], out[r].tokens);
     // The verifier as an outcome reward model over the first N samples, N = 1, 2, 4, ..., n.
@@ -837,7 +880,7 @@ common::Status RunPavSearch(JobContext& ctx) {
     {
       std::vector<std::vector<int>> roots;
       for (size_t p = 0; p < n_prompts; ++p) roots.push_back(WithBos(set[p].prompt));
-      const std::vector<double> q = VerifierValues(verifier.model, roots, batch);
+      const std::vector<double> q = VerifierValues(verifier, roots, batch);
       for (size_t p = 0; p < n_prompts; ++p) beams[p] = {Beam{{}, q[p], q[p], false}};
     }
     for (int64_t step = 0; step < max_steps; ++step) {
@@ -870,7 +913,7 @@ common::Status RunPavSearch(JobContext& ctx) {
                         static_cast<int64_t>(fresh[r].answer.size()) >= o.max_new_tokens;
         scored.push_back(WithBos(set[p].prompt, WithoutEos(fresh[r].answer)));
       }
-      const std::vector<double> q = VerifierValues(verifier.model, scored, batch);
+      const std::vector<double> q = VerifierValues(verifier, scored, batch);
       std::vector<std::vector<Beam>> next(n_prompts);
       for (size_t p = 0; p < n_prompts; ++p) {
         for (const Beam& b : beams[p]) {
@@ -995,7 +1038,7 @@ common::Status RunPavRl(JobContext& ctx) {
       }
     }
     std::vector<double> q;
-    if (verifier) q = VerifierValues(verifier->model, scored, gen_batch);
+    if (verifier) q = VerifierValues(*verifier, scored, gen_batch);
     size_t qi = 0;
     for (size_t r = 0; r < out.size(); ++r) {
       token_weight[r].assign(out[r].tokens.size(), outcome[r]);

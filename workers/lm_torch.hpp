@@ -350,6 +350,11 @@ struct Padded {
   Tensor input, last;
 };
 Padded RightPadded(const std::vector<std::vector<int>>& seqs, size_t first, size_t end);
+// A pav.verifier's score (the logit of its Q^pi) at every position of
+// `input` (BOS prompt answer, right-padded): the scalar head, plus with
+// `likelihood` the model's own log-likelihood of the answer's tokens up to
+// there (the answer: the tokens after the first '=', which ends the prompt).
+Tensor VerifierScores(Transformer& verifier, const Tensor& input, bool likelihood);
 // Samples continuations of `prompts` in chunks of `batch` (chunk c draws
 // from DeriveSeed(seed, "chunk", c's first row)). Deterministic for a given
 // batch size; another batch size gives other (equally valid) samples, and a

@@ -138,6 +138,41 @@ TEST(LmModelTest, ScoreAndClassHeadsReadTheLastRealToken) {
   EXPECT_EQ(c.sizes(), (std::vector<int64_t>{1, 3}));
 }
 
+// A likelihood verifier's score is the head's plus the log-likelihood of the
+// answer's tokens so far; the oracle is the cached generator's own log-prob
+// of each token it sampled (another code path), and the prompt's tokens,
+// before its '=', add nothing.
+TEST(LmModelTest, LikelihoodVerifierAddsTheSampledAnswersLogProbsToTheHead) {
+  Transformer m = RandomModel(9);
+  std::vector<std::vector<int>> prompts;
+  for (const char* text : {"3+4*2=", "1=", "10-7+2*3="}) prompts.push_back(WithBos(Tokenizer::Encode(text).value()));
+  SampleOptions o;
+  o.temperature = 1;
+  o.max_new_tokens = 9;
+  o.seed = 4;
+  const auto out = Generate(m, prompts, o);
+  std::vector<std::vector<int>> seqs;
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    seqs.push_back(prompts[r]);
+    seqs.back().insert(seqs.back().end(), out[r].tokens.begin(), out[r].tokens.end());
+  }
+  torch::NoGradGuard g;
+  const Padded p = RightPadded(seqs, 0, seqs.size());
+  const Tensor head = VerifierScores(m, p.input, false).to(torch::kFloat64);
+  const Tensor with = VerifierScores(m, p.input, true).to(torch::kFloat64);
+  ASSERT_EQ(head.sizes(), with.sizes());
+  for (size_t r = 0; r < seqs.size(); ++r) {
+    ASSERT_GT(out[r].tokens.size(), 0u);
+    double sum = 0;
+    for (size_t j = 0; j < seqs[r].size(); ++j) {
+      const auto pos = static_cast<int64_t>(j), row = static_cast<int64_t>(r);
+      if (j >= prompts[r].size()) sum += out[r].logprobs[j - prompts[r].size()];
+      EXPECT_NEAR(with[row][pos].item<double>() - head[row][pos].item<double>(), sum, 1e-4) << "row " << r << " position " << j;
+    }
+    EXPECT_LT(sum, -0.5) << "row " << r << ": the answer has an improbable token (the test must see a nonzero sum)";
+  }
+}
+
 TEST(LmModelTest, CheckpointsReloadToTheSameLogitsAndDamageIsDetected) {
   testing::ScratchDir dir("lm-ckpt");
   Transformer m = RandomModel(6);

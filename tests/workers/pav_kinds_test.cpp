@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "common/random.hpp"
@@ -199,6 +200,32 @@ TEST(PavKindsTest, RolloutsVerifierAndSearchOnArithmeticChains) {
     mc.set_inputs(inputs);
     ASSERT_TRUE(RunPavVerifier(mc).ok());
     EXPECT_NE(mc.metrics().at("train_label_mean").back().value, sum / rows) << "Monte-Carlo labels are not the exact ones";
+  }
+
+  // score = "likelihood" travels with the verifier: search reads it from the
+  // checkpoint. With unchanged parameters (step size 1e-12) and one sample per
+  // prompt, the likelihood verifier rates every answer below the head alone
+  // (it adds the answer's log-likelihood, which is negative).
+  {
+    std::map<std::string, std::vector<double>> chosen;
+    for (const char* score : {"head", "likelihood"}) {
+      LocalJobContext v(score, KindConfig("pav.verifier", {{"steps", 1}, {"eval_every", 1}, {"learning_rate", 1e-12},
+                                                           {"score", score}}), 7);
+      v.set_artifact_dir(dir.File("artifacts"));
+      v.set_inputs(inputs);
+      common::Status st = RunPavVerifier(v);
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      std::vector<Artifact> in = policy.recorded();
+      in.push_back(v.recorded().at(0));
+      LocalJobContext one("one", KindConfig("pav.search", {{"method", "best-of-n"}, {"n", 1}, {"prompts", 10}}), 8);
+      one.set_inputs(in);
+      st = RunPavSearch(one);
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      chosen[score] = Column<double>(one.tables().at("search"), "verifier_q");
+    }
+    ASSERT_EQ(chosen["head"].size(), 10u);
+    ASSERT_EQ(chosen["likelihood"].size(), 10u);
+    for (size_t i = 0; i < 10; ++i) EXPECT_LT(chosen["likelihood"][i], chosen["head"][i]) << "prompt " << i;
   }
 
   std::vector<Artifact> search_inputs = policy.recorded();
