@@ -401,7 +401,8 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.doc = "Trains a process verifier: the upstream policy's transformer with its scalar head, fine-tuned to predict "
             "Q^pi of (prompt, answer prefix) from the \"values\" of upstream pav.rollouts jobs (cross-entropy on "
             "soft labels; a tenth of the prompts held out). Serves as ORM (complete answers), PRM (Q^pi per step) and, "
-            "with Q^{BoK} = 1 - (1 - Q^pi)^K, PAV. Artifact \"verifier\"; metrics loss, val_loss, val_mae.";
+            "with Q^{BoK} = 1 - (1 - Q^pi)^K, PAV. Artifact \"verifier\"; metrics loss, val_loss, val_mae, "
+            "val_final_auc (held-out complete answers), train_label_mean.";
     k.config = common::Schema(k.name, k.doc);
     k.config.Int("steps").Default(600).Range(1, 10000000).Doc("Optimizer steps.");
     k.config.Int("batch").Default(64).Range(1, 1 << 20).Doc("Prefixes per step.");
