@@ -391,7 +391,7 @@ torch::Tensor VerifierScores(Transformer& verifier, const torch::Tensor& input, 
                         .squeeze(-1);                         // [B, T-1]
   const Tensor eq = input.eq(static_cast<int64_t>(Tokenizer::Encode("=").value().at(0))).to(torch::kLong);
   const Tensor in_answer = (eq.cumsum(1) - eq).gt(0).slice(1, 1);  // a '=' strictly before the token
-  const Tensor cum = torch::cumsum(lp * in_answer.to(lp.scalar_type()), 1);
+  const Tensor cum = torch::cumsum(torch::where(in_answer, lp, torch::zeros_like(lp)), 1);
   return score + torch::cat({torch::zeros({input.size(0), 1}, cum.options()), cum}, 1).to(score.scalar_type());
 }
 
@@ -420,11 +420,17 @@ std::vector<size_t> StepPrefixes(const std::vector<int>& answer) {
 }
 
 
-// Whether a pav.verifier checkpoint scores with its likelihood (its job
-// config's "score"; older checkpoints have none: the head alone).
-bool ScoresLikelihood(const lm::LoadedModel& verifier) {
+// Whether a pav.verifier checkpoint scores with its likelihood: its job
+// config's "verifier_score", "head" or "likelihood" (older checkpoints have
+// none: the head alone). Anything else is refused, not read as the head.
+common::Result<bool> ScoresLikelihood(const lm::LoadedModel& verifier, const std::string& path) {
   const nlohmann::json& c = verifier.checkpoint.job_config;
-  return c.is_object() && c.value("verifier_score", std::string("head")) == "likelihood";
+  if (!c.is_object() || !c.contains("verifier_score")) return false;
+  const nlohmann::json& v = c.at("verifier_score");
+  if (v.is_string() && (v.get<std::string>() == "head" || v.get<std::string>() == "likelihood")) {
+    return v.get<std::string>() == "likelihood";
+  }
+  return common::DataLoss(path + ": verifier_score must be \"head\" or \"likelihood\", got " + v.dump());
 }
 
 // The verifier's Q^pi estimate sigmoid(score) of each sequence (BOS prompt
@@ -436,15 +442,14 @@ std::vector<double> VerifierValues(Transformer& verifier, bool likelihood, const
   out.reserve(seqs.size());
   for (size_t i = 0; i < seqs.size(); i += batch) {
     const Padded p = RightPadded(seqs, i, std::min(seqs.size(), i + batch));
-    Tensor q = torch::sigmoid(VerifierScores(verifier, p.input, likelihood).gather(1, p.last.unsqueeze(1)).squeeze(1))
-                   .to(torch::kFloat64)
+    // In double before the sigmoid: float32 rounds every logit above ~17 to
+    // exactly 1, and ties would decide best-of-N and beam picks by position.
+    Tensor q = torch::sigmoid(
+                   VerifierScores(verifier, p.input, likelihood).gather(1, p.last.unsqueeze(1)).squeeze(1).to(torch::kFloat64))
                    .contiguous();
     out.insert(out.end(), q.data_ptr<double>(), q.data_ptr<double>() + q.numel());
   }
   return out;
-}
-std::vector<double> VerifierValues(lm::LoadedModel& verifier, const std::vector<std::vector<int>>& seqs, size_t batch) {
-  return VerifierValues(verifier.model, ScoresLikelihood(verifier), seqs, batch);
 }
 
 
@@ -808,6 +813,7 @@ common::Status RunPavSearch(JobContext& ctx) {
   const std::unique_ptr<SyntheticTask>& task = work.task;
   SHAMMIE_ASSIGN_OR_RETURN(const Artifact* vf, OneInput(ctx, "verifier", "pav.search", "a pav.verifier stage in depends_on"));
   SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel verifier, lm::LoadModelFile(vf->path));
+  SHAMMIE_ASSIGN_OR_RETURN(const bool likelihood, ScoresLikelihood(verifier, vf->path));
   const std::vector<Example> set = lm::EvalSet(*task, Split::kTest, c["prompts"].get<int64_t>());
   const size_t n_prompts = std::min(set.size(), static_cast<size_t>(c["prompts"].get<int64_t>()));
   const size_t batch = static_cast<size_t>(c["batch"].get<int64_t>());
@@ -831,7 +837,7 @@ common::Status RunPavSearch(JobContext& ctx) {
     SHAMMIE_RETURN_IF_ERROR(status);
     std::vector<std::vector<int>> scored;
     for (size_t r = 0; r < out.size(); ++r) scored.push_back(WithBos(set[r / n].prompt, WithoutEos(out[r].tokens)));
-    const std::vector<double> q = VerifierValues(verifier, scored, batch);
+    const std::vector<double> q = VerifierValues(verifier.model, likelihood, scored, batch);
     std::vector<bool> right(out.size());
     for (size_t r = 0; r < out.size(); ++r) right[r] = task->Correct(set[r / n], out[r].tokens);
     // The verifier as an outcome reward model over the first N samples, N = 1, 2, 4, ..., n.
@@ -880,7 +886,7 @@ common::Status RunPavSearch(JobContext& ctx) {
     {
       std::vector<std::vector<int>> roots;
       for (size_t p = 0; p < n_prompts; ++p) roots.push_back(WithBos(set[p].prompt));
-      const std::vector<double> q = VerifierValues(verifier, roots, batch);
+      const std::vector<double> q = VerifierValues(verifier.model, likelihood, roots, batch);
       for (size_t p = 0; p < n_prompts; ++p) beams[p] = {Beam{{}, q[p], q[p], false}};
     }
     for (int64_t step = 0; step < max_steps; ++step) {
@@ -913,7 +919,7 @@ common::Status RunPavSearch(JobContext& ctx) {
                         static_cast<int64_t>(fresh[r].answer.size()) >= o.max_new_tokens;
         scored.push_back(WithBos(set[p].prompt, WithoutEos(fresh[r].answer)));
       }
-      const std::vector<double> q = VerifierValues(verifier, scored, batch);
+      const std::vector<double> q = VerifierValues(verifier.model, likelihood, scored, batch);
       std::vector<std::vector<Beam>> next(n_prompts);
       for (size_t p = 0; p < n_prompts; ++p) {
         for (const Beam& b : beams[p]) {
@@ -974,9 +980,11 @@ common::Status RunPavRl(JobContext& ctx) {
   const std::unique_ptr<SyntheticTask>& task = work.task;
   const double alpha = c["alpha"].get<double>(), k = c["prover_k"].get<double>();
   std::optional<lm::LoadedModel> verifier;
+  bool likelihood = false;
   if (alpha > 0) {
     SHAMMIE_ASSIGN_OR_RETURN(const Artifact* vf, OneInput(ctx, "verifier", "pav.rl", "a pav.verifier stage in depends_on (alpha > 0)"));
     SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(vf->path));
+    SHAMMIE_ASSIGN_OR_RETURN(likelihood, ScoresLikelihood(loaded, vf->path));
     verifier = std::move(loaded);
   }
   const int64_t iterations = c["iterations"].get<int64_t>(), prompts_per_step = c["batch"].get<int64_t>(),
@@ -1038,7 +1046,7 @@ common::Status RunPavRl(JobContext& ctx) {
       }
     }
     std::vector<double> q;
-    if (verifier) q = VerifierValues(*verifier, scored, gen_batch);
+    if (verifier) q = VerifierValues(verifier->model, likelihood, scored, gen_batch);
     size_t qi = 0;
     for (size_t r = 0; r < out.size(); ++r) {
       token_weight[r].assign(out[r].tokens.size(), outcome[r]);

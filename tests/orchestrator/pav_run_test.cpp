@@ -47,6 +47,7 @@ TEST(PavRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
   std::map<std::string, int> per_stage;
   std::vector<storage::MetricPoint> bon_by_tokens;          // best-of-N: (tokens per prompt, accuracy), N = 1..8
   std::vector<storage::MetricPoint> beam_by_tokens;         // beam B = 1, alpha = 0 and 0.5
+  std::vector<std::vector<std::string>> beam_answers;       // the answer each beam job gave, per prompt
   std::vector<std::vector<storage::MetricPoint>> didactic_success;
   for (const auto& r : *runs) {
     ++per_stage[r.stage];
@@ -93,6 +94,9 @@ TEST(PavRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
       auto by_tokens = (*store)->ReadMetric(r.job_id, "accuracy_by_tokens");
       ASSERT_TRUE(by_tokens.ok() && by_tokens->size() == 1u);
       beam_by_tokens.push_back(by_tokens->front());
+      auto t = (*store)->ReadTable(r.job_id, "search");
+      ASSERT_TRUE(t.ok());
+      beam_answers.push_back(Column<std::string>(*t, "generated"));
     }
     if (r.stage == "rl") {
       auto acc = (*store)->ReadMetric(r.job_id, "accuracy");
@@ -110,6 +114,12 @@ TEST(PavRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
   // needs a whole clean answer); the bound is half the smallest lead.
   ASSERT_EQ(bon_by_tokens.size(), 4u);
   ASSERT_EQ(beam_by_tokens.size(), 2u);
+  // With one beam, alpha A^mu only reorders the children of one parent, and
+  // Q^mu = 1 - (1 - Q^pi)^K is increasing in Q^pi: alpha = 0 and 0.5 (same
+  // job seed, so the same samples) must give the same answer to every prompt.
+  ASSERT_EQ(beam_answers.size(), 2u);
+  EXPECT_EQ(beam_answers[0], beam_answers[1]);
+  EXPECT_EQ(beam_by_tokens[0], beam_by_tokens[1]);
   for (const auto& beam : beam_by_tokens) {
     const auto t = static_cast<double>(beam.step);
     size_t i = 0;
