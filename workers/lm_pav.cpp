@@ -370,6 +370,15 @@ common::Status RunPavDidactic(JobContext& ctx) {
 
 // --- arithmetic chains with a policy and a verifier (pav.rollouts, pav.verifier, pav.search) ---
 
+namespace {
+
+int EqualsToken() {
+  static const int id = Tokenizer::Encode("=").value().at(0);
+  return id;
+}
+
+}  // namespace
+
 namespace lm {
 
 // The verifier's score (a logit of Q^pi) at every position of `input` (BOS
@@ -389,7 +398,7 @@ torch::Tensor VerifierScores(Transformer& verifier, const torch::Tensor& input, 
   const Tensor lp = torch::log_softmax(verifier->Logits(hidden).slice(1, 0, -1), -1)
                         .gather(-1, next.unsqueeze(-1))
                         .squeeze(-1);                         // [B, T-1]
-  const Tensor eq = input.eq(static_cast<int64_t>(Tokenizer::Encode("=").value().at(0))).to(torch::kLong);
+  const Tensor eq = input.eq(static_cast<int64_t>(EqualsToken())).to(torch::kLong);
   const Tensor in_answer = (eq.cumsum(1) - eq).gt(0).slice(1, 1);  // a '=' strictly before the token
   const Tensor cum = torch::cumsum(torch::where(in_answer, lp, torch::zeros_like(lp)), 1);
   return score + torch::cat({torch::zeros({input.size(0), 1}, cum.options()), cum}, 1).to(score.scalar_type());
@@ -402,10 +411,6 @@ namespace {
 using lm::Transformer;
 using lm::VerifierScores;
 
-int EqualsToken() {
-  static const int id = Tokenizer::Encode("=").value().at(0);
-  return id;
-}
 
 
 
