@@ -499,7 +499,7 @@ namespace {
 using lm::UpstreamModel;
 
 // Writes the model and training state (gang rank 0) and records it as the
-// job's "model". No-op in a context that keeps no files.
+// job's "model" (or config.record_as). No-op in a context that keeps no files.
 common::Status SaveCheckpoint(JobContext& ctx, Transformer& model, torch::optim::Optimizer& optimizer,
                               const TrainConfig& config, const lm::TrainState& state) {
   if (ctx.collectives().rank() != 0 || ctx.artifact_dir().empty()) return common::Status::Ok();
@@ -513,7 +513,7 @@ common::Status SaveCheckpoint(JobContext& ctx, Transformer& model, torch::optim:
   c.state = state;
   SHAMMIE_ASSIGN_OR_RETURN(std::string path,
                            storage::WriteContentAddressed(ctx.artifact_dir(), lm::SerializeCheckpoint(c), "ckpt"));
-  return ctx.RecordArtifact("model", path);
+  return ctx.RecordArtifact(config.record_as, path);
 }
 
 // bf16 autocast on CUDA for the scope (thread-local in LibTorch).
@@ -648,7 +648,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
   // attempt), else the upstream model (fine-tuning), else the seed.
   bool resumed = false;
   TrainResult result;
-  if (const Artifact* prev = ctx.PreviousArtifact("model")) {
+  if (const Artifact* prev = ctx.PreviousArtifact(config.record_as)) {
     auto bytes = storage::ReadVerified(prev->path);
     common::Result<lm::Checkpoint> ck = bytes.ok() ? lm::ParseCheckpoint(*bytes, prev->path)
                                                    : common::Result<lm::Checkpoint>(bytes.status());
@@ -1066,6 +1066,7 @@ common::Status RunLmTrain(JobContext& ctx) {
   t.train_examples = c.value("train_examples", int64_t{0});
   t.step_noise = c.value("step_noise", 0.0);
   t.save_model = c.value("save_model", true);
+  t.record_as = c.value("record_as", std::string("model"));
   t.exit_loss = c.value("exit_loss", 0.0);
   t.model.loops = c.value("loops", int64_t{1});
   t.model.tying = c.value("tying", std::string("cycle"));

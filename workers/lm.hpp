@@ -120,6 +120,10 @@ struct TrainConfig {
   // false: record no final checkpoint (a probe fine-tune that only reports
   // scores); a stopped job still checkpoints so that a resume continues.
   bool save_model = true;
+  // The artifact name of the checkpoint: "model", or "prover" for a second
+  // policy the pav kinds complete prefixes with (a job depending on a policy
+  // and a prover can tell them apart).
+  std::string record_as = "model";
   uint64_t seed = 0;
 };
 

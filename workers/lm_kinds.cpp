@@ -113,6 +113,10 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Bool("save_model").Default(true)
         .Doc("Record the final checkpoint as artifact \"model\"; false for probe fine-tunes that only report scores "
              "(artifact \"summary\" is always recorded).");
+    k.config.Enum("record_as", {"model", "prover"})
+        .Doc("The checkpoint's artifact name (absent: \"model\"). \"prover\": a second policy for pav.rollouts, "
+             "pav.search and pav.rl (PAPERS.md §2), which complete the policy's prefixes with it; a job that depends "
+             "on both tells them apart by name.");
     k.config.Int("batch").Default(32).Range(1, 1 << 20).Doc("Global batch: examples per step over all ranks.");
     k.config.Int("accumulation").Default(1).Range(1, 1024).Doc("Micro-batches per step.");
     k.config.Float("learning_rate").Default(3e-3).Min(0, true).Max(10).Doc("Peak learning rate.");
@@ -382,8 +386,11 @@ void RegisterLmKinds(KindRegistry& registry) {
             "task = \"arith\") solves `prompts` training prompts `rollouts` times; from every step prefix of every "
             "solution (a step ends with '=') it samples `mc` completions, and Q-hat is their share of right final "
             "answers (complete solutions: the exact outcome). Table \"values\" and artifact \"values\" for "
-            "pav.verifier; metrics policy_accuracy, rollouts_per_second, tokens_per_second. Fan out with a sweep "
-            "over seeds: each job draws its own prompts.";
+            "pav.verifier; metrics policy_accuracy, completer_accuracy (the completions from the empty prefix), "
+            "rollouts_per_second, tokens_per_second. With an upstream prover (an lm.train job with record_as = "
+            "\"prover\") the policy writes the prefixes and the prover completes them: Q-hat is then Q^mu, and a "
+            "pav.verifier on these values records a \"prover_verifier\". Fan out with a sweep over seeds: each job "
+            "draws its own prompts.";
     k.config = common::Schema(k.name, k.doc);
     k.config.Int("prompts").Default(200).Range(1, 10000000).Doc("Training prompts this job solves.");
     k.config.Int("rollouts").Default(4).Range(1, 100000).Doc("Solutions sampled per prompt (n_cov).");
@@ -401,8 +408,9 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.doc = "Trains a process verifier: the upstream policy's transformer with its scalar head, fine-tuned to predict "
             "Q^pi of (prompt, answer prefix) from the \"values\" of upstream pav.rollouts jobs (cross-entropy on "
             "soft labels; a tenth of the prompts held out). Serves as ORM (complete answers), PRM (Q^pi per step) and, "
-            "with Q^{BoK} = 1 - (1 - Q^pi)^K, PAV. Artifact \"verifier\"; metrics loss, val_loss, val_mae, "
-            "val_final_auc (held-out complete answers), train_label_mean.";
+            "with Q^{BoK} = 1 - (1 - Q^pi)^K, PAV. Artifact \"verifier\", or \"prover_verifier\" when the values "
+            "are a trained prover's Q^mu (rollouts completed by it; values of both kinds are refused); metrics loss, "
+            "val_loss, val_mae, val_final_auc (held-out complete answers), train_label_mean.";
     k.config = common::Schema(k.name, k.doc);
     k.config.Int("steps").Default(600).Range(1, 10000000).Doc("Optimizer steps.");
     k.config.Int("batch").Default(64).Range(1, 1 << 20).Doc("Prefixes per step.");
@@ -438,8 +446,9 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.doc = "Test-time search with the upstream policy and pav.verifier on test prompts: best-of-n (the verifier "
             "picks among n sampled solutions, an ORM; metrics accuracy_at_n, tokens_at_n, pass_at_n for n = 1, 2, 4, "
             "...) or beam (width `beam`, `candidates` sampled next steps per beam, scored by Q^pi + alpha (Q^mu(s') "
-            "- Q^mu(s)) with mu = Best-of-prover_k of the policy; the answer is the finished beam with the highest "
-            "Q^pi). Metrics accuracy, tokens (sampled per prompt), accuracy_by_tokens; table \"search\".";
+            "- Q^mu(s)) with mu = Best-of-prover_k of the policy or, with prover = \"trained\", the prover whose "
+            "Q^mu an upstream prover_verifier predicts; the answer is the finished beam with the highest Q^pi). "
+            "Metrics accuracy, tokens (sampled per prompt), accuracy_by_tokens; table \"search\".";
     k.config = common::Schema(k.name, k.doc);
     k.config.Enum("method", {"best-of-n", "beam"}).Default("beam").Doc("Search method.");
     k.config.Int("prompts").Default(300).Range(1, 10000000).Doc("Test prompts.");
@@ -448,6 +457,9 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Int("candidates").Default(3).Range(1, 1000).Doc("beam: next steps sampled per beam (C).");
     k.config.Float("alpha").Default(0.5).Min(0).Max(100).Doc("beam: weight of the prover's advantage; 0 = Q^pi only.");
     k.config.Float("prover_k").Default(4.0).Min(1).Max(1e6).Doc("beam: the prover is Best-of-K of the policy.");
+    k.config.Enum("prover", {"best-of-k", "trained"})
+        .Doc("beam: best-of-k (absent): mu is Best-of-prover_k of the policy; trained: mu is a separately trained "
+             "policy, its Q^mu read from the upstream \"prover_verifier\" (prover_k unused).");
     k.config.Int("max_steps").Default(12).Range(1, 1000).Doc("beam: most expansion rounds.");
     k.config.Float("temperature").Default(1.0).Min(0).Max(100).Doc("Sampling temperature.");
     k.config.Int("max_new_tokens").Default(32).Range(1, 100000).Doc("Longest solution.");
@@ -462,14 +474,19 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.doc = "Online RL of the upstream policy on training prompts (REINFORCE, `samples` per prompt, the outcome "
             "measured against the mean of the prompt's other samples) with the per-step effective reward: every token "
             "of step h is weighted by that outcome term + alpha (Q^mu(s_h+1) - Q^mu(s_h)), Q^mu = 1 - (1 - Q^pi)^K from "
-            "the upstream pav.verifier. alpha = 0 is outcome-only RL (no verifier needed). Metrics accuracy (one "
-            "sample per test prompt; step = RL samples drawn), train_accuracy, pass_at_n of the final policy.";
+            "the upstream pav.verifier, or (prover = \"trained\") from the upstream prover_verifier. alpha = 0 is "
+            "outcome-only RL (no verifier needed). Metrics accuracy (one "
+            "sample per test prompt; step = RL samples drawn), train_accuracy, prover_advantage_abs (the mean "
+            "|A^mu| of the update's steps; alpha > 0), pass_at_n of the final policy.";
     k.config = common::Schema(k.name, k.doc);
     k.config.Int("iterations").Default(150).Range(1, 10000000).Doc("Policy updates.");
     k.config.Int("batch").Default(16).Range(1, 1 << 20).Doc("Training prompts per update.");
     k.config.Int("samples").Default(4).Range(1, 1024).Doc("Samples per prompt (the baseline is the others' mean).");
     k.config.Float("alpha").Default(0.5).Min(0).Max(100).Doc("Weight of the prover's advantage; 0 = outcome only.");
     k.config.Float("prover_k").Default(4.0).Min(1).Max(1e6).Doc("The prover is Best-of-K of the policy.");
+    k.config.Enum("prover", {"best-of-k", "trained"})
+        .Doc("best-of-k (absent): mu is Best-of-prover_k of the policy; trained: mu is a separately trained policy, "
+             "its Q^mu read from the upstream \"prover_verifier\" (prover_k unused).");
     k.config.Float("learning_rate").Default(1e-4).Min(0, true).Max(10).Doc("AdamW step size.");
     k.config.Int("eval_every").Default(10).Range(1, 10000000).Doc("Updates between evaluations.");
     k.config.Int("eval_prompts").Default(300).Range(1, 10000000).Doc("Test prompts of each evaluation.");

@@ -131,14 +131,20 @@ Tensor ResponseLogProb(Transformer& model, const std::vector<std::vector<int>>& 
   return (logp * weight).sum(1);
 }
 
-common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::string& name, const std::string& kind,
-                                         const std::string& hint) {
+common::Result<const Artifact*> OptionalInput(const JobContext& ctx, const std::string& name, const std::string& kind,
+                                              const std::string& hint) {
   const Artifact* found = nullptr;
   for (const auto& a : ctx.inputs()) {
     if (a.name != name) continue;
     if (found) return common::InvalidArgument(kind + " reads one upstream \"" + name + "\" but has several; " + hint);
     found = &a;
   }
+  return found;
+}
+
+common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::string& name, const std::string& kind,
+                                         const std::string& hint) {
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* found, OptionalInput(ctx, name, kind, hint));
   if (!found) return common::InvalidArgument(kind + " needs an upstream \"" + name + "\": " + hint);
   return found;
 }
@@ -147,6 +153,7 @@ common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::strin
 
 using lm::Doublings;
 using lm::OneInput;
+using lm::OptionalInput;
 using lm::Padded;
 using lm::RightPadded;
 using lm::SampleChunked;
@@ -457,11 +464,53 @@ std::vector<double> VerifierValues(Transformer& verifier, bool likelihood, const
   return out;
 }
 
+// The prover mu of the beam score and of RL's dense reward. Best-of-K of the
+// policy: Q^mu = 1 - (1 - Q^pi)^K from the verifier's Q^pi (no extra model).
+// prover = "trained": a separately trained policy, whose Q^mu of the
+// policy's prefixes an upstream "prover_verifier" predicts (a pav.verifier
+// on pav.rollouts that the prover completed).
+struct ProverValues {
+  double k = 1;
+  std::optional<lm::LoadedModel> verifier;
+  bool likelihood = false;
+  // Q^mu of each sequence, given its Q^pi.
+  std::vector<double> Of(const std::vector<double>& q_pi, const std::vector<std::vector<int>>& seqs, size_t batch) {
+    if (verifier) return VerifierValues(verifier->model, likelihood, seqs, batch);
+    std::vector<double> out(q_pi.size());
+    for (size_t i = 0; i < q_pi.size(); ++i) out[i] = pav::BestOfK(q_pi[i], k);
+    return out;
+  }
+};
+// `needed`: whether the job uses the prover at all (alpha > 0).
+common::Result<ProverValues> OpenProverValues(const JobContext& ctx, const std::string& kind, bool needed) {
+  const auto& c = ctx.config();
+  const bool trained = c.value("prover", std::string("best-of-k")) == "trained";
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* pv, OptionalInput(ctx, "prover_verifier", kind, "depend on one prover's "
+                                                             "verifier per job (sweep.over)"));
+  if (pv && !trained) {
+    return common::InvalidArgument(kind + ": job " + ctx.job_id() + " has an upstream prover_verifier (from job " +
+                                   pv->job_id + ") but prover is Best-of-K; set prover = \"trained\" to score with "
+                                   "it, or take it out of depends_on");
+  }
+  ProverValues out;
+  out.k = c["prover_k"].get<double>();
+  if (!trained || !needed) return out;
+  if (!pv) {
+    return common::InvalidArgument(kind + " with prover = \"trained\" needs an upstream \"prover_verifier\": a "
+                                   "pav.verifier trained on pav.rollouts that the prover (an lm.train job with "
+                                   "record_as = \"prover\") completed");
+  }
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(pv->path));
+  SHAMMIE_ASSIGN_OR_RETURN(out.likelihood, ScoresLikelihood(loaded, pv->path));
+  out.verifier = std::move(loaded);
+  return out;
+}
 
 // What every arithmetic pav kind starts from: the job's thread count set,
 // the upstream policy (an lm.train job on task = "arith") and its task.
 struct PolicyWork {
   lm::LoadedModel policy;
+  TaskSpec spec;
   std::unique_ptr<SyntheticTask> task;
 };
 common::Result<PolicyWork> OpenPolicy(const JobContext& ctx, const std::string& kind) {
@@ -469,13 +518,34 @@ common::Result<PolicyWork> OpenPolicy(const JobContext& ctx, const std::string& 
   SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, lm::UpstreamModel(ctx, true, kind));
   PolicyWork work;
   SHAMMIE_ASSIGN_OR_RETURN(work.policy, lm::LoadModelFile(up->path));
-  SHAMMIE_ASSIGN_OR_RETURN(TaskSpec spec, TaskSpecFromConfig(work.policy.checkpoint.job_config));
-  if (spec.family != "arith") {
+  SHAMMIE_ASSIGN_OR_RETURN(work.spec, TaskSpecFromConfig(work.policy.checkpoint.job_config));
+  if (work.spec.family != "arith") {
     return common::InvalidArgument("the PAV kinds work on step-by-step arithmetic chains (task = \"arith\"); the "
-                                   "upstream policy was trained on \"" + spec.family + "\"");
+                                   "upstream policy was trained on \"" + work.spec.family + "\"");
   }
-  SHAMMIE_ASSIGN_OR_RETURN(work.task, SyntheticTask::Make(spec));
+  SHAMMIE_ASSIGN_OR_RETURN(work.task, SyntheticTask::Make(work.spec));
   return work;
+}
+
+// A separately trained prover: the upstream lm.train job with record_as =
+// "prover", if there is one. It must write the policy's chains (the same
+// task, modulus and operations).
+common::Result<std::optional<lm::LoadedModel>> OpenTrainedProver(const JobContext& ctx, const std::string& kind,
+                                                                  const TaskSpec& policy_spec) {
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, OptionalInput(ctx, "prover", kind, "depend on one prover job per "
+                                                             "job (sweep.over)"));
+  if (!up) return std::optional<lm::LoadedModel>();
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel prover, lm::LoadModelFile(up->path));
+  SHAMMIE_ASSIGN_OR_RETURN(TaskSpec spec, TaskSpecFromConfig(prover.checkpoint.job_config));
+  if (spec.family != policy_spec.family || spec.modulus != policy_spec.modulus ||
+      spec.operations != policy_spec.operations) {
+    return common::InvalidArgument(kind + ": the prover (job " + up->job_id + ") was trained on " + spec.family +
+                                   " mod " + std::to_string(spec.modulus) + " with " + std::to_string(spec.operations) +
+                                   " operations, the policy on " + policy_spec.family + " mod " +
+                                   std::to_string(policy_spec.modulus) + " with " +
+                                   std::to_string(policy_spec.operations) + ": it must write the policy's chains");
+  }
+  return std::optional<lm::LoadedModel>(std::move(prover));
 }
 
 
@@ -516,6 +586,10 @@ common::Status RunPavRollouts(JobContext& ctx) {
   SHAMMIE_ASSIGN_OR_RETURN(PolicyWork work, OpenPolicy(ctx, "pav.rollouts"));
   lm::LoadedModel& policy = work.policy;
   const std::unique_ptr<SyntheticTask>& task = work.task;
+  // With a trained prover mu the policy writes the prefixes and mu completes
+  // them: Q-hat then estimates Q^mu of the policy's prefixes.
+  SHAMMIE_ASSIGN_OR_RETURN(std::optional<lm::LoadedModel> prover, OpenTrainedProver(ctx, "pav.rollouts", work.spec));
+  Transformer& completer = prover ? prover->model : policy.model;
   const int64_t n_prompts = c["prompts"].get<int64_t>(), n_cov = c["rollouts"].get<int64_t>(),
                 n_mc = c["mc"].get<int64_t>();
   const size_t batch = static_cast<size_t>(c["batch"].get<int64_t>());
@@ -556,7 +630,7 @@ common::Status RunPavRollouts(JobContext& ctx) {
       for (int64_t k = 0; k < n_mc; ++k) mc_rows.push_back(WithBos(prompts[r / static_cast<size_t>(n_cov)].prompt, answer));
     }
   }
-  const std::vector<lm::Sampled> mc = SampleChunked(policy.model, mc_rows, o, batch, common::DeriveSeed(ctx.seed(), "mc", 0), ctx, status);
+  const std::vector<lm::Sampled> mc = SampleChunked(completer, mc_rows, o, batch, common::DeriveSeed(ctx.seed(), "mc", 0), ctx, status);
   SHAMMIE_RETURN_IF_ERROR(status);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::vector<int64_t> prompt_col, rollout_col, step_col, steps_col, final_col, n_col;
@@ -575,8 +649,9 @@ common::Status RunPavRollouts(JobContext& ctx) {
     prefix_text.push_back(Tokenizer::Decode(answer));
     q_col.push_back(q);
     data.push_back({{"prompt", e.prompt_text}, {"prefix", prefix_text.back()}, {"q", q}, {"final", final}});
+    if (prover) data.back()["q_of"] = "prover";  // absent: the policy's
   };
-  double correct = 0;
+  double correct = 0, root_q = 0, roots = 0;
   for (size_t p = 0; p < prefixes.size(); ++p) {
     const Prefix& pre = prefixes[p];
     const Example& e = prompts[pre.rollout / static_cast<size_t>(n_cov)];
@@ -588,8 +663,12 @@ common::Status RunPavRollouts(JobContext& ctx) {
       full.insert(full.end(), s.tokens.begin(), s.tokens.end());
       hits += task->Correct(e, full) ? 1 : 0;
     }
-    add(pre.rollout, static_cast<int64_t>(pre.step), static_cast<int64_t>(pre.steps), pre.answer,
-        static_cast<double>(hits) / static_cast<double>(std::max<int64_t>(1, n_mc)), n_mc, false);
+    const double q = static_cast<double>(hits) / static_cast<double>(std::max<int64_t>(1, n_mc));
+    if (pre.step == 0) {
+      root_q += q;
+      roots += 1;
+    }
+    add(pre.rollout, static_cast<int64_t>(pre.step), static_cast<int64_t>(pre.steps), pre.answer, q, n_mc, false);
     if (pre.step + 1 == pre.steps) {  // the complete answer: its outcome is exact
       const bool ok = task->Correct(e, seeds[pre.rollout].tokens);
       correct += ok ? 1 : 0;
@@ -598,6 +677,9 @@ common::Status RunPavRollouts(JobContext& ctx) {
     }
   }
   ctx.ReportMetric("policy_accuracy", 0, correct / static_cast<double>(std::max<size_t>(1, seeds.size())));
+  // The completions from the empty prefix are plain samples of the model
+  // that completes (the policy's, or the prover's accuracy).
+  ctx.ReportMetric("completer_accuracy", 0, root_q / std::max(1.0, roots));
   ctx.ReportMetric("prefixes", 0, static_cast<double>(prefixes.size()));
   ctx.ReportMetric("rollouts_per_second", 0, seconds > 0 ? static_cast<double>(seeds.size() + mc.size()) / seconds : 0);
   ctx.ReportMetric("tokens_per_second", 0, seconds > 0 ? static_cast<double>(generated_tokens) / seconds : 0);
@@ -619,12 +701,24 @@ common::Status RunPavVerifier(JobContext& ctx) {
   SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, lm::UpstreamModel(ctx, true, "pav.verifier"));
   SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel model, lm::LoadModelFile(up->path));
   std::vector<ValueRow> rows;
+  // Whose Q the values are: the policy's, or (rollouts completed by a trained
+  // prover) the prover's. One verifier learns one of them.
+  std::string q_of, q_of_job;
   for (const auto& a : ctx.inputs()) {
     if (a.name != "values") continue;
     SHAMMIE_ASSIGN_OR_RETURN(std::string text, storage::ReadVerified(a.path));
     nlohmann::json data = nlohmann::json::parse(text, nullptr, false);
     if (data.is_discarded() || !data.is_array()) return common::DataLoss(a.path + ": not a JSON array of values");
     for (const auto& d : data) {
+      const std::string of = d.value("q_of", std::string("policy"));
+      if (q_of.empty()) {
+        q_of = of;
+        q_of_job = a.job_id;
+      } else if (of != q_of) {
+        return common::InvalidArgument("pav.verifier: the values of job " + q_of_job + " are Q of the " + q_of +
+                                       ", those of job " + a.job_id + " Q of the " + of +
+                                       "; one verifier learns one of them (depend on the rollouts of one)");
+      }
       rows.push_back({d.at("prompt").get<std::string>(), d.at("prefix").get<std::string>(), d.at("q").get<double>(),
                       d.value("final", false)});
     }
@@ -801,12 +895,13 @@ common::Status RunPavVerifier(JobContext& ctx) {
     ck.vocab = v->vocab;
     ck.job_config = model.checkpoint.job_config;  // the policy's: says which task
     ck.job_config["verifier_score"] = c["score"].get<std::string>();  // how search and RL read it
+    ck.job_config["verifier_of"] = q_of;                                // "policy" or "prover"
     ck.model_bytes = lm::SaveModule(*v);
     ck.state.finished = true;
     ck.state.step = best_step > 0 ? best_step : steps;  // the kept parameters' step
     SHAMMIE_ASSIGN_OR_RETURN(std::string path,
                              storage::WriteContentAddressed(ctx.artifact_dir(), lm::SerializeCheckpoint(ck), "ckpt"));
-    SHAMMIE_RETURN_IF_ERROR(ctx.RecordArtifact("verifier", path));
+    SHAMMIE_RETURN_IF_ERROR(ctx.RecordArtifact(q_of == "prover" ? "prover_verifier" : "verifier", path));
   }
   return common::Status::Ok();
 }
@@ -878,13 +973,14 @@ common::Status RunPavSearch(JobContext& ctx) {
   } else {  // beam search scored by Q^pi + alpha * A^mu, mu = Best-of-K(pi)
     const auto width = static_cast<size_t>(c["beam"].get<int64_t>());
     const auto candidates = static_cast<size_t>(c["candidates"].get<int64_t>());
-    const double alpha = c["alpha"].get<double>(), k = c["prover_k"].get<double>();
+    const double alpha = c["alpha"].get<double>();
+    SHAMMIE_ASSIGN_OR_RETURN(ProverValues prover, OpenProverValues(ctx, "pav.search", alpha > 0));
     const int64_t max_steps = c["max_steps"].get<int64_t>();
     lm::SampleOptions step_options = o;
     step_options.stop_tokens = {Tokenizer::kEos, EqualsToken()};
     struct Beam {
       std::vector<int> answer;  // generated so far (EOS included when done)
-      double q = 0, score = 0;
+      double q = 0, mu = 0, score = 0;  // Q^pi, Q^mu
       bool done = false;
     };
     std::vector<std::vector<Beam>> beams(n_prompts);
@@ -892,7 +988,8 @@ common::Status RunPavSearch(JobContext& ctx) {
       std::vector<std::vector<int>> roots;
       for (size_t p = 0; p < n_prompts; ++p) roots.push_back(WithBos(set[p].prompt));
       const std::vector<double> q = VerifierValues(verifier.model, likelihood, roots, batch);
-      for (size_t p = 0; p < n_prompts; ++p) beams[p] = {Beam{{}, q[p], q[p], false}};
+      const std::vector<double> mu = alpha > 0 ? prover.Of(q, roots, batch) : std::vector<double>(q.size(), 0.0);
+      for (size_t p = 0; p < n_prompts; ++p) beams[p] = {Beam{{}, q[p], mu[p], q[p], false}};
     }
     for (int64_t step = 0; step < max_steps; ++step) {
       // Expand every open beam: C samples each (width x C from the root).
@@ -925,6 +1022,7 @@ common::Status RunPavSearch(JobContext& ctx) {
         scored.push_back(WithBos(set[p].prompt, WithoutEos(fresh[r].answer)));
       }
       const std::vector<double> q = VerifierValues(verifier.model, likelihood, scored, batch);
+      const std::vector<double> mu = alpha > 0 ? prover.Of(q, scored, batch) : std::vector<double>(q.size(), 0.0);
       std::vector<std::vector<Beam>> next(n_prompts);
       for (size_t p = 0; p < n_prompts; ++p) {
         for (const Beam& b : beams[p]) {
@@ -934,7 +1032,8 @@ common::Status RunPavSearch(JobContext& ctx) {
       for (size_t r = 0; r < out.size(); ++r) {
         const auto [p, b] = parent[r];
         fresh[r].q = q[r];
-        fresh[r].score = q[r] + alpha * (pav::BestOfK(q[r], k) - pav::BestOfK(beams[p][b].q, k));
+        fresh[r].mu = mu[r];
+        fresh[r].score = pav::EffectiveReward(q[r], mu[r] - beams[p][b].mu, alpha);
         next[p].push_back(std::move(fresh[r]));
       }
       for (size_t p = 0; p < n_prompts; ++p) {
@@ -983,7 +1082,8 @@ common::Status RunPavRl(JobContext& ctx) {
   SHAMMIE_ASSIGN_OR_RETURN(PolicyWork work, OpenPolicy(ctx, "pav.rl"));
   lm::LoadedModel& policy = work.policy;
   const std::unique_ptr<SyntheticTask>& task = work.task;
-  const double alpha = c["alpha"].get<double>(), k = c["prover_k"].get<double>();
+  const double alpha = c["alpha"].get<double>();
+  SHAMMIE_ASSIGN_OR_RETURN(ProverValues prover, OpenProverValues(ctx, "pav.rl", alpha > 0));
   std::optional<lm::LoadedModel> verifier;
   bool likelihood = false;
   if (alpha > 0) {
@@ -1035,7 +1135,8 @@ common::Status RunPavRl(JobContext& ctx) {
     std::vector<double> reward(out.size());
     for (size_t r = 0; r < out.size(); ++r) reward[r] = task->Correct(batch[r / static_cast<size_t>(samples)], out[r].tokens) ? 1 : 0;
     const std::vector<double> outcome = lm::LeaveOneOut(reward, samples);
-    // Dense term: alpha (Q^mu after the step - Q^mu before it), Q^mu = 1 - (1 - Q^pi)^K, Q^pi from the verifier.
+    // Dense term: alpha (Q^mu after the step - Q^mu before it); Q^mu = 1 - (1 - Q^pi)^K with Q^pi from the
+    // verifier, or a trained prover's from its verifier.
     std::vector<std::vector<double>> token_weight(out.size());
     std::vector<std::vector<size_t>> ends(out.size());
     std::vector<std::vector<int>> scored;
@@ -1050,16 +1151,22 @@ common::Status RunPavRl(JobContext& ctx) {
         }
       }
     }
-    std::vector<double> q;
-    if (verifier) q = VerifierValues(verifier->model, likelihood, scored, gen_batch);
+    std::vector<double> q, mu;
+    if (verifier) {
+      q = VerifierValues(verifier->model, likelihood, scored, gen_batch);
+      mu = prover.Of(q, scored, gen_batch);
+    }
     size_t qi = 0;
+    double abs_advantage = 0, steps_scored = 0;
     for (size_t r = 0; r < out.size(); ++r) {
       token_weight[r].assign(out[r].tokens.size(), outcome[r]);
       if (!verifier) continue;
-      std::vector<double> qr(q.begin() + static_cast<std::ptrdiff_t>(qi), q.begin() + static_cast<std::ptrdiff_t>(qi + ends[r].size()));
+      const double* mur = mu.data() + qi;  // Q^mu at this sample's step ends
       qi += ends[r].size();
       for (size_t h = 0; h + 1 < ends[r].size(); ++h) {
-        const double advantage = pav::BestOfK(qr[h + 1], k) - pav::BestOfK(qr[h], k);
+        const double advantage = mur[h + 1] - mur[h];
+        abs_advantage += std::abs(advantage);
+        steps_scored += 1;
         for (size_t t = ends[r][h]; t < ends[r][h + 1] && t < token_weight[r].size(); ++t) {
           token_weight[r][t] = pav::EffectiveReward(outcome[r], advantage, alpha);
         }
@@ -1075,6 +1182,7 @@ common::Status RunPavRl(JobContext& ctx) {
     double mean_reward = 0;
     for (double v : reward) mean_reward += v;
     ctx.ReportMetric("train_accuracy", it, mean_reward / static_cast<double>(std::max<int64_t>(1, n)));
+    if (verifier) ctx.ReportMetric("prover_advantage_abs", it, abs_advantage / std::max(1.0, steps_scored));
     if (it % eval_every == 0 || it == iterations) SHAMMIE_RETURN_IF_ERROR(evaluate(it * n));
   }
   // Pass@N of the final policy: N samples per test prompt.

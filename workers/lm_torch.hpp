@@ -396,5 +396,8 @@ common::Result<UpstreamWork> OpenUpstream(const JobContext& ctx, const std::stri
 // and `hint` (what to put in depends_on) when there is none or several.
 common::Result<const Artifact*> OneInput(const JobContext& ctx, const std::string& name, const std::string& kind,
                                          const std::string& hint);
+// The same for an artifact that may be absent (nullptr); several are refused.
+common::Result<const Artifact*> OptionalInput(const JobContext& ctx, const std::string& name, const std::string& kind,
+                                              const std::string& hint);
 
 }  // namespace shammie::workers::lm

@@ -259,5 +259,160 @@ TEST(PavKindsTest, RolloutsVerifierAndSearchOnArithmeticChains) {
   EXPECT_NE(s.message().find("verifier"), std::string::npos) << s.ToString();
 }
 
+// A separately trained prover (an lm.train job with record_as = "prover"):
+// the policy writes the prefixes and the prover completes them, a verifier on
+// those values records a "prover_verifier", and search and RL read Q^mu from
+// it with prover = "trained".
+TEST(PavKindsTest, TrainedProverCompletesThePolicysPrefixes) {
+  testing::ScratchDir dir("pav-prover");
+  auto train = [&](const std::string& id, int64_t steps, int64_t modulus, bool prover) {
+    nlohmann::json extra = {{"task", "arith"}, {"modulus", modulus}, {"operations", 2}, {"d_model", 32}, {"heads", 2},
+                            {"steps", steps}, {"eval_every", steps}, {"eval_examples", 64}};
+    if (prover) extra["record_as"] = "prover";
+    auto ctx = std::make_unique<LocalJobContext>(id, KindConfig("lm.train", extra), 5);
+    ctx->set_artifact_dir(dir.File("artifacts"));
+    common::Status st = RunLmTrain(*ctx);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return ctx;
+  };
+  const auto policy = train("policy", 150, 5, false);
+  // One optimizer step: a prover that cannot yet write the chains.
+  const auto weak = train("weak", 1, 5, true);
+  ASSERT_EQ(policy->recorded().size(), 2u);  // model, summary
+  ASSERT_EQ(weak->recorded().size(), 2u);
+  const Artifact model = policy->recorded()[0], weak_prover = weak->recorded()[0];
+  ASSERT_EQ(model.name, "model");
+  ASSERT_EQ(weak_prover.name, "prover");
+
+  struct Rollouts {
+    std::unique_ptr<LocalJobContext> ctx;
+    std::vector<double> q;
+    std::vector<std::string> prefix;
+    std::vector<int64_t> final;
+  };
+  auto rollouts = [&](const std::string& id, std::vector<Artifact> in) {
+    Rollouts r;
+    r.ctx = std::make_unique<LocalJobContext>(id, KindConfig("pav.rollouts", {{"prompts", 12}, {"rollouts", 2}, {"mc", 4}}), 6);
+    r.ctx->set_artifact_dir(dir.File("artifacts"));
+    r.ctx->set_inputs(std::move(in));
+    common::Status st = RunPavRollouts(*r.ctx);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    const storage::Table& values = r.ctx->tables().at("values");
+    r.q = Column<double>(values, "q");
+    r.prefix = Column<std::string>(values, "prefix");
+    r.final = Column<int64_t>(values, "final");
+    return r;
+  };
+  const Rollouts own = rollouts("own", {model});
+  // The policy's own checkpoint as its prover: the same completions, bit for bit.
+  Artifact same = model;
+  same.name = "prover";
+  const Rollouts self = rollouts("self", {model, same});
+  EXPECT_EQ(self.q, own.q);
+  EXPECT_EQ(self.prefix, own.prefix);
+  // The weak prover completes the policy's prefixes: the same prefixes and
+  // outcomes of complete answers, other Monte-Carlo values, and fewer right
+  // completions from the empty prefix.
+  const Rollouts mu = rollouts("mu", {model, weak_prover});
+  EXPECT_EQ(mu.prefix, own.prefix);
+  EXPECT_EQ(mu.final, own.final);
+  double differ = 0;
+  for (size_t i = 0; i < own.q.size(); ++i) {
+    if (own.final[i]) EXPECT_EQ(mu.q[i], own.q[i]);
+    else differ += mu.q[i] != own.q[i] ? 1 : 0;
+  }
+  EXPECT_GT(differ, 0);
+  EXPECT_EQ(mu.ctx->metrics().at("policy_accuracy"), own.ctx->metrics().at("policy_accuracy"));
+  EXPECT_LT(mu.ctx->metrics().at("completer_accuracy").back().value,
+            own.ctx->metrics().at("completer_accuracy").back().value);
+  // A prover of another task is refused.
+  {
+    const auto other = train("other", 1, 7, true);
+    LocalJobContext ctx("x", KindConfig("pav.rollouts", {{"prompts", 2}}), 6);
+    ctx.set_inputs({model, other->recorded()[0]});
+    const common::Status st = RunPavRollouts(ctx);
+    EXPECT_EQ(st.code(), common::StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("mod 7"), std::string::npos) << st.ToString();
+  }
+
+  // Verifiers: of the policy's values a "verifier", of the prover's a
+  // "prover_verifier"; both kinds at once are refused.
+  auto verify = [&](const std::string& id, std::vector<Artifact> in) {
+    auto ctx = std::make_unique<LocalJobContext>(id, KindConfig("pav.verifier", {{"steps", 20}, {"eval_every", 20}}), 7);
+    ctx->set_artifact_dir(dir.File("artifacts"));
+    ctx->set_inputs(std::move(in));
+    return std::make_pair(RunPavVerifier(*ctx), std::move(ctx));
+  };
+  auto [vs, v] = verify("v", {model, own.ctx->recorded().at(0)});
+  ASSERT_TRUE(vs.ok()) << vs.ToString();
+  auto [pvs, pv] = verify("pv", {model, weak_prover, mu.ctx->recorded().at(0)});
+  ASSERT_TRUE(pvs.ok()) << pvs.ToString();
+  ASSERT_EQ(v->recorded().size(), 1u);
+  ASSERT_EQ(pv->recorded().size(), 1u);
+  EXPECT_EQ(v->recorded()[0].name, "verifier");
+  EXPECT_EQ(pv->recorded()[0].name, "prover_verifier");
+  auto [mixed, unused] = verify("mixed", {model, own.ctx->recorded().at(0), mu.ctx->recorded().at(0)});
+  EXPECT_EQ(mixed.code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(mixed.message().find("Q of the prover"), std::string::npos) << mixed.ToString();
+
+  // prover = "trained" needs a prover_verifier; one that is not asked for is refused.
+  const Artifact verifier = v->recorded()[0], prover_verifier = pv->recorded()[0];
+  {
+    LocalJobContext need("need", KindConfig("pav.search", {{"prompts", 2}, {"prover", "trained"}}), 8);
+    need.set_inputs({model, verifier});
+    common::Status st = RunPavSearch(need);
+    EXPECT_EQ(st.code(), common::StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("prover_verifier"), std::string::npos) << st.ToString();
+    LocalJobContext stray("stray", KindConfig("pav.rl", {{"iterations", 1}}), 8);
+    stray.set_inputs({model, verifier, prover_verifier});
+    st = RunPavRl(stray);
+    EXPECT_EQ(st.code(), common::StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("prover = \"trained\""), std::string::npos) << st.ToString();
+  }
+  // A trained prover whose verifier is the policy's verifier is Best-of-1 of
+  // the policy (Q^mu = Q^pi, up to the rounding of 1 - (1 - q)): the same
+  // beams and the same RL updates, whatever prover_k says; Best-of-32 is
+  // another prover.
+  Artifact as_prover = verifier;
+  as_prover.name = "prover_verifier";
+  auto search = [&](std::vector<Artifact> in, nlohmann::json extra) {
+    extra.update({{"method", "beam"}, {"beam", 2}, {"prompts", 20}, {"alpha", 0.7}});
+    LocalJobContext ctx("beam", KindConfig("pav.search", extra), 9);
+    ctx.set_inputs(std::move(in));
+    common::Status st = RunPavSearch(ctx);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return std::make_pair(Column<std::string>(ctx.tables().at("search"), "generated"),
+                          Column<int64_t>(ctx.tables().at("search"), "tokens"));
+  };
+  EXPECT_EQ(search({model, verifier, as_prover}, {{"prover", "trained"}, {"prover_k", 32.0}}),
+            search({model, verifier}, {{"prover_k", 1.0}}));
+  EXPECT_EQ(search({model, verifier, prover_verifier}, {{"prover", "trained"}}).first.size(), 20u);
+  auto rl = [&](std::vector<Artifact> in, nlohmann::json extra) {
+    extra.update({{"iterations", 4}, {"batch", 4}, {"samples", 2}, {"eval_every", 2}, {"eval_prompts", 30},
+                  {"pass_samples", 2}, {"alpha", 1.0}, {"learning_rate", 1e-3}});
+    LocalJobContext ctx("rl", KindConfig("pav.rl", extra), 10);
+    ctx.set_inputs(std::move(in));
+    common::Status st = RunPavRl(ctx);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    std::vector<double> series;
+    for (const char* metric : {"prover_advantage_abs", "accuracy", "pass_at_n"}) {
+      for (const auto& point : ctx.metrics().at(metric)) series.push_back(point.value);
+    }
+    return series;
+  };
+  const std::vector<double> best_of_1 = rl({model, verifier}, {{"prover_k", 1.0}});
+  ASSERT_EQ(best_of_1.size(), 4u + 3u + 2u);
+  const std::vector<double> trained = rl({model, verifier, as_prover}, {{"prover", "trained"}, {"prover_k", 32.0}});
+  const std::vector<double> best_of_32 = rl({model, verifier}, {{"prover_k", 32.0}});
+  ASSERT_EQ(trained.size(), best_of_1.size());
+  ASSERT_EQ(best_of_32.size(), best_of_1.size());
+  double furthest = 0;
+  for (size_t i = 0; i < best_of_1.size(); ++i) {
+    EXPECT_NEAR(trained[i], best_of_1[i], 1e-12) << "metric point " << i;
+    furthest = std::max(furthest, std::abs(best_of_32[i] - best_of_1[i]));
+  }
+  EXPECT_GT(furthest, 1e-3) << "Best-of-32's advantages are not Best-of-1's";
+}
+
 }  // namespace
 }  // namespace shammie::workers
