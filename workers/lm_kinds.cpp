@@ -410,7 +410,8 @@ void RegisterLmKinds(KindRegistry& registry) {
             "soft labels; a tenth of the prompts held out). Serves as ORM (complete answers), PRM (Q^pi per step) and, "
             "with Q^{BoK} = 1 - (1 - Q^pi)^K, PAV. Artifact \"verifier\", or \"prover_verifier\" when the values "
             "are a trained prover's Q^mu (rollouts completed by it; values of both kinds are refused); metrics loss, "
-            "val_loss, val_mae, val_final_auc (held-out complete answers), train_label_mean.";
+            "val_loss, val_mae, val_final_auc (held-out complete answers), train_label_mean, completer_accuracy (the "
+            "mean Q-hat of empty prefixes: the accuracy of the model that completed the rollouts).";
     k.config = common::Schema(k.name, k.doc);
     k.config.Int("steps").Default(600).Range(1, 10000000).Doc("Optimizer steps.");
     k.config.Int("batch").Default(64).Range(1, 1 << 20).Doc("Prefixes per step.");
@@ -448,7 +449,8 @@ void RegisterLmKinds(KindRegistry& registry) {
             "...) or beam (width `beam`, `candidates` sampled next steps per beam, scored by Q^pi + alpha (Q^mu(s') "
             "- Q^mu(s)) with mu = Best-of-prover_k of the policy or, with prover = \"trained\", the prover whose "
             "Q^mu an upstream prover_verifier predicts; the answer is the finished beam with the highest Q^pi). "
-            "Metrics accuracy, tokens (sampled per prompt), accuracy_by_tokens; table \"search\".";
+            "Metrics accuracy, tokens (sampled per prompt), accuracy_by_tokens, prover_accuracy (a trained prover's, "
+            "to group `over` jobs by); table \"search\".";
     k.config = common::Schema(k.name, k.doc);
     k.config.Enum("method", {"best-of-n", "beam"}).Default("beam").Doc("Search method.");
     k.config.Int("prompts").Default(300).Range(1, 10000000).Doc("Test prompts.");
@@ -477,7 +479,8 @@ void RegisterLmKinds(KindRegistry& registry) {
             "the upstream pav.verifier, or (prover = \"trained\") from the upstream prover_verifier. alpha = 0 is "
             "outcome-only RL (no verifier needed). Metrics accuracy (one "
             "sample per test prompt; step = RL samples drawn), train_accuracy, prover_advantage_abs (the mean "
-            "|A^mu| of the update's steps; alpha > 0), pass_at_n of the final policy.";
+            "|A^mu| of the update's steps; alpha > 0), prover_accuracy (a trained prover's), pass_at_n of the final "
+            "policy.";
     k.config = common::Schema(k.name, k.doc);
     k.config.Int("iterations").Default(150).Range(1, 10000000).Doc("Policy updates.");
     k.config.Int("batch").Default(16).Range(1, 1 << 20).Doc("Training prompts per update.");

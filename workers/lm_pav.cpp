@@ -473,6 +473,7 @@ struct ProverValues {
   double k = 1;
   std::optional<lm::LoadedModel> verifier;
   bool likelihood = false;
+  std::optional<double> accuracy;  // a trained prover's, from its rollouts
   // Q^mu of each sequence, given its Q^pi.
   std::vector<double> Of(const std::vector<double>& q_pi, const std::vector<std::vector<int>>& seqs, size_t batch) {
     if (verifier) return VerifierValues(verifier->model, likelihood, seqs, batch);
@@ -481,7 +482,9 @@ struct ProverValues {
     return out;
   }
 };
-// `needed`: whether the job uses the prover at all (alpha > 0).
+// `needed`: whether the job uses the prover at all (alpha > 0); without it a
+// trained prover's verifier is still read if there is one (its accuracy
+// labels the job).
 common::Result<ProverValues> OpenProverValues(const JobContext& ctx, const std::string& kind, bool needed) {
   const auto& c = ctx.config();
   const bool trained = c.value("prover", std::string("best-of-k")) == "trained";
@@ -494,7 +497,7 @@ common::Result<ProverValues> OpenProverValues(const JobContext& ctx, const std::
   }
   ProverValues out;
   out.k = c["prover_k"].get<double>();
-  if (!trained || !needed) return out;
+  if (!trained || (!pv && !needed)) return out;
   if (!pv) {
     return common::InvalidArgument(kind + " with prover = \"trained\" needs an upstream \"prover_verifier\": a "
                                    "pav.verifier trained on pav.rollouts that the prover (an lm.train job with "
@@ -502,6 +505,12 @@ common::Result<ProverValues> OpenProverValues(const JobContext& ctx, const std::
   }
   SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(pv->path));
   SHAMMIE_ASSIGN_OR_RETURN(out.likelihood, ScoresLikelihood(loaded, pv->path));
+  // Which prover: its accuracy, measured by its rollouts (an analysis can
+  // group `over` jobs by it).
+  const nlohmann::json& jc = loaded.checkpoint.job_config;
+  if (jc.contains("completer_accuracy") && jc["completer_accuracy"].is_number()) {
+    out.accuracy = jc["completer_accuracy"].get<double>();
+  }
   out.verifier = std::move(loaded);
   return out;
 }
@@ -889,6 +898,16 @@ common::Status RunPavVerifier(JobContext& ctx) {
                    std::accumulate(train_q.begin(), train_q.end(), 0.0) / static_cast<double>(train_q.size()));
   if (by_steps) ctx.ReportMetric("train_rollouts", 0, static_cast<double>(examples.size()));
   ctx.ReportMetric("val_rows", 0, static_cast<double>(val_x.size()));
+  // The completions from empty prefixes are plain samples of the model that
+  // completed the rollouts: their mean Q-hat is its accuracy (the prover's,
+  // for a prover_verifier), which search and RL report to tell provers apart.
+  double root_q = 0, roots = 0;
+  for (const ValueRow& r : rows) {
+    if (r.final || !r.prefix.empty()) continue;
+    root_q += r.q;
+    roots += 1;
+  }
+  if (roots > 0) ctx.ReportMetric("completer_accuracy", 0, root_q / roots);
   if (!ctx.artifact_dir().empty()) {
     lm::Checkpoint ck;
     ck.model = v->config;
@@ -896,6 +915,7 @@ common::Status RunPavVerifier(JobContext& ctx) {
     ck.job_config = model.checkpoint.job_config;  // the policy's: says which task
     ck.job_config["verifier_score"] = c["score"].get<std::string>();  // how search and RL read it
     ck.job_config["verifier_of"] = q_of;                                // "policy" or "prover"
+    if (roots > 0) ck.job_config["completer_accuracy"] = root_q / roots;
     ck.model_bytes = lm::SaveModule(*v);
     ck.state.finished = true;
     ck.state.step = best_step > 0 ? best_step : steps;  // the kept parameters' step
@@ -975,6 +995,7 @@ common::Status RunPavSearch(JobContext& ctx) {
     const auto candidates = static_cast<size_t>(c["candidates"].get<int64_t>());
     const double alpha = c["alpha"].get<double>();
     SHAMMIE_ASSIGN_OR_RETURN(ProverValues prover, OpenProverValues(ctx, "pav.search", alpha > 0));
+    if (prover.accuracy) ctx.ReportMetric("prover_accuracy", 0, *prover.accuracy);
     const int64_t max_steps = c["max_steps"].get<int64_t>();
     lm::SampleOptions step_options = o;
     step_options.stop_tokens = {Tokenizer::kEos, EqualsToken()};
@@ -1084,6 +1105,7 @@ common::Status RunPavRl(JobContext& ctx) {
   const std::unique_ptr<SyntheticTask>& task = work.task;
   const double alpha = c["alpha"].get<double>();
   SHAMMIE_ASSIGN_OR_RETURN(ProverValues prover, OpenProverValues(ctx, "pav.rl", alpha > 0));
+  if (prover.accuracy) ctx.ReportMetric("prover_accuracy", 0, *prover.accuracy);
   std::optional<lm::LoadedModel> verifier;
   bool likelihood = false;
   if (alpha > 0) {

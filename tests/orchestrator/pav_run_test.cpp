@@ -49,6 +49,8 @@ TEST(PavRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
   std::vector<storage::MetricPoint> beam_by_tokens;         // beam B = 1, alpha = 0 and 0.5
   std::vector<std::vector<std::string>> beam_answers;       // the answer each beam job gave, per prompt
   std::vector<std::vector<storage::MetricPoint>> didactic_success;
+  double prover_rollouts_accuracy = -1;                     // the trained prover's, from its rollouts
+  std::vector<double> trained_prover_accuracy;              // what each beam-trained job reports
   for (const auto& r : *runs) {
     ++per_stage[r.stage];
     const nlohmann::json config = nlohmann::json::parse(r.config_json);
@@ -98,6 +100,16 @@ TEST(PavRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
       ASSERT_TRUE(t.ok());
       beam_answers.push_back(Column<std::string>(*t, "generated"));
     }
+    if (r.stage == "prover-rollouts") {
+      auto acc = (*store)->ReadMetric(r.job_id, "completer_accuracy");
+      ASSERT_TRUE(acc.ok());
+      prover_rollouts_accuracy = acc->back().value;
+    }
+    if (r.stage == "beam-trained") {
+      auto acc = (*store)->ReadMetric(r.job_id, "prover_accuracy");
+      ASSERT_TRUE(acc.ok()) << acc.status().ToString();
+      trained_prover_accuracy.push_back(acc->back().value);
+    }
     if (r.stage == "rl") {
       auto acc = (*store)->ReadMetric(r.job_id, "accuracy");
       ASSERT_TRUE(acc.ok());
@@ -105,8 +117,16 @@ TEST(PavRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
       EXPECT_EQ(acc->back().step, 10 * 8 * 4) << "steps count the RL samples drawn";
     }
   }
-  EXPECT_EQ(per_stage, (std::map<std::string, int>{{"beam", 2}, {"best-of-n", 1}, {"didactic", 2}, {"policy", 1},
-                                                   {"rl", 2}, {"rollouts", 2}, {"verifier", 1}}));
+  EXPECT_EQ(per_stage, (std::map<std::string, int>{{"beam", 2}, {"beam-trained", 2}, {"best-of-n", 1}, {"didactic", 2},
+                                                   {"policy", 1}, {"prover", 1}, {"prover-rollouts", 1},
+                                                   {"prover-verifier", 1}, {"rl", 2}, {"rollouts", 2}, {"verifier", 1}}));
+  // The trained prover travels as artifact "prover" through rollouts and its
+  // verifier to the search jobs, which report its accuracy: the share of its
+  // completions of empty prefixes that were right, as its rollouts measured.
+  // It is trained on clean chains, so it is right more often than not.
+  ASSERT_EQ(trained_prover_accuracy.size(), 2u);
+  for (double a : trained_prover_accuracy) EXPECT_NEAR(a, prover_rollouts_accuracy, 1e-12);
+  EXPECT_GT(prover_rollouts_accuracy, 0.5);
   // Beam search (width 1, 3 candidates a step) against best-of-N at the same
   // tokens per prompt, best-of-N's accuracy interpolated linearly in log
   // tokens between its two nearest N. Measured over experiment seeds 7-10:
@@ -132,7 +152,7 @@ TEST(PavRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
     const double bon = lo.value + w * (hi.value - lo.value);
     EXPECT_GT(beam.value, bon + 0.035) << "beam at " << t << " tokens: " << beam.value << ", best-of-N there: " << bon;
   }
-  for (const std::string name : {"didactic", "search", "rl"}) {
+  for (const std::string name : {"didactic", "search", "search-trained", "rl"}) {
     auto a = (*store)->ReadAnalysis(name);
     EXPECT_TRUE(a.ok()) << name << ": " << a.status().ToString();
   }

@@ -387,6 +387,16 @@ TEST(PavKindsTest, TrainedProverCompletesThePolicysPrefixes) {
   EXPECT_EQ(search({model, verifier, as_prover}, {{"prover", "trained"}, {"prover_k", 32.0}}),
             search({model, verifier}, {{"prover_k", 1.0}}));
   EXPECT_EQ(search({model, verifier, prover_verifier}, {{"prover", "trained"}}).first.size(), 20u);
+  // Jobs with a trained prover report its accuracy (from its rollouts'
+  // completions of empty prefixes), even at alpha = 0: an analysis groups by it.
+  {
+    const double prover_accuracy = mu.ctx->metrics().at("completer_accuracy").back().value;
+    EXPECT_NEAR(pv->metrics().at("completer_accuracy").back().value, prover_accuracy, 1e-12);
+    LocalJobContext ctx("label", KindConfig("pav.search", {{"prompts", 2}, {"alpha", 0.0}, {"prover", "trained"}}), 9);
+    ctx.set_inputs({model, verifier, prover_verifier});
+    ASSERT_TRUE(RunPavSearch(ctx).ok());
+    EXPECT_NEAR(ctx.metrics().at("prover_accuracy").back().value, prover_accuracy, 1e-12);
+  }
   auto rl = [&](std::vector<Artifact> in, nlohmann::json extra) {
     extra.update({{"iterations", 4}, {"batch", 4}, {"samples", 2}, {"eval_every", 2}, {"eval_prompts", 30},
                   {"pass_samples", 2}, {"alpha", 1.0}, {"learning_rate", 1e-3}});
