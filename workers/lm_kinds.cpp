@@ -111,12 +111,12 @@ void RegisterLmKinds(KindRegistry& registry) {
              "of the other residues, uniformly), which later steps carry on; validation and test answers stay "
              "exact. 0 = clean answers.");
     k.config.Bool("save_model").Default(true)
-        .Doc("Record the final checkpoint as artifact \"model\"; false for probe fine-tunes that only report scores "
-             "(artifact \"summary\" is always recorded).");
+        .Doc("Record the final checkpoint (as artifact \"model\", or record_as); false for probe fine-tunes that only "
+             "report scores (artifact \"summary\" is always recorded).");
     k.config.Enum("record_as", {"model", "prover"})
-        .Doc("The checkpoint's artifact name (absent: \"model\"). \"prover\": a second policy for pav.rollouts, "
-             "pav.search and pav.rl (PAPERS.md §2), which complete the policy's prefixes with it; a job that depends "
-             "on both tells them apart by name.");
+        .Doc("The checkpoint's artifact name (absent: \"model\"). \"prover\": a second policy, which pav.rollouts "
+             "completes the policy's prefixes with (PAPERS.md §2); a job that depends on both tells them apart by "
+             "name.");
     k.config.Int("batch").Default(32).Range(1, 1 << 20).Doc("Global batch: examples per step over all ranks.");
     k.config.Int("accumulation").Default(1).Range(1, 1024).Doc("Micro-batches per step.");
     k.config.Float("learning_rate").Default(3e-3).Min(0, true).Max(10).Doc("Peak learning rate.");
@@ -461,7 +461,8 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Float("prover_k").Default(4.0).Min(1).Max(1e6).Doc("beam: the prover is Best-of-K of the policy.");
     k.config.Enum("prover", {"best-of-k", "trained"})
         .Doc("beam: best-of-k (absent): mu is Best-of-prover_k of the policy; trained: mu is a separately trained "
-             "policy, its Q^mu read from the upstream \"prover_verifier\" (prover_k unused).");
+             "policy, its Q^mu read from the upstream \"prover_verifier\" (prover_k unused; required with either "
+             "method, which reports the prover's accuracy).");
     k.config.Int("max_steps").Default(12).Range(1, 1000).Doc("beam: most expansion rounds.");
     k.config.Float("temperature").Default(1.0).Min(0).Max(100).Doc("Sampling temperature.");
     k.config.Int("max_new_tokens").Default(32).Range(1, 100000).Doc("Longest solution.");
@@ -476,8 +477,8 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.doc = "Online RL of the upstream policy on training prompts (REINFORCE, `samples` per prompt, the outcome "
             "measured against the mean of the prompt's other samples) with the per-step effective reward: every token "
             "of step h is weighted by that outcome term + alpha (Q^mu(s_h+1) - Q^mu(s_h)), Q^mu = 1 - (1 - Q^pi)^K from "
-            "the upstream pav.verifier, or (prover = \"trained\") from the upstream prover_verifier. alpha = 0 is "
-            "outcome-only RL (no verifier needed). Metrics accuracy (one "
+            "the upstream pav.verifier, or (prover = \"trained\") from the upstream prover_verifier alone. alpha = 0 "
+            "is outcome-only RL (no verifier needed). Metrics accuracy (one "
             "sample per test prompt; step = RL samples drawn), train_accuracy, prover_advantage_abs (the mean "
             "|A^mu| of the update's steps; alpha > 0), prover_accuracy (a trained prover's), pass_at_n of the final "
             "policy.";
@@ -489,7 +490,8 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Float("prover_k").Default(4.0).Min(1).Max(1e6).Doc("The prover is Best-of-K of the policy.");
     k.config.Enum("prover", {"best-of-k", "trained"})
         .Doc("best-of-k (absent): mu is Best-of-prover_k of the policy; trained: mu is a separately trained policy, "
-             "its Q^mu read from the upstream \"prover_verifier\" (prover_k unused).");
+             "its Q^mu read from the upstream \"prover_verifier\" (required, also at alpha = 0; prover_k unused; no "
+             "policy verifier needed).");
     k.config.Float("learning_rate").Default(1e-4).Min(0, true).Max(10).Doc("AdamW step size.");
     k.config.Int("eval_every").Default(10).Range(1, 10000000).Doc("Updates between evaluations.");
     k.config.Int("eval_prompts").Default(300).Range(1, 10000000).Doc("Test prompts of each evaluation.");

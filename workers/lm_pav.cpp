@@ -469,7 +469,7 @@ std::vector<double> VerifierValues(Transformer& verifier, bool likelihood, const
 // prover = "trained": a separately trained policy, whose Q^mu of the
 // policy's prefixes an upstream "prover_verifier" predicts (a pav.verifier
 // on pav.rollouts that the prover completed).
-struct ProverValues {
+struct ProverScorer {
   double k = 1;
   std::optional<lm::LoadedModel> verifier;
   bool likelihood = false;
@@ -482,10 +482,10 @@ struct ProverValues {
     return out;
   }
 };
-// `needed`: whether the job uses the prover at all (alpha > 0); without it a
-// trained prover's verifier is still read if there is one (its accuracy
-// labels the job).
-common::Result<ProverValues> OpenProverValues(const JobContext& ctx, const std::string& kind, bool needed) {
+// A trained prover's verifier is required even where alpha = 0 leaves it
+// unused: its accuracy labels the job, so that an analysis can group a sweep
+// over provers (alpha = 0 jobs included) by it.
+common::Result<ProverScorer> OpenProverScorer(const JobContext& ctx, const std::string& kind) {
   const auto& c = ctx.config();
   const bool trained = c.value("prover", std::string("best-of-k")) == "trained";
   SHAMMIE_ASSIGN_OR_RETURN(const Artifact* pv, OptionalInput(ctx, "prover_verifier", kind, "depend on one prover's "
@@ -495,9 +495,9 @@ common::Result<ProverValues> OpenProverValues(const JobContext& ctx, const std::
                                    pv->job_id + ") but prover is Best-of-K; set prover = \"trained\" to score with "
                                    "it, or take it out of depends_on");
   }
-  ProverValues out;
+  ProverScorer out;
   out.k = c["prover_k"].get<double>();
-  if (!trained || (!pv && !needed)) return out;
+  if (!trained) return out;
   if (!pv) {
     return common::InvalidArgument(kind + " with prover = \"trained\" needs an upstream \"prover_verifier\": a "
                                    "pav.verifier trained on pav.rollouts that the prover (an lm.train job with "
@@ -599,6 +599,10 @@ common::Status RunPavRollouts(JobContext& ctx) {
   // them: Q-hat then estimates Q^mu of the policy's prefixes.
   SHAMMIE_ASSIGN_OR_RETURN(std::optional<lm::LoadedModel> prover, OpenTrainedProver(ctx, "pav.rollouts", work.spec));
   Transformer& completer = prover ? prover->model : policy.model;
+  std::string prover_job;  // which prover: a verifier learns one prover's Q^mu
+  for (const auto& a : ctx.inputs()) {
+    if (a.name == "prover") prover_job = a.job_id;
+  }
   const int64_t n_prompts = c["prompts"].get<int64_t>(), n_cov = c["rollouts"].get<int64_t>(),
                 n_mc = c["mc"].get<int64_t>();
   const size_t batch = static_cast<size_t>(c["batch"].get<int64_t>());
@@ -658,7 +662,10 @@ common::Status RunPavRollouts(JobContext& ctx) {
     prefix_text.push_back(Tokenizer::Decode(answer));
     q_col.push_back(q);
     data.push_back({{"prompt", e.prompt_text}, {"prefix", prefix_text.back()}, {"q", q}, {"final", final}});
-    if (prover) data.back()["q_of"] = "prover";  // absent: the policy's
+    if (prover) {  // absent: the policy's
+      data.back()["q_of"] = "prover";
+      data.back()["prover_job"] = prover_job;
+    }
   };
   double correct = 0, root_q = 0, roots = 0;
   for (size_t p = 0; p < prefixes.size(); ++p) {
@@ -712,7 +719,7 @@ common::Status RunPavVerifier(JobContext& ctx) {
   std::vector<ValueRow> rows;
   // Whose Q the values are: the policy's, or (rollouts completed by a trained
   // prover) the prover's. One verifier learns one of them.
-  std::string q_of, q_of_job;
+  std::string q_of, q_of_whose, q_of_job;
   for (const auto& a : ctx.inputs()) {
     if (a.name != "values") continue;
     SHAMMIE_ASSIGN_OR_RETURN(std::string text, storage::ReadVerified(a.path));
@@ -720,13 +727,16 @@ common::Status RunPavVerifier(JobContext& ctx) {
     if (data.is_discarded() || !data.is_array()) return common::DataLoss(a.path + ": not a JSON array of values");
     for (const auto& d : data) {
       const std::string of = d.value("q_of", std::string("policy"));
+      const std::string whose = of == "prover" ? "prover (job " + d.value("prover_job", std::string("?")) + ")" : of;
       if (q_of.empty()) {
         q_of = of;
+        q_of_whose = whose;
         q_of_job = a.job_id;
-      } else if (of != q_of) {
-        return common::InvalidArgument("pav.verifier: the values of job " + q_of_job + " are Q of the " + q_of +
-                                       ", those of job " + a.job_id + " Q of the " + of +
-                                       "; one verifier learns one of them (depend on the rollouts of one)");
+      } else if (whose != q_of_whose) {
+        return common::InvalidArgument("pav.verifier: the values of job " + q_of_job + " are Q of the " + q_of_whose +
+                                       ", those of job " + a.job_id + " Q of the " + whose +
+                                       "; one verifier learns one of them (depend on the rollouts of one; several "
+                                       "provers: sweep.over)");
       }
       rows.push_back({d.at("prompt").get<std::string>(), d.at("prefix").get<std::string>(), d.at("q").get<double>(),
                       d.value("final", false)});
@@ -740,7 +750,21 @@ common::Status RunPavVerifier(JobContext& ctx) {
   // the labels are noise-free; complete answers keep their exact outcome.
   // An upper bound that tells a verifier that cannot learn to check a step
   // from one that drowns in the noise of n_mc completions.
+  // The completions from empty prefixes are plain samples of the model that
+  // completed the rollouts: their mean Q-hat is its accuracy (the prover's,
+  // for a prover_verifier), which search and RL report to tell provers apart.
+  double root_q = 0, roots = 0;
+  for (const ValueRow& r : rows) {
+    if (r.final || !r.prefix.empty()) continue;
+    root_q += r.q;
+    roots += 1;
+  }
   if (c["labels"].get<std::string>() == "exact") {
+    if (q_of == "prover") {
+      return common::InvalidArgument("pav.verifier: labels = \"exact\" says whether a prefix is right so far, the same "
+                                     "whatever completes it; a prover_verifier learns Q^mu from the prover's rollouts "
+                                     "(labels = \"rollouts\")");
+    }
     SHAMMIE_ASSIGN_OR_RETURN(TaskSpec spec, TaskSpecFromConfig(model.checkpoint.job_config));
     SHAMMIE_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTask> task, SyntheticTask::Make(spec));
     for (auto& r : rows) {
@@ -898,15 +922,6 @@ common::Status RunPavVerifier(JobContext& ctx) {
                    std::accumulate(train_q.begin(), train_q.end(), 0.0) / static_cast<double>(train_q.size()));
   if (by_steps) ctx.ReportMetric("train_rollouts", 0, static_cast<double>(examples.size()));
   ctx.ReportMetric("val_rows", 0, static_cast<double>(val_x.size()));
-  // The completions from empty prefixes are plain samples of the model that
-  // completed the rollouts: their mean Q-hat is its accuracy (the prover's,
-  // for a prover_verifier), which search and RL report to tell provers apart.
-  double root_q = 0, roots = 0;
-  for (const ValueRow& r : rows) {
-    if (r.final || !r.prefix.empty()) continue;
-    root_q += r.q;
-    roots += 1;
-  }
   if (roots > 0) ctx.ReportMetric("completer_accuracy", 0, root_q / roots);
   if (!ctx.artifact_dir().empty()) {
     lm::Checkpoint ck;
@@ -938,6 +953,8 @@ common::Status RunPavSearch(JobContext& ctx) {
   const size_t n_prompts = std::min(set.size(), static_cast<size_t>(c["prompts"].get<int64_t>()));
   const size_t batch = static_cast<size_t>(c["batch"].get<int64_t>());
   const std::string method = c["method"].get<std::string>();
+  SHAMMIE_ASSIGN_OR_RETURN(ProverScorer prover, OpenProverScorer(ctx, "pav.search"));  // beam's; checked for both
+  if (prover.accuracy) ctx.ReportMetric("prover_accuracy", 0, *prover.accuracy);
   lm::SampleOptions o;
   o.temperature = c["temperature"].get<double>();
   o.max_new_tokens = c["max_new_tokens"].get<int64_t>();
@@ -990,12 +1007,10 @@ common::Status RunPavSearch(JobContext& ctx) {
       ctx.ReportMetric("pass_at_n", static_cast<int64_t>(big_n), any / np);
       ctx.ReportMetric("accuracy_by_tokens", static_cast<int64_t>(std::lround(spent / np)), acc / np);
     }
-  } else {  // beam search scored by Q^pi + alpha * A^mu, mu = Best-of-K(pi)
+  } else {  // beam search scored by Q^pi + alpha * A^mu (mu: Best-of-K of pi, or a trained prover)
     const auto width = static_cast<size_t>(c["beam"].get<int64_t>());
     const auto candidates = static_cast<size_t>(c["candidates"].get<int64_t>());
     const double alpha = c["alpha"].get<double>();
-    SHAMMIE_ASSIGN_OR_RETURN(ProverValues prover, OpenProverValues(ctx, "pav.search", alpha > 0));
-    if (prover.accuracy) ctx.ReportMetric("prover_accuracy", 0, *prover.accuracy);
     const int64_t max_steps = c["max_steps"].get<int64_t>();
     lm::SampleOptions step_options = o;
     step_options.stop_tokens = {Tokenizer::kEos, EqualsToken()};
@@ -1104,12 +1119,15 @@ common::Status RunPavRl(JobContext& ctx) {
   lm::LoadedModel& policy = work.policy;
   const std::unique_ptr<SyntheticTask>& task = work.task;
   const double alpha = c["alpha"].get<double>();
-  SHAMMIE_ASSIGN_OR_RETURN(ProverValues prover, OpenProverValues(ctx, "pav.rl", alpha > 0));
+  SHAMMIE_ASSIGN_OR_RETURN(ProverScorer prover, OpenProverScorer(ctx, "pav.rl"));
   if (prover.accuracy) ctx.ReportMetric("prover_accuracy", 0, *prover.accuracy);
+  const bool dense = alpha > 0;
+  // The policy's verifier: Q^pi for a Best-of-K prover (a trained prover's
+  // Q^mu comes from its own verifier; the outcome term needs neither).
   std::optional<lm::LoadedModel> verifier;
   bool likelihood = false;
-  if (alpha > 0) {
-    SHAMMIE_ASSIGN_OR_RETURN(const Artifact* vf, OneInput(ctx, "verifier", "pav.rl", "a pav.verifier stage in depends_on (alpha > 0)"));
+  if (dense && !prover.verifier) {
+    SHAMMIE_ASSIGN_OR_RETURN(const Artifact* vf, OneInput(ctx, "verifier", "pav.rl", "a pav.verifier stage in depends_on (alpha > 0 with a Best-of-K prover)"));
     SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel loaded, lm::LoadModelFile(vf->path));
     SHAMMIE_ASSIGN_OR_RETURN(likelihood, ScoresLikelihood(loaded, vf->path));
     verifier = std::move(loaded);
@@ -1166,7 +1184,7 @@ common::Status RunPavRl(JobContext& ctx) {
       ends[r] = StepPrefixes(out[r].tokens);
       const size_t full = WithoutEos(out[r].tokens).size();
       if (ends[r].back() != full) ends[r].push_back(full);  // the last step: the final value
-      if (verifier) {
+      if (dense) {
         for (size_t e : ends[r]) {
           scored.push_back(WithBos(batch[r / static_cast<size_t>(samples)].prompt,
                                    std::vector<int>(out[r].tokens.begin(), out[r].tokens.begin() + static_cast<std::ptrdiff_t>(e))));
@@ -1174,15 +1192,15 @@ common::Status RunPavRl(JobContext& ctx) {
       }
     }
     std::vector<double> q, mu;
-    if (verifier) {
-      q = VerifierValues(verifier->model, likelihood, scored, gen_batch);
+    if (dense) {
+      if (verifier) q = VerifierValues(verifier->model, likelihood, scored, gen_batch);
       mu = prover.Of(q, scored, gen_batch);
     }
     size_t qi = 0;
     double abs_advantage = 0, steps_scored = 0;
     for (size_t r = 0; r < out.size(); ++r) {
       token_weight[r].assign(out[r].tokens.size(), outcome[r]);
-      if (!verifier) continue;
+      if (!dense) continue;
       const double* mur = mu.data() + qi;  // Q^mu at this sample's step ends
       qi += ends[r].size();
       for (size_t h = 0; h + 1 < ends[r].size(); ++h) {
@@ -1204,7 +1222,7 @@ common::Status RunPavRl(JobContext& ctx) {
     double mean_reward = 0;
     for (double v : reward) mean_reward += v;
     ctx.ReportMetric("train_accuracy", it, mean_reward / static_cast<double>(std::max<int64_t>(1, n)));
-    if (verifier) ctx.ReportMetric("prover_advantage_abs", it, abs_advantage / std::max(1.0, steps_scored));
+    if (dense) ctx.ReportMetric("prover_advantage_abs", it, abs_advantage / std::max(1.0, steps_scored));
     if (it % eval_every == 0 || it == iterations) SHAMMIE_RETURN_IF_ERROR(evaluate(it * n));
   }
   // Pass@N of the final policy: N samples per test prompt.

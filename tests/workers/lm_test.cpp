@@ -210,6 +210,35 @@ TEST(LmTest, ResumeAfterAStopGivesTheUninterruptedRunBitForBit) {
   ASSERT_TRUE(TrainLanguageModel(c, again).ok());
   EXPECT_EQ(again.recorded[0].path, second.recorded[0].path);
 
+  // record_as = "prover": the checkpoint is artifact "prover", and a resumed
+  // attempt finds its own checkpoint under that name.
+  {
+    TrainConfig p = c;
+    p.record_as = "prover";
+    GangContext stop(cluster::MakeSoloCollectives());
+    stop.dir = dir.File("ckpt");
+    stop.cancel_after = 11;
+    ASSERT_EQ(TrainLanguageModel(p, stop).status().code(), common::StatusCode::kCancelled);
+    ASSERT_EQ(stop.recorded.size(), 1u);
+    EXPECT_EQ(stop.recorded[0].name, "prover");
+    EXPECT_EQ(stop.recorded[0].path, first.recorded[0].path) << "the same state, the same file";
+    GangContext resume(cluster::MakeSoloCollectives());
+    resume.dir = dir.File("ckpt");
+    resume.previous = stop.recorded;
+    auto done = TrainLanguageModel(p, resume);
+    ASSERT_TRUE(done.ok()) << done.status().ToString();
+    EXPECT_EQ(done->resumed_from, 12);
+    EXPECT_EQ(done->flat_parameters, whole->flat_parameters);
+    ASSERT_EQ(resume.recorded.size(), 2u);
+    EXPECT_EQ(resume.recorded[0].name, "prover");
+    // A "model" of an earlier attempt is not this job's checkpoint.
+    GangContext fresh(cluster::MakeSoloCollectives());
+    fresh.previous = first.recorded;
+    auto scratch = TrainLanguageModel(p, fresh);
+    ASSERT_TRUE(scratch.ok()) << scratch.status().ToString();
+    EXPECT_EQ(scratch->resumed_from, 0);
+  }
+
   // A checkpoint of another configuration is refused, not silently used.
   TrainConfig other = c;
   other.model.d_model = 64;

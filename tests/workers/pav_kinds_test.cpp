@@ -354,18 +354,34 @@ TEST(PavKindsTest, TrainedProverCompletesThePolicysPrefixes) {
   auto [mixed, unused] = verify("mixed", {model, own.ctx->recorded().at(0), mu.ctx->recorded().at(0)});
   EXPECT_EQ(mixed.code(), common::StatusCode::kInvalidArgument);
   EXPECT_NE(mixed.message().find("Q of the prover"), std::string::npos) << mixed.ToString();
+  // Two provers' values are refused as well (one verifier per prover: sweep.over).
+  Artifact self_values = self.ctx->recorded().at(0);
+  auto [two, unused2] = verify("two", {model, self_values, mu.ctx->recorded().at(0)});
+  EXPECT_EQ(two.code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(two.message().find("sweep.over"), std::string::npos) << two.ToString();
+  // Exact labels do not depend on who completes the prefixes.
+  {
+    LocalJobContext ctx("exact", KindConfig("pav.verifier", {{"steps", 2}, {"eval_every", 2}, {"labels", "exact"}}), 7);
+    ctx.set_inputs({model, mu.ctx->recorded().at(0)});
+    const common::Status st = RunPavVerifier(ctx);
+    EXPECT_EQ(st.code(), common::StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("rollouts"), std::string::npos) << st.ToString();
+  }
 
   // prover = "trained" needs a prover_verifier; one that is not asked for is refused.
   const Artifact verifier = v->recorded()[0], prover_verifier = pv->recorded()[0];
   {
-    LocalJobContext need("need", KindConfig("pav.search", {{"prompts", 2}, {"prover", "trained"}}), 8);
-    need.set_inputs({model, verifier});
-    common::Status st = RunPavSearch(need);
-    EXPECT_EQ(st.code(), common::StatusCode::kInvalidArgument);
-    EXPECT_NE(st.message().find("prover_verifier"), std::string::npos) << st.ToString();
+    for (const char* method : {"beam", "best-of-n"}) {
+      LocalJobContext need("need", KindConfig("pav.search", {{"prompts", 2}, {"prover", "trained"}, {"method", method},
+                                                             {"alpha", 0.0}}), 8);
+      need.set_inputs({model, verifier});
+      common::Status st = RunPavSearch(need);
+      EXPECT_EQ(st.code(), common::StatusCode::kInvalidArgument) << method;
+      EXPECT_NE(st.message().find("prover_verifier"), std::string::npos) << st.ToString();
+    }
     LocalJobContext stray("stray", KindConfig("pav.rl", {{"iterations", 1}}), 8);
     stray.set_inputs({model, verifier, prover_verifier});
-    st = RunPavRl(stray);
+    common::Status st = RunPavRl(stray);
     EXPECT_EQ(st.code(), common::StatusCode::kInvalidArgument);
     EXPECT_NE(st.message().find("prover = \"trained\""), std::string::npos) << st.ToString();
   }
@@ -412,7 +428,8 @@ TEST(PavKindsTest, TrainedProverCompletesThePolicysPrefixes) {
   };
   const std::vector<double> best_of_1 = rl({model, verifier}, {{"prover_k", 1.0}});
   ASSERT_EQ(best_of_1.size(), 4u + 3u + 2u);
-  const std::vector<double> trained = rl({model, verifier, as_prover}, {{"prover", "trained"}, {"prover_k", 32.0}});
+  // The policy's verifier is not needed with a trained prover.
+  const std::vector<double> trained = rl({model, as_prover}, {{"prover", "trained"}, {"prover_k", 32.0}});
   const std::vector<double> best_of_32 = rl({model, verifier}, {{"prover_k", 32.0}});
   ASSERT_EQ(trained.size(), best_of_1.size());
   ASSERT_EQ(best_of_32.size(), best_of_1.size());
@@ -422,6 +439,10 @@ TEST(PavKindsTest, TrainedProverCompletesThePolicysPrefixes) {
     furthest = std::max(furthest, std::abs(best_of_32[i] - best_of_1[i]));
   }
   EXPECT_GT(furthest, 1e-3) << "Best-of-32's advantages are not Best-of-1's";
+  // The prover's own verifier gives its own advantages.
+  const std::vector<double> own_prover = rl({model, prover_verifier}, {{"prover", "trained"}});
+  ASSERT_EQ(own_prover.size(), best_of_1.size());
+  EXPECT_GT(std::abs(own_prover[0] - best_of_1[0]), 1e-3) << "first update's mean |A^mu|";
 }
 
 }  // namespace
