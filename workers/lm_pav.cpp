@@ -539,11 +539,15 @@ common::Result<PolicyWork> OpenPolicy(const JobContext& ctx, const std::string& 
 // A separately trained prover: the upstream lm.train job with record_as =
 // "prover", if there is one. It must write the policy's chains (the same
 // task, modulus and operations).
-common::Result<std::optional<lm::LoadedModel>> OpenTrainedProver(const JobContext& ctx, const std::string& kind,
-                                                                  const TaskSpec& policy_spec) {
+struct TrainedProver {
+  lm::LoadedModel model;
+  std::string job_id;  // which prover: a verifier learns one prover's Q^mu
+};
+common::Result<std::optional<TrainedProver>> OpenTrainedProver(const JobContext& ctx, const std::string& kind,
+                                                               const TaskSpec& policy_spec) {
   SHAMMIE_ASSIGN_OR_RETURN(const Artifact* up, OptionalInput(ctx, "prover", kind, "depend on one prover job per "
                                                              "job (sweep.over)"));
-  if (!up) return std::optional<lm::LoadedModel>();
+  if (!up) return std::optional<TrainedProver>();
   SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel prover, lm::LoadModelFile(up->path));
   SHAMMIE_ASSIGN_OR_RETURN(TaskSpec spec, TaskSpecFromConfig(prover.checkpoint.job_config));
   if (spec.family != policy_spec.family || spec.modulus != policy_spec.modulus ||
@@ -554,7 +558,7 @@ common::Result<std::optional<lm::LoadedModel>> OpenTrainedProver(const JobContex
                                    std::to_string(policy_spec.modulus) + " with " +
                                    std::to_string(policy_spec.operations) + ": it must write the policy's chains");
   }
-  return std::optional<lm::LoadedModel>(std::move(prover));
+  return std::optional<TrainedProver>(TrainedProver{std::move(prover), up->job_id});
 }
 
 
@@ -597,12 +601,8 @@ common::Status RunPavRollouts(JobContext& ctx) {
   const std::unique_ptr<SyntheticTask>& task = work.task;
   // With a trained prover mu the policy writes the prefixes and mu completes
   // them: Q-hat then estimates Q^mu of the policy's prefixes.
-  SHAMMIE_ASSIGN_OR_RETURN(std::optional<lm::LoadedModel> prover, OpenTrainedProver(ctx, "pav.rollouts", work.spec));
-  Transformer& completer = prover ? prover->model : policy.model;
-  std::string prover_job;  // which prover: a verifier learns one prover's Q^mu
-  for (const auto& a : ctx.inputs()) {
-    if (a.name == "prover") prover_job = a.job_id;
-  }
+  SHAMMIE_ASSIGN_OR_RETURN(std::optional<TrainedProver> prover, OpenTrainedProver(ctx, "pav.rollouts", work.spec));
+  Transformer& completer = prover ? prover->model.model : policy.model;
   const int64_t n_prompts = c["prompts"].get<int64_t>(), n_cov = c["rollouts"].get<int64_t>(),
                 n_mc = c["mc"].get<int64_t>();
   const size_t batch = static_cast<size_t>(c["batch"].get<int64_t>());
@@ -664,7 +664,7 @@ common::Status RunPavRollouts(JobContext& ctx) {
     data.push_back({{"prompt", e.prompt_text}, {"prefix", prefix_text.back()}, {"q", q}, {"final", final}});
     if (prover) {  // absent: the policy's
       data.back()["q_of"] = "prover";
-      data.back()["prover_job"] = prover_job;
+      data.back()["prover_job"] = prover->job_id;
     }
   };
   double correct = 0, root_q = 0, roots = 0;
@@ -745,20 +745,21 @@ common::Status RunPavVerifier(JobContext& ctx) {
   if (rows.empty()) {
     return common::InvalidArgument("pav.verifier needs upstream pav.rollouts jobs (their \"values\"); job " + ctx.job_id() + " has none");
   }
-  // labels = "exact": replace each step prefix's Monte-Carlo Q-hat by whether
-  // every step written so far is right (the task knows the right chain), so
-  // the labels are noise-free; complete answers keep their exact outcome.
-  // An upper bound that tells a verifier that cannot learn to check a step
-  // from one that drowns in the noise of n_mc completions.
   // The completions from empty prefixes are plain samples of the model that
   // completed the rollouts: their mean Q-hat is its accuracy (the prover's,
   // for a prover_verifier), which search and RL report to tell provers apart.
+  // Taken before any relabelling.
   double root_q = 0, roots = 0;
   for (const ValueRow& r : rows) {
     if (r.final || !r.prefix.empty()) continue;
     root_q += r.q;
     roots += 1;
   }
+  // labels = "exact": replace each step prefix's Monte-Carlo Q-hat by whether
+  // every step written so far is right (the task knows the right chain), so
+  // the labels are noise-free; complete answers keep their exact outcome.
+  // An upper bound that tells a verifier that cannot learn to check a step
+  // from one that drowns in the noise of n_mc completions.
   if (c["labels"].get<std::string>() == "exact") {
     if (q_of == "prover") {
       return common::InvalidArgument("pav.verifier: labels = \"exact\" says whether a prefix is right so far, the same "
