@@ -12,13 +12,16 @@
 // - RL starts at KL 0 (the policy is the SFT model).
 // And two of the paper's claims, with wide margins: the length hack survives
 // every ensemble type and aggregation, and pretrain-ensemble members are
-// more diverse than finetune-ensemble members.
+// more diverse than finetune-ensemble members. A second test checks the
+// gold ordering of the ensemble types on a fixed seed at 5 x 5.
 // Label `mpi`.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <iostream>
 #include <map>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -126,6 +129,50 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
   ASSERT_EQ(correlation.size(), 2u);
   EXPECT_GT(correlation["finetune"], correlation["pretrain"] + 0.07);
   EXPECT_TRUE((*store)->ReadAnalysis("bon-gold").ok());
+}
+
+// The paper's ordering under best-of-n, pretrain > finetune > single, on a
+// fixed seed where the preference data allows it
+// (experiments/configs/reward-ensembles-ordering.toml: 5 x 5 reward models,
+// about two minutes). Gold F1 of the picks, mean aggregation, averaged over
+// n = 2..16; measured here (2026-11-29): pretrain - finetune 0.0140,
+// finetune - single 0.0066, with each gap positive at every n. The bounds are
+// half of those. On other data the order can fail (seed 11 is a documented
+// herding case), so this guards the mechanism on one data set and does not
+// claim the order holds on every one.
+TEST(RewardEnsemblesRunTest, PretrainBeatsFinetuneBeatsSingleOnAFixedSeed) {
+  ScratchDir scratch("reward-ensembles-ordering");
+  const std::string dir = scratch.File("run");
+  auto run = testing::RunCommand(kShammie + " run " SHAMMIE_SOURCE_DIR
+                                 "/experiments/configs/reward-ensembles-ordering.toml --out " + dir +
+                                 " --progress none");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  auto store = storage::ResultStore::Open(dir + "/results.h5", storage::ResultStore::Mode::kReadOnly);
+  ASSERT_TRUE(store.ok());
+  auto runs = (*store)->ListRuns();
+  ASSERT_TRUE(runs.ok());
+  std::map<std::string, std::vector<double>> gold;  // mean_gold at n = 1, 2, 4, 8, 16, by ensemble type
+  for (const auto& r : *runs) {
+    if (r.stage != "bon") continue;
+    const std::string ensemble = nlohmann::json::parse(r.config_json)["ensemble"].get<std::string>();
+    auto m = (*store)->ReadMetric(r.job_id, "mean_gold");
+    ASSERT_TRUE(m.ok());
+    for (const auto& point : *m) gold[ensemble].push_back(point.value);
+  }
+  ASSERT_EQ(gold.size(), 3u);
+  for (const auto& [ensemble, g] : gold) ASSERT_EQ(g.size(), 5u) << ensemble;
+  auto mean_over_n = [&](const std::string& ensemble) {
+    double sum = 0;
+    for (size_t i = 1; i < 5; ++i) sum += gold[ensemble][i] / 4;
+    return sum;
+  };
+  const double single = mean_over_n("single"), finetune = mean_over_n("finetune"),
+               pretrain = mean_over_n("pretrain");
+  std::cout << "gold over n = 2..16: single " << single << ", finetune " << finetune << ", pretrain " << pretrain
+            << std::endl;
+  EXPECT_NEAR(gold["single"][0], gold["pretrain"][0], 1e-12) << "best-of-1 is the policy for every ensemble";
+  EXPECT_GT(pretrain, finetune + 0.007);
+  EXPECT_GT(finetune, single + 0.003);
 }
 
 }  // namespace
