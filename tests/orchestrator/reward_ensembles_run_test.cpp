@@ -136,10 +136,11 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
 // (experiments/configs/reward-ensembles-ordering.toml: 5 x 5 reward models,
 // about two minutes). Gold F1 of the picks, mean aggregation, averaged over
 // n = 2..16; measured here (2026-11-29): pretrain - finetune 0.0140,
-// finetune - single 0.0066, with each gap positive at every n. The bounds are
-// half of those. On other data the order can fail (seed 11 is a documented
-// herding case), so this guards the mechanism on one data set and does not
-// claim the order holds on every one.
+// finetune - single 0.0066, with each gap positive at every n. The bounds,
+// 0.005 and 0.001, leave room for another CPU's rounding, which moved seed
+// 2026's default-size values by up to 0.005. On other data the order can
+// fail (seed 11 is a documented herding case), so this guards the mechanism
+// on one data set and does not claim the order holds on every one.
 TEST(RewardEnsemblesRunTest, PretrainBeatsFinetuneBeatsSingleOnAFixedSeed) {
   ScratchDir scratch("reward-ensembles-ordering");
   const std::string dir = scratch.File("run");
@@ -171,8 +172,8 @@ TEST(RewardEnsemblesRunTest, PretrainBeatsFinetuneBeatsSingleOnAFixedSeed) {
   std::cout << "gold over n = 2..16: single " << single << ", finetune " << finetune << ", pretrain " << pretrain
             << std::endl;
   EXPECT_NEAR(gold["single"][0], gold["pretrain"][0], 1e-12) << "best-of-1 is the policy for every ensemble";
-  EXPECT_GT(pretrain, finetune + 0.007);
-  EXPECT_GT(finetune, single + 0.003);
+  EXPECT_GT(pretrain, finetune + 0.005);
+  EXPECT_GT(finetune, single + 0.001);
 }
 
 }  // namespace
