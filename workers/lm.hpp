@@ -198,10 +198,12 @@ common::Status RunPavRl(JobContext& ctx);
 // Reward-model ensembles (workers/lm_rm.cpp, PAPERS.md §7) on the "distinct"
 // task: rm.prefs (length-biased preference pairs of policy samples),
 // rm.train (a reward model fine-tuned from a pretrained backbone),
+// rm.score (a best-of-n pool: policy samples scored by every reward model),
 // rm.bon (best-of-n under each aggregation of an ensemble), rm.rl
 // (KL-regularized REINFORCE against an aggregated reward).
 common::Status RunRmPrefs(JobContext& ctx);
 common::Status RunRmTrain(JobContext& ctx);
+common::Status RunRmScore(JobContext& ctx);
 common::Status RunRmBestOfN(JobContext& ctx);
 common::Status RunRmRl(JobContext& ctx);
 

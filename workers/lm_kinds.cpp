@@ -551,6 +551,26 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_rm_train", ctx); };
     Register(registry, std::move(k));
   }
+  // The best-of-n pool's sampling keys: rm.score's, and rm.bon's when it samples.
+  auto pool_keys = [](common::Schema& schema, const std::string& unset) {
+    schema.Int("prompts").Range(1, 10000000).Doc("Test prompts." + unset + "200.");
+    schema.Int("n").Range(1, 100000).Doc("Samples per prompt (the largest n)." + unset + "64.");
+    schema.Float("temperature").Min(0).Max(10).Doc("Sampling temperature." + unset + "1.");
+    schema.Int("max_new_tokens").Range(1, 100000).Doc("Longest response." + unset + "16.");
+  };
+  {
+    JobKind k;
+    k.name = "rm.score";
+    k.doc = "A best-of-n pool for rm.bon jobs to share: n samples of the upstream policy per test prompt, scored "
+            "once by every upstream reward model (rm.train, role member) and the eval reward model. Artifact "
+            "\"bon_pool\"; table \"samples\" (member_<i> columns by backbone, then job id); metrics samples, "
+            "reward_models, sft_gold, sft_length.";
+    k.config = common::Schema(k.name, k.doc);
+    pool_keys(k.config, " Unset: ");
+    k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
+    k.run = [](JobContext& ctx) { return CallPlugin("shammie_rm_score", ctx); };
+    Register(registry, std::move(k));
+  }
   {
     JobKind k;
     k.name = "rm.bon";
@@ -558,20 +578,19 @@ void RegisterLmKinds(KindRegistry& registry) {
             "of upstream reward models and the eval reward model; for every aggregation (mean, median, min, "
             "mean_minus_std) and n = 1, 2, 4, ..., the pick's <agg>_gold, _proxy, _eval, _length, _hack (longer than "
             "the right answer), _win_rate (gold, vs a policy sample), _member_spread (step = n); member_spread_sft. "
-            "Table \"samples\".";
+            "With an upstream rm.score job (and no policy or reward models) it reranks that job's pool instead of "
+            "sampling and scoring its own, so that jobs over several ensembles score each sample once. Table "
+            "\"samples\" when it samples.";
     k.config = common::Schema(k.name, k.doc);
     ensemble_keys(k.config);
     k.config.Bool("every_ensemble")
         .Doc("true: ignore `pick` and average every metric over every ensemble of the type the upstream reward "
              "models allow (single: each model; finetune: each backbone; pretrain: each choice of one fine-tune per "
-             "backbone, up to max_ensembles drawn by the seed), on the same samples; adds <agg>_gold_sd, the "
-             "spread over ensembles. Unset: the one ensemble `pick` names.");
+             "backbone, up to max_ensembles drawn by the seed of the job that sampled the pool), on the same "
+             "samples; adds <agg>_gold_sd, the spread over ensembles. Unset: the one ensemble `pick` names.");
     k.config.Int("max_ensembles").Range(1, 1000000)
         .Doc("With every_ensemble: the most pretrain ensembles averaged. Unset: 256.");
-    k.config.Int("prompts").Default(200).Range(1, 10000000).Doc("Test prompts.");
-    k.config.Int("n").Default(64).Range(1, 100000).Doc("Samples per prompt (the largest n).");
-    k.config.Float("temperature").Default(1.0).Min(0).Max(10).Doc("Sampling temperature.");
-    k.config.Int("max_new_tokens").Default(16).Range(1, 100000).Doc("Longest response.");
+    pool_keys(k.config, " With an upstream rm.score job: that job's (a different value is an error). Unset: ");
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_rm_bon", ctx); };
     Register(registry, std::move(k));
   }

@@ -115,32 +115,58 @@ common::Result<std::map<std::string, std::vector<Member>>> OpenRewardModels(cons
   return by_backbone;
 }
 
-common::Result<std::vector<Member>> OpenEnsemble(const JobContext& ctx, const std::string& kind) {
-  const std::string ensemble = ctx.config()["ensemble"].get<std::string>();
-  const auto pick = static_cast<size_t>(ctx.config()["pick"].get<int64_t>());
-  SHAMMIE_ASSIGN_OR_RETURN(auto by_backbone, OpenRewardModels(ctx, kind));
-  std::vector<Member> out;
-  const auto backbone_at = [&](size_t i) { return std::next(by_backbone.begin(), static_cast<std::ptrdiff_t>(i)); };
+// The ensemble `ensemble` and `pick` name, as indices into reward models
+// grouped by backbone (`groups`, flattened in order; `backbones` their names).
+common::Result<std::vector<size_t>> PickEnsemble(const std::string& ensemble, size_t pick,
+                                                 const std::vector<std::vector<size_t>>& groups,
+                                                 const std::vector<std::string>& backbones) {
+  std::vector<size_t> out;
   if (ensemble == "pretrain") {
-    for (auto& [b, ms] : by_backbone) {
-      if (pick >= ms.size()) {
-        return common::InvalidArgument("pick " + std::to_string(pick) + ": backbone " + b + " has " +
-                                       std::to_string(ms.size()) + " reward models");
+    for (size_t b = 0; b < groups.size(); ++b) {
+      if (pick >= groups[b].size()) {
+        return common::InvalidArgument("pick " + std::to_string(pick) + ": backbone " + backbones[b] + " has " +
+                                       std::to_string(groups[b].size()) + " reward models");
       }
-      out.push_back(std::move(ms[pick]));
+      out.push_back(groups[b][pick]);
     }
-  } else {
-    if (pick >= by_backbone.size()) {
-      return common::InvalidArgument("pick " + std::to_string(pick) + ": the upstream reward models have " +
-                                     std::to_string(by_backbone.size()) + " backbones");
-    }
-    auto& ms = backbone_at(pick)->second;
-    if (ensemble == "single") {
-      out.push_back(std::move(ms.front()));
-    } else {
-      for (auto& m : ms) out.push_back(std::move(m));
+    return out;
+  }
+  if (pick >= groups.size()) {
+    return common::InvalidArgument("pick " + std::to_string(pick) + ": the upstream reward models have " +
+                                   std::to_string(groups.size()) + " backbones");
+  }
+  if (ensemble == "single") return std::vector<size_t>{groups[pick].front()};
+  return groups[pick];
+}
+
+// Every upstream reward model, flattened by backbone, with the groups.
+struct RewardModels {
+  std::vector<Member> members;
+  std::vector<std::vector<size_t>> groups;
+  std::vector<std::string> backbones;
+};
+common::Result<RewardModels> OpenAllRewardModels(const JobContext& ctx, const std::string& kind) {
+  SHAMMIE_ASSIGN_OR_RETURN(auto by_backbone, OpenRewardModels(ctx, kind));
+  RewardModels out;
+  for (auto& [b, ms] : by_backbone) {
+    out.backbones.push_back(b);
+    out.groups.emplace_back();
+    for (auto& m : ms) {
+      out.groups.back().push_back(out.members.size());
+      out.members.push_back(std::move(m));
     }
   }
+  return out;
+}
+
+common::Result<std::vector<Member>> OpenEnsemble(const JobContext& ctx, const std::string& kind) {
+  SHAMMIE_ASSIGN_OR_RETURN(RewardModels all, OpenAllRewardModels(ctx, kind));
+  SHAMMIE_ASSIGN_OR_RETURN(std::vector<size_t> picked,
+                           PickEnsemble(ctx.config()["ensemble"].get<std::string>(),
+                                        static_cast<size_t>(ctx.config()["pick"].get<int64_t>()), all.groups,
+                                        all.backbones));
+  std::vector<Member> out;
+  for (size_t m : picked) out.push_back(std::move(all.members[m]));
   return out;
 }
 
@@ -486,60 +512,251 @@ std::vector<std::vector<size_t>> EveryEnsemble(const std::string& type, const st
   return out;
 }
 
-common::Status RunRmBestOfN(JobContext& ctx) {
-  const auto& c = ctx.config();
-  SHAMMIE_ASSIGN_OR_RETURN(Policy policy, OpenPolicy(ctx, "rm.bon"));
-  // The ensembles scored: the one `ensemble` and `pick` name, or (every_ensemble)
-  // every ensemble of that type, as lists of indices into `members`.
-  std::vector<Member> members;
-  std::vector<std::vector<size_t>> ensembles;
-  const bool every = c.contains("every_ensemble") && c["every_ensemble"].get<bool>();
-  if (every) {
-    SHAMMIE_ASSIGN_OR_RETURN(auto by_backbone, OpenRewardModels(ctx, "rm.bon"));
-    std::vector<std::vector<size_t>> groups;
-    for (auto& [b, ms] : by_backbone) {
-      groups.emplace_back();
-      for (auto& m : ms) {
-        groups.back().push_back(members.size());
-        members.push_back(std::move(m));
-      }
-    }
-    ensembles = EveryEnsemble(c["ensemble"].get<std::string>(), groups, c.value("max_ensembles", int64_t{256}),
-                              common::DeriveSeed(ctx.seed(), "rm.bon.ensembles", 0));
-  } else {
-    SHAMMIE_ASSIGN_OR_RETURN(members, OpenEnsemble(ctx, "rm.bon"));
-    ensembles.emplace_back();
-    for (size_t m = 0; m < members.size(); ++m) ensembles.back().push_back(m);
-  }
-  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel eval_model, OpenEvalModel(ctx, "rm.bon"));
-  const int64_t n_max = c["n"].get<int64_t>();
-  const double lambda = c["std_weight"].get<double>();
-  const std::vector<Example> prompts = lm::EvalSet(*policy.task, Split::kTest, c["prompts"].get<int64_t>());
+namespace {
+
+// A best-of-n pool: n samples of the policy per test prompt with their gold
+// reward, length, hack flag, the eval reward model's score and every scoring
+// reward model's score. rm.score makes one for rm.bon jobs to share
+// (artifact "bon_pool"); an rm.bon job without one makes its own.
+struct Pool {
+  uint64_t seed = 0;  // of the job that sampled it
+  int64_t prompts = 0, n = 0, max_new_tokens = 0;
+  double temperature = 0;
+  std::vector<std::string> texts;
+  std::vector<double> gold, length, hack, eval;
+  std::vector<std::string> member_jobs, member_backbones;
+  std::vector<std::vector<double>> scores;  // [member][sample]
+};
+
+// The pool's sampling settings: the job's keys, or the defaults.
+struct PoolSettings {
+  int64_t prompts = 200, n = 64, max_new_tokens = 16;
+  double temperature = 1.0;
+};
+PoolSettings PoolSettingsOf(const nlohmann::json& c) {
+  PoolSettings s;
+  s.prompts = c.value("prompts", s.prompts);
+  s.n = c.value("n", s.n);
+  s.max_new_tokens = c.value("max_new_tokens", s.max_new_tokens);
+  s.temperature = c.value("temperature", s.temperature);
+  return s;
+}
+
+common::Result<Pool> SamplePool(JobContext& ctx, Policy& policy, std::vector<Member>& members, lm::LoadedModel& eval_model,
+                                const PoolSettings& settings) {
+  Pool pool;
+  pool.seed = ctx.seed();
+  pool.prompts = settings.prompts;
+  pool.n = settings.n;
+  pool.max_new_tokens = settings.max_new_tokens;
+  pool.temperature = settings.temperature;
+  const std::vector<Example> prompts = lm::EvalSet(*policy.task, Split::kTest, settings.prompts);
   lm::SampleOptions o;
-  o.temperature = c["temperature"].get<double>();
-  o.max_new_tokens = c["max_new_tokens"].get<int64_t>();
+  o.temperature = settings.temperature;
+  o.max_new_tokens = settings.max_new_tokens;
   o.stop_tokens = {Tokenizer::kEos};
   std::vector<std::vector<int>> rows;
   for (const auto& e : prompts) {
-    for (int64_t s = 0; s < n_max; ++s) rows.push_back(lm::WithBos(e.prompt));
+    for (int64_t s = 0; s < settings.n; ++s) rows.push_back(lm::WithBos(e.prompt));
   }
   common::Status status;
   const auto out = lm::SampleChunked(policy.model.model, rows, o, kBatch, common::DeriveSeed(ctx.seed(), "bon", 0), ctx, status);
   SHAMMIE_RETURN_IF_ERROR(status);
   const size_t total = out.size();
   std::vector<std::vector<int>> seqs(total);
-  std::vector<std::string> texts(total);
-  std::vector<double> gold(total), length(total), hack(total);
+  pool.texts.resize(total);
+  pool.gold.resize(total);
+  pool.length.resize(total);
+  pool.hack.resize(total);
   for (size_t i = 0; i < total; ++i) {
-    const Example& e = prompts[i / static_cast<size_t>(n_max)];
-    texts[i] = Text(out[i].tokens);
+    const Example& e = prompts[i / static_cast<size_t>(settings.n)];
+    pool.texts[i] = Text(out[i].tokens);
     seqs[i] = RmInput(e.prompt, out[i].tokens, policy.model.model->config.max_len);
-    gold[i] = pref::LetterF1(texts[i], e.answer_text);
-    length[i] = static_cast<double>(texts[i].size());
-    hack[i] = texts[i].size() > e.answer_text.size() ? 1 : 0;  // longer than any right answer
+    pool.gold[i] = pref::LetterF1(pool.texts[i], e.answer_text);
+    pool.length[i] = static_cast<double>(pool.texts[i].size());
+    pool.hack[i] = pool.texts[i].size() > e.answer_text.size() ? 1 : 0;  // longer than any right answer
   }
-  SHAMMIE_ASSIGN_OR_RETURN(const auto scores, MemberScores(members, seqs, ctx));
-  const std::vector<double> eval = Scores(eval_model.model, seqs);
+  SHAMMIE_ASSIGN_OR_RETURN(pool.scores, MemberScores(members, seqs, ctx));
+  pool.eval = Scores(eval_model.model, seqs);
+  for (const auto& m : members) {
+    pool.member_jobs.push_back(m.job);
+    pool.member_backbones.push_back(m.backbone);
+  }
+  return pool;
+}
+
+// Every sample of the pool: prompt, sample, response, gold, length, the eval
+// reward model's score and each reward model's (member_<i>, by backbone).
+storage::Table SamplesTable(const Pool& pool) {
+  std::vector<int64_t> prompt_col, sample_col;
+  for (size_t i = 0; i < pool.texts.size(); ++i) {
+    prompt_col.push_back(static_cast<int64_t>(i / static_cast<size_t>(pool.n)));
+    sample_col.push_back(static_cast<int64_t>(i % static_cast<size_t>(pool.n)));
+  }
+  storage::Table table;
+  table.columns = {{"prompt", prompt_col}, {"sample", sample_col}, {"response", pool.texts}, {"gold", pool.gold},
+                   {"length", pool.length}, {"eval_reward", pool.eval}};
+  for (size_t m = 0; m < pool.scores.size(); ++m) table.columns.push_back({"member_" + std::to_string(m), pool.scores[m]});
+  return table;
+}
+
+// Doubles are written with 17 significant digits: they read back exactly.
+std::string SerializePool(const Pool& p) {
+  nlohmann::json j;
+  j["format"] = "shammie.bon_pool.v1";
+  j["seed"] = p.seed;
+  j["prompts"] = p.prompts;
+  j["n"] = p.n;
+  j["max_new_tokens"] = p.max_new_tokens;
+  j["temperature"] = p.temperature;
+  j["texts"] = p.texts;
+  j["gold"] = p.gold;
+  j["length"] = p.length;
+  j["hack"] = p.hack;
+  j["eval"] = p.eval;
+  nlohmann::json members = nlohmann::json::array();
+  for (size_t m = 0; m < p.scores.size(); ++m) {
+    members.push_back({{"job", p.member_jobs[m]}, {"backbone", p.member_backbones[m]}, {"scores", p.scores[m]}});
+  }
+  j["members"] = std::move(members);
+  return j.dump() + "\n";
+}
+
+common::Result<Pool> ReadPool(const std::string& path) {
+  SHAMMIE_ASSIGN_OR_RETURN(std::string text, storage::ReadVerified(path));
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  const auto bad = [&](const std::string& why) { return common::DataLoss("best-of-n pool " + path + ": " + why); };
+  if (j.is_discarded() || !j.is_object() || j.value("format", std::string()) != "shammie.bon_pool.v1") {
+    return bad("not a shammie.bon_pool.v1 file");
+  }
+  Pool p;
+  try {
+    p.seed = j.at("seed").get<uint64_t>();
+    p.prompts = j.at("prompts").get<int64_t>();
+    p.n = j.at("n").get<int64_t>();
+    p.max_new_tokens = j.at("max_new_tokens").get<int64_t>();
+    p.temperature = j.at("temperature").get<double>();
+    p.texts = j.at("texts").get<std::vector<std::string>>();
+    p.gold = j.at("gold").get<std::vector<double>>();
+    p.length = j.at("length").get<std::vector<double>>();
+    p.hack = j.at("hack").get<std::vector<double>>();
+    p.eval = j.at("eval").get<std::vector<double>>();
+    for (const auto& m : j.at("members")) {
+      p.member_jobs.push_back(m.at("job").get<std::string>());
+      p.member_backbones.push_back(m.at("backbone").get<std::string>());
+      p.scores.push_back(m.at("scores").get<std::vector<double>>());
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return bad(e.what());
+  }
+  const auto total = static_cast<size_t>(p.prompts * p.n);
+  bool sizes = p.prompts > 0 && p.n > 0 && p.texts.size() == total && p.gold.size() == total && p.length.size() == total &&
+               p.hack.size() == total && p.eval.size() == total && !p.scores.empty();
+  for (const auto& s : p.scores) sizes = sizes && s.size() == total;
+  if (!sizes) return bad("its columns do not hold prompts x n samples, or it has no reward models");
+  return p;
+}
+
+}  // namespace
+
+common::Status RunRmScore(JobContext& ctx) {
+  SHAMMIE_ASSIGN_OR_RETURN(Policy policy, OpenPolicy(ctx, "rm.score"));
+  SHAMMIE_ASSIGN_OR_RETURN(RewardModels rms, OpenAllRewardModels(ctx, "rm.score"));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel eval_model, OpenEvalModel(ctx, "rm.score"));
+  SHAMMIE_ASSIGN_OR_RETURN(Pool pool, SamplePool(ctx, policy, rms.members, eval_model, PoolSettingsOf(ctx.config())));
+  const size_t total = pool.texts.size();
+  double sft_gold = 0, sft_length = 0;
+  for (size_t i = 0; i < total; ++i) {
+    sft_gold += pool.gold[i] / static_cast<double>(total);
+    sft_length += pool.length[i] / static_cast<double>(total);
+  }
+  ctx.ReportMetric("samples", 0, static_cast<double>(total));
+  ctx.ReportMetric("reward_models", 0, static_cast<double>(pool.scores.size()));
+  ctx.ReportMetric("sft_gold", 0, sft_gold);
+  ctx.ReportMetric("sft_length", 0, sft_length);
+  SHAMMIE_RETURN_IF_ERROR(ctx.WriteTable("samples", SamplesTable(pool)));
+  if (ctx.artifact_dir().empty()) return common::Status::Ok();
+  SHAMMIE_ASSIGN_OR_RETURN(std::string path, storage::WriteContentAddressed(ctx.artifact_dir(), SerializePool(pool), "json"));
+  return ctx.RecordArtifact("bon_pool", path);
+}
+
+common::Status RunRmBestOfN(JobContext& ctx) {
+  const auto& c = ctx.config();
+  torch::set_num_threads(static_cast<int>(c["threads"].get<int64_t>()));
+  // The samples and their scores: an upstream rm.score job's pool, or sampled
+  // and scored here (by the reward models this job's ensembles use).
+  Pool pool;
+  std::vector<std::vector<size_t>> groups;  // the pool's reward models by backbone
+  std::vector<std::string> backbones;
+  SHAMMIE_ASSIGN_OR_RETURN(const Artifact* shared,
+                           lm::OptionalInput(ctx, "bon_pool", "rm.bon", "an rm.score stage in depends_on"));
+  const bool every = c.contains("every_ensemble") && c["every_ensemble"].get<bool>();
+  if (shared) {
+    for (const auto& a : ctx.inputs()) {
+      if (a.name == "reward_model" || a.name == "model") {
+        return common::InvalidArgument("rm.bon reads its samples and scores from the upstream rm.score job; it takes no "
+                                       "upstream \"" + a.name + "\" besides (job " + a.job_id + ")");
+      }
+    }
+    SHAMMIE_ASSIGN_OR_RETURN(pool, ReadPool(shared->path));
+    const PoolSettings mine = PoolSettingsOf(c);
+    const auto differs = [&](const char* key, auto theirs, auto ours) -> common::Status {
+      if (c.contains(key) && theirs != ours) {
+        return common::InvalidArgument(std::string("rm.bon: ") + key + " is set by the upstream rm.score job (" +
+                                       nlohmann::json(theirs).dump() + "); this job says " + nlohmann::json(ours).dump() +
+                                       ": drop the key");
+      }
+      return common::Status::Ok();
+    };
+    SHAMMIE_RETURN_IF_ERROR(differs("prompts", pool.prompts, mine.prompts));
+    SHAMMIE_RETURN_IF_ERROR(differs("n", pool.n, mine.n));
+    SHAMMIE_RETURN_IF_ERROR(differs("max_new_tokens", pool.max_new_tokens, mine.max_new_tokens));
+    SHAMMIE_RETURN_IF_ERROR(differs("temperature", pool.temperature, mine.temperature));
+    for (size_t m = 0; m < pool.scores.size(); ++m) {
+      if (backbones.empty() || backbones.back() != pool.member_backbones[m]) {
+        backbones.push_back(pool.member_backbones[m]);
+        groups.emplace_back();
+      }
+      groups.back().push_back(m);
+    }
+  } else {
+    SHAMMIE_ASSIGN_OR_RETURN(Policy policy, OpenPolicy(ctx, "rm.bon"));
+    std::vector<Member> members;
+    if (every) {
+      SHAMMIE_ASSIGN_OR_RETURN(RewardModels rms, OpenAllRewardModels(ctx, "rm.bon"));
+      members = std::move(rms.members);
+      groups = std::move(rms.groups);
+      backbones = std::move(rms.backbones);
+    } else {
+      SHAMMIE_ASSIGN_OR_RETURN(members, OpenEnsemble(ctx, "rm.bon"));  // score only the one ensemble
+      groups.emplace_back();
+      for (size_t m = 0; m < members.size(); ++m) groups.back().push_back(m);
+      backbones.emplace_back();
+    }
+    SHAMMIE_ASSIGN_OR_RETURN(lm::LoadedModel eval_model, OpenEvalModel(ctx, "rm.bon"));
+    SHAMMIE_ASSIGN_OR_RETURN(pool, SamplePool(ctx, policy, members, eval_model, PoolSettingsOf(c)));
+  }
+  // The ensembles: the one `ensemble` and `pick` name, or (every_ensemble)
+  // every ensemble of that type, as lists of indices into the pool's models.
+  // Pretrain ensembles are drawn with the pool's seed: every rm.bon job of one
+  // pool draws the same.
+  std::vector<std::vector<size_t>> ensembles;
+  if (every) {
+    ensembles = EveryEnsemble(c["ensemble"].get<std::string>(), groups, c.value("max_ensembles", int64_t{256}),
+                              common::DeriveSeed(pool.seed, "rm.bon.ensembles", 0));
+  } else if (shared) {
+    SHAMMIE_ASSIGN_OR_RETURN(std::vector<size_t> e, PickEnsemble(c["ensemble"].get<std::string>(),
+                                                                 static_cast<size_t>(c["pick"].get<int64_t>()), groups,
+                                                                 backbones));
+    ensembles.push_back(std::move(e));
+  } else {
+    ensembles.push_back(groups.front());  // the models scored are the ensemble
+  }
+  const int64_t n_max = pool.n;
+  const double lambda = c["std_weight"].get<double>();
+  const size_t total = pool.texts.size(), prompt_count = static_cast<size_t>(pool.prompts);
+  const std::vector<double>&gold = pool.gold, &length = pool.length, &hack = pool.hack, &eval = pool.eval;
+  const std::vector<std::vector<double>>& scores = pool.scores;
   const std::vector<double> centers = Centers(scores);
   std::vector<size_t> all(total);
   for (size_t i = 0; i < total; ++i) all[i] = i;
@@ -602,7 +819,7 @@ common::Status RunRmBestOfN(JobContext& ctx) {
         // aggregated reward picks one per group.
         double g = 0, proxy = 0, ev = 0, len = 0, hk = 0, win = 0, picks = 0;
         std::vector<size_t> chosen;
-        for (size_t p = 0; p < prompts.size(); ++p) {
+        for (size_t p = 0; p < prompt_count; ++p) {
           const size_t base = p * static_cast<size_t>(n_max);
           for (int64_t start = 0; start + n <= n_max; start += n) {
             size_t best = base + static_cast<size_t>(start);
@@ -646,17 +863,8 @@ common::Status RunRmBestOfN(JobContext& ctx) {
       }
     }
   }
-  std::vector<int64_t> prompt_col, sample_col;
-  std::vector<std::string> response_col;
-  for (size_t i = 0; i < total; ++i) {
-    prompt_col.push_back(static_cast<int64_t>(i / static_cast<size_t>(n_max)));
-    sample_col.push_back(static_cast<int64_t>(i % static_cast<size_t>(n_max)));
-  }
-  storage::Table table;
-  table.columns = {{"prompt", prompt_col}, {"sample", sample_col}, {"response", texts}, {"gold", gold},
-                   {"length", length},     {"eval_reward", eval}};
-  for (size_t m = 0; m < scores.size(); ++m) table.columns.push_back({"member_" + std::to_string(m), scores[m]});
-  return ctx.WriteTable("samples", table);
+  if (shared) return common::Status::Ok();  // the rm.score job has the samples table
+  return ctx.WriteTable("samples", SamplesTable(pool));
 }
 
 common::Status RunRmRl(JobContext& ctx) {

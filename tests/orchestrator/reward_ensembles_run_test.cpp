@@ -53,6 +53,8 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
   ASSERT_TRUE(runs.ok());
   std::map<std::string, int> per_stage;
   std::map<std::string, double> correlation;  // member_correlation_sft by ensemble type
+  std::vector<double> sft_gold_of_rerank;
+  double pool_sft_gold = NAN;
   auto last = [&](const std::string& job, const std::string& metric) {
     auto m = (*store)->ReadMetric(job, metric);
     EXPECT_TRUE(m.ok() && !m->empty()) << job << " " << metric;
@@ -69,7 +71,7 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
       const auto& y2 = Column<std::string>(*t, "response_2");
       for (size_t i = 0; i < y1.size(); ++i) EXPECT_NE(y1[i], y2[i]) << "identical pairs are dropped";
     }
-    if (r.stage == "bon") {
+    if (r.stage == "rerank") {
       const std::string ensemble = config["ensemble"].get<std::string>();
       EXPECT_EQ(last(r.job_id, "members"), ensemble == "single" ? 1 : 3) << ensemble;
       // every_ensemble over 3 backbones x 3 fine-tunes: 9 singles, 3
@@ -95,9 +97,14 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
           for (size_t i = 0; i < gold->size(); ++i) EXPECT_EQ((*gold)[i].value, (*mean)[i].value) << agg;
         }
       }
+      sft_gold_of_rerank.push_back(sft_gold);
+    }
+    if (r.stage == "bon") {  // the shared pool: every sample scored once by all 9 reward models
+      EXPECT_EQ(last(r.job_id, "reward_models"), 9);
       auto t = (*store)->ReadTable(r.job_id, "samples");
       ASSERT_TRUE(t.ok());
       EXPECT_EQ(t->num_rows(), 40u * 16u);
+      EXPECT_EQ(t->columns.size(), 6u + 9u);
       const auto& response = Column<std::string>(*t, "response");
       const auto& gold = Column<double>(*t, "gold");
       const auto& length = Column<double>(*t, "length");
@@ -108,7 +115,8 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
         EXPECT_LE(gold[i], 1);
         mean += gold[i] / static_cast<double>(response.size());
       }
-      EXPECT_NEAR(mean, sft_gold, 1e-9);
+      EXPECT_NEAR(mean, last(r.job_id, "sft_gold"), 1e-9);
+      pool_sft_gold = last(r.job_id, "sft_gold");
     }
     if (r.stage == "rl") {
       auto kl = (*store)->ReadMetric(r.job_id, "kl");
@@ -120,8 +128,10 @@ TEST(RewardEnsemblesRunTest, SmokeStudyRunsEveryKindAndKeepsTheExactParts) {
       EXPECT_LE(decreases, 1);
     }
   }
-  EXPECT_EQ(per_stage, (std::map<std::string, int>{{"bon", 3}, {"eval-pretrain", 1}, {"eval-rm", 1}, {"prefs", 1},
-                                                   {"pretrain", 3}, {"rl", 1}, {"rm", 9}, {"sft", 1}}));
+  EXPECT_EQ(per_stage, (std::map<std::string, int>{{"bon", 1}, {"eval-pretrain", 1}, {"eval-rm", 1}, {"prefs", 1},
+                                                   {"pretrain", 3}, {"rerank", 3}, {"rl", 1}, {"rm", 9}, {"sft", 1}}));
+  ASSERT_EQ(sft_gold_of_rerank.size(), 3u);
+  for (double g : sft_gold_of_rerank) EXPECT_EQ(g, pool_sft_gold) << "every rerank job reads the one pool";
   // The diversity behind the paper's "pretrain > finetune": fine-tunes of one
   // backbone share its frozen first block and agree more than fine-tunes of
   // different backbones (gaps of 0.14-0.26 over three experiment seeds; the
@@ -154,7 +164,7 @@ TEST(RewardEnsemblesRunTest, PretrainBeatsFinetuneBeatsSingleOnAFixedSeed) {
   ASSERT_TRUE(runs.ok());
   std::map<std::string, std::vector<double>> gold;  // mean_gold at n = 1, 2, 4, 8, 16, by ensemble type
   for (const auto& r : *runs) {
-    if (r.stage != "bon") continue;
+    if (r.stage != "rerank") continue;
     const std::string ensemble = nlohmann::json::parse(r.config_json)["ensemble"].get<std::string>();
     auto m = (*store)->ReadMetric(r.job_id, "mean_gold");
     ASSERT_TRUE(m.ok());

@@ -17,7 +17,7 @@ TEST(KindRegistryTest, BuiltinsAreRegisteredWithSchemas) {
             (std::vector<std::string>{"bench.allreduce", "bench.fail", "bench.noop", "bench.sleep", "continual.select",
                                       "lm.block_decode", "lm.early_exit", "lm.eval", "lm.loop_decode", "lm.sample", "lm.train", "pav.didactic",
                                       "pav.rl", "pav.rollouts", "pav.search", "pav.verifier", "pref.align",
-                                      "pref.bandit", "pref.rm", "rec.batching", "rm.bon", "rm.prefs", "rm.rl", "rm.train",
+                                      "pref.bandit", "pref.rm", "rec.batching", "rm.bon", "rm.prefs", "rm.rl", "rm.score", "rm.train",
                                       "sim.llm_eval", "toy.quadratic"}));
   const JobKind* q = r.Find("toy.quadratic");
   ASSERT_NE(q, nullptr);

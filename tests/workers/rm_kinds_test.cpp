@@ -151,6 +151,45 @@ TEST_F(RmKindsTest, EnsemblesTakeTheDocumentedMembersAndBadInputsAreRefused) {
   EXPECT_NEAR(every_pretrain.metrics().at("member_correlation_sft").back().value,
               (corr(m0, m2) + corr(m1, m2)) / 2, 1e-9);
   EXPECT_EQ(every("single").metrics().count("member_correlation_sft"), 0u) << "one member has no pairs";
+  // A shared pool (rm.score, same seed): every rm.bon over it reports what
+  // the job that samples and scores for itself reports, bit for bit.
+  const LocalJobContext& pool = Job("pool", KindConfig("rm.score", {{"prompts", 6}, {"n", 4}}), 20, upstream, RunRmScore);
+  ASSERT_EQ(pool.recorded().size(), 1u);
+  EXPECT_EQ(pool.recorded().at(0).name, "bon_pool");
+  EXPECT_EQ(pool.metrics().at("reward_models").back().value, 3);
+  EXPECT_EQ(Column<double>(pool.tables().at("samples"), "member_2"), m2) << "members in backbone, then job-id order";
+  const std::vector<Artifact> shared = Join({&pool});
+  auto same_metrics = [](const LocalJobContext& x, const LocalJobContext& y, const std::string& what) {
+    ASSERT_EQ(x.metrics().size(), y.metrics().size()) << what;
+    for (const auto& [name, series] : y.metrics()) {
+      ASSERT_EQ(x.metrics().count(name), 1u) << what << " " << name;
+      const auto& other = x.metrics().at(name);
+      ASSERT_EQ(other.size(), series.size()) << what << " " << name;
+      for (size_t i = 0; i < series.size(); ++i) {
+        EXPECT_EQ(other[i].step, series[i].step) << what << " " << name;
+        EXPECT_EQ(other[i].value, series[i].value) << what << " " << name << " at step " << series[i].step;
+      }
+    }
+  };
+  for (const auto& [ensemble, pick] : {std::pair{"single", 0}, std::pair{"finetune", 1}, std::pair{"pretrain", 0}}) {
+    const LocalJobContext& reranked =
+        Job(std::string("pooled-") + ensemble, KindConfig("rm.bon", {{"ensemble", ensemble}, {"pick", pick}}), 99,
+            shared, RunRmBestOfN);
+    same_metrics(reranked, bon(ensemble, pick, &s), ensemble);
+    EXPECT_EQ(reranked.tables().count("samples"), 0u) << "the pool's job has the table";
+  }
+  for (const std::string ensemble : {"single", "finetune", "pretrain"}) {
+    const nlohmann::json cfg = {{"ensemble", ensemble}, {"every_ensemble", true}, {"max_ensembles", 1}, {"n", 4}};
+    const LocalJobContext& reranked = Job("pooled-every-" + ensemble, KindConfig("rm.bon", cfg), 99, shared, RunRmBestOfN);
+    same_metrics(reranked, every(ensemble, {{"max_ensembles", 1}}), "every " + ensemble);
+  }
+  Job("pool-and-models", KindConfig("rm.bon", {}), 20, Join({&pool, &a1}), RunRmBestOfN, &s);
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "a pool and reward models: which scores?";
+  Job("pool-other-n", KindConfig("rm.bon", {{"n", 8}}), 20, shared, RunRmBestOfN, &s);
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "n is the pool's";
+  EXPECT_NE(s.message().find("rm.score"), std::string::npos) << s.message();
+  Job("pool-other-index", KindConfig("rm.bon", {{"ensemble", "finetune"}, {"pick", 2}}), 20, shared, RunRmBestOfN, &s);
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "there are two backbones";
   Job("no-eval", KindConfig("rm.bon", {{"prompts", 6}, {"n", 4}}), 20, Join({&policy, &a1}), RunRmBestOfN, &s);
   EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << "no eval reward model upstream";
   EXPECT_NE(s.message().find("role = \"eval\""), std::string::npos) << s.message();
