@@ -350,7 +350,8 @@ void RegisterLmKinds(KindRegistry& registry) {
             "the target occurs in it. A MADE-style MLP policy is fine-tuned on samples of the init_gamma prover, then "
             "trained by REINFORCE with the per-step effective reward Q^pi + alpha A^mu of the prover_gamma prover "
             "(A^mu exact by dynamic programming; alpha = 0 is outcome-only RL). Metrics success (per eval_every "
-            "iterations), final_success, reached_target, samples_to_target, pass_at (step = N), path_probability (step = k: the policy's "
+            "iterations), train_success, advantage, entropy (mean per state, of the training batch), final_success, "
+            "reached_target, samples_to_target, pass_at (step = N), path_probability (step = k: the policy's "
             "probability of target[k] after target[0..k)); table \"samples\".";
     k.config = common::Schema(k.name, k.doc);
     k.config.Int("vocab").Default(13).Range(2, 1000).Doc("Tokens 1..vocab.");
@@ -369,6 +370,9 @@ void RegisterLmKinds(KindRegistry& registry) {
     k.config.Int("iterations").Default(1000).Range(0, 10000000).Doc("RL steps.");
     k.config.Int("batch").Default(64).Range(1, 1 << 20).Doc("Sequences per step (SFT and RL).");
     k.config.Float("learning_rate").Default(1e-3).Min(0, true).Max(10).Doc("Adam step size.");
+    k.config.Float("entropy").Min(0).Max(100)
+        .Doc("Weight of an entropy bonus in RL: the loss subtracts entropy x the policy's entropy at the batch's "
+             "states (summed over positions, averaged over sequences). Not in the paper. Unset: 0, off.");
     k.config.Int("hidden").Default(128).Range(1, 1 << 16).Doc("Hidden units of each of the 3 layers.");
     k.config.Int("eval_every").Default(50).Range(1, 10000000).Doc("Iterations between evaluations.");
     k.config.Int("eval_samples").Default(1000).Range(1, 10000000).Doc("Policy samples per evaluation.");

@@ -257,6 +257,7 @@ common::Status RunPavDidactic(JobContext& ctx) {
   const int64_t eval_samples = c["eval_samples"].get<int64_t>();
   const double success_target = c["success_target"].get<double>();
   const double lr = c["learning_rate"].get<double>();
+  const double entropy_coef = c.value("entropy", 0.0);
 
   torch::manual_seed(common::DeriveSeed(ctx.seed(), "init", 0));
   DidacticPolicy policy(task.vocab, task.length, c["hidden"].get<int64_t>());
@@ -322,14 +323,20 @@ common::Status RunPavDidactic(JobContext& ctx) {
       }
     }
     Tensor tokens = ToTensor(seqs);
-    Tensor logp = torch::log_softmax(policy->forward(tokens), -1).gather(-1, (tokens - 1).unsqueeze(-1)).squeeze(-1);
+    Tensor all_logp = torch::log_softmax(policy->forward(tokens), -1);
+    Tensor logp = all_logp.gather(-1, (tokens - 1).unsqueeze(-1)).squeeze(-1);
+    // The policy's entropy at every state of the batch, summed over positions
+    // like the policy-gradient term (the bonus is off at entropy = 0).
+    Tensor entropy = -(all_logp.exp() * all_logp).sum(-1);
     Tensor loss = -(logp * weight).sum() / static_cast<double>(batch);
+    if (entropy_coef > 0) loss = loss - entropy_coef * entropy.sum() / static_cast<double>(batch);
     optimizer.zero_grad();
     loss.backward();
     optimizer.step();
     if (it % eval_every == 0 || it == iterations) {
       ctx.ReportMetric("train_success", it, total / static_cast<double>(batch));
       ctx.ReportMetric("advantage", it, mean_advantage / static_cast<double>(batch * task.length));
+      ctx.ReportMetric("entropy", it, entropy.detach().mean().item<double>());
       evaluate(it);
     }
   }
