@@ -240,4 +240,40 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
   return Render(out_dir, name, script);
 }
 
+common::Status PlotXYCurves(const std::vector<XYCurve>& curves, const std::string& x_label, const std::string& y_label,
+                            const std::string& name, const std::string& title, const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  SHAMMIE_RETURN_IF_ERROR(EnsureDirectory(out_dir));
+  const std::string data = (fs::path(out_dir) / (name + ".dat")).string();
+  std::ostringstream text;
+  text.precision(8);
+  size_t longest = 0;
+  for (size_t k = 0; k < curves.size(); ++k) {
+    if (k) text << "\n\n";  // gnuplot's `index k` block separator
+    text << "# " << curves[k].name << '\n';
+    for (size_t i = 0; i < curves[k].x.size() && i < curves[k].y.size(); ++i) {
+      if (std::isfinite(curves[k].x[i]) && std::isfinite(curves[k].y[i])) text << curves[k].x[i] << ' ' << curves[k].y[i] << '\n';
+    }
+    longest = std::max(longest, curves[k].name.size());
+  }
+  SHAMMIE_RETURN_IF_ERROR(WriteText(data, text.str()));
+  const std::string png = (fs::path(out_dir) / (name + ".png")).string();
+  const bool key_below = curves.size() > 6 || longest > 30;
+  const size_t height = key_below ? 520 + 18 * ((curves.size() + 1) / 2) : 520;
+  std::string script = "set terminal png size 900," + std::to_string(height) + "\n"
+                       "set output " + Quote(png) + "\n"
+                       "set title " + Quote(title) + "\n"
+                       "set xlabel " + Quote(x_label) + "\n"
+                       "set ylabel " + Quote(y_label) + "\n"
+                       "set grid\nset lmargin 14\n" +
+                       std::string(key_below ? "set key below maxcols 2\n" : "set key outside right\nset bmargin 9\n") +
+                       "set termoption noenhanced\nplot ";
+  for (size_t k = 0; k < curves.size(); ++k) {
+    script += (k ? ", " : "") + Quote(data) + " index " + std::to_string(k) + " using 1:2 with linespoints title " +
+              Quote(curves[k].name);
+  }
+  script += "\n";
+  return Render(out_dir, name, script);
+}
+
 }  // namespace shammie::analysis

@@ -31,6 +31,15 @@ common::Status PlotHeatmap(const std::vector<std::vector<double>>& values, const
                            const std::string& out_dir);
 
 // Writes OUT_DIR/<name>.png: one line per series over the labelled x positions.
+// Curves whose points each have their own x (e.g. reward against KL, one
+// curve per group): <name>.dat (one block per curve) and <name>.png.
+struct XYCurve {
+  std::string name;
+  std::vector<double> x, y;
+};
+common::Status PlotXYCurves(const std::vector<XYCurve>& curves, const std::string& x_label, const std::string& y_label,
+                            const std::string& name, const std::string& title, const std::string& out_dir);
+
 common::Status PlotCurves(const std::vector<std::string>& x_labels,
                           const std::vector<std::pair<std::string, std::vector<double>>>& series,
                           const std::string& y_label, const std::string& name, const std::string& title,

@@ -34,6 +34,9 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
   SHAMMIE_ASSIGN_OR_RETURN(auto runs, store.ListRuns());
   // group -> step (or x) -> one value per run
   std::map<std::string, std::map<double, std::vector<double>>> groups;
+  // With x_metric: group -> step -> the x_metric value of each run (paired
+  // with `groups`, same order).
+  std::map<std::string, std::map<double, std::vector<double>>> x_values;
   std::map<std::string, size_t> group_runs;
   std::map<std::string, nlohmann::json> group_key;  // the `by` values, for ordering
   std::map<std::string, std::string> group_name;     // for display
@@ -65,6 +68,16 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
       return points.status();
     }
     if (points->empty()) continue;
+    // With `x_metric`: the run's x at every step where it reported both.
+    std::map<int64_t, double> x_at;
+    if (!a.x_metric.empty()) {
+      auto xs = store.ReadMetric(run.job_id, a.x_metric);
+      if (!xs.ok() || xs->empty()) {
+        return common::InvalidArgument("`x_metric` names " + a.x_metric + ", not a metric of run " + run.job_id +
+                                       " of stage " + a.stage);
+      }
+      for (const auto& p : *xs) x_at[p.step] = p.value;
+    }
     // With `x`: one point per run, the metric's last value at the run's x.
     double x = 0;
     if (!a.x.empty()) {
@@ -92,7 +105,14 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
       group_name[g] = GroupName(config, a.by);
     }
     ++group_runs[g];
-    if (a.x.empty()) {
+    if (!a.x_metric.empty()) {
+      for (const auto& p : *points) {
+        auto it = x_at.find(p.step);
+        if (it == x_at.end()) continue;
+        groups[g][static_cast<double>(p.step)].push_back(p.value);
+        x_values[g][static_cast<double>(p.step)].push_back(it->second);
+      }
+    } else if (a.x.empty()) {
       for (const auto& p : *points) groups[g][static_cast<double>(p.step)].push_back(p.value);
     } else {
       groups[g][x].push_back(points->back().value);
@@ -107,7 +127,8 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
                    [&](const std::string& x, const std::string& y) { return group_key[x] < group_key[y]; });
   std::vector<std::string> group_col;
   std::vector<int64_t> step_col, runs_col;
-  std::vector<double> x_col, mean_col, lower_col, upper_col;
+  std::vector<double> x_col, x_mean_col, mean_col, lower_col, upper_col;
+  std::map<std::string, analysis::XYCurve> xy;  // with x_metric: each group's (mean x, mean metric) by step
   std::set<double> all_steps;
   nlohmann::json json = nlohmann::json::object();
   std::map<std::string, std::map<double, double>> means;
@@ -130,6 +151,15 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
       } else {
         point[a.x] = step;
       }
+      if (!a.x_metric.empty()) {
+        double x_mean = 0;
+        for (double v : x_values[g][step]) x_mean += v / static_cast<double>(x_values[g][step].size());
+        x_mean_col.push_back(x_mean);
+        point[a.x_metric] = x_mean;
+        xy[g].name = group_name[g];
+        xy[g].x.push_back(x_mean);
+        xy[g].y.push_back(s.mean);
+      }
       curve.push_back(point);
     }
     json[group_name[g]] = {{"runs", group_runs[g]}, {"curve", curve}};
@@ -147,7 +177,8 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
     std::snprintf(cell, sizeof cell, " %9.4g", s);
     out << cell;
   }
-  out << "   (" << a.metric << " by " << (a.x.empty() ? "step" : a.x) << ", mean over runs)\n";
+  out << "   (" << a.metric << " by " << (a.x.empty() ? "step" : a.x) << ", mean over runs"
+      << (a.x_metric.empty() ? "" : "; the table pairs it with the mean " + a.x_metric) << ")\n";
   for (const auto& g : order) {
     out << group_name[g] << std::string(width - group_name[g].size(), ' ');
     std::snprintf(cell, sizeof cell, "  %4zu", group_runs[g]);
@@ -170,10 +201,17 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
   } else {
     table.columns.push_back({a.x, x_col});
   }
+  if (!a.x_metric.empty()) table.columns.push_back({a.x_metric, x_mean_col});
   table.columns.insert(table.columns.end(),
                        {{"runs", runs_col}, {"mean", mean_col}, {"lower", lower_col}, {"upper", upper_col}});
   SHAMMIE_RETURN_IF_ERROR(store.WriteAnalysis(a.name, a.parameters.dump(), table));
-  if (!report_dir.empty()) {
+  if (!report_dir.empty() && !a.x_metric.empty()) {
+    std::vector<analysis::XYCurve> curves;
+    for (const auto& g : order) {
+      if (!xy[g].x.empty()) curves.push_back(xy[g]);
+    }
+    SHAMMIE_RETURN_IF_ERROR(analysis::PlotXYCurves(curves, a.x_metric, a.metric, a.name, title, report_dir));
+  } else if (!report_dir.empty()) {
     std::vector<std::string> x;
     for (double s : steps) {
       std::snprintf(cell, sizeof cell, "%.10g", s);
@@ -191,7 +229,9 @@ common::Result<nlohmann::json> AnalyzeCurves(storage::ResultStore& store, const 
     SHAMMIE_RETURN_IF_ERROR(
         analysis::PlotCurves(x, series, a.metric, a.name, title, report_dir, a.x.empty() ? "step" : a.x));
   }
-  return nlohmann::json{{"metric", a.metric}, {"by", a.by}, {"x", a.x.empty() ? "step" : a.x}, {"groups", json}};
+  nlohmann::json result = {{"metric", a.metric}, {"by", a.by}, {"x", a.x.empty() ? "step" : a.x}, {"groups", json}};
+  if (!a.x_metric.empty()) result["x_metric"] = a.x_metric;
+  return result;
 }
 
 }  // namespace shammie::orchestrator

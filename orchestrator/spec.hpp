@@ -129,6 +129,7 @@ struct AnalysisSpec {
   std::string metric;                // curves: the metric whose curve is averaged
   std::vector<std::string> by;       // curves: config keys that form the groups
   std::string x;                     // curves: a config key or metric as the x axis ("" = the step)
+  std::string x_metric;              // curves: a metric as the x axis, paired with `metric` step by step
   nlohmann::json parameters;         // the table as resolved (for provenance)
   Location location;
 };

@@ -1032,6 +1032,10 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
     a.metric = str("metric");
     if (fields.contains("by")) a.by = fields["by"].get<std::vector<std::string>>();
     a.x = str("x");
+    a.x_metric = str("x_metric");
+    if (!a.x.empty() && !a.x_metric.empty()) {
+      ErrorAt(KeyLoc(*item.Get("x_metric")), prefix + ".x_metric", "curves take `x` or `x_metric`, not both");
+    }
     if (!a.name.empty() && !names.insert(a.name).second) {
       Error(item.Get("name")->node, prefix + ".name", "duplicate analysis name \"" + a.name + "\"");
     }
@@ -1068,7 +1072,7 @@ void Loader::CheckAnalyses(const MValue& analyses, ExperimentSpec& spec) {
         };
         if (family != "curves") {
           needed.push_back("table");
-          foreign.insert(foreign.end(), {"metric", "by", "x"});
+          foreign.insert(foreign.end(), {"metric", "by", "x", "x_metric"});
         }
         if (family == "curves") {
           needed = {"metric"};

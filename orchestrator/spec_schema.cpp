@@ -132,6 +132,10 @@ const Schema& AnalysisSchema() {
         .Doc("curves: the x axis instead of the step: a numeric config key of the stage, or a metric (its last value); "
              "each run then gives one point, its `metric`'s last value at its x (e.g. loss against parameters, "
              "throughput against batch).");
+    s.Add("x_metric", ValueType::kName)
+        .Doc("curves: a metric as the x axis, paired with `metric` step by step (e.g. gold reward against KL during "
+             "RL): each group's curve goes through, at every step where its runs report both, the mean of each over "
+             "the runs. Not with `x`.");
     s.Add("label", ValueType::kName).Doc("Mean methods (required): column of human labels; NaN marks an unlabeled row.");
     s.Add("prediction", ValueType::kName).Doc("Mean methods (required): column of autorater predictions.");
     s.Add("config", ValueType::kName)

@@ -440,5 +440,95 @@ x = "size"
   EXPECT_GT(testing::ReadFileText(dir.File("report/by-batch.png")).size(), 1000u);
 }
 
+// With `x_metric`, a metric is paired with another step by step (reward
+// against KL during RL): each group's curve goes through the mean of each at
+// every step both were reported; a config key of the same name does not get
+// in the way, and steps the x metric lacks are left out.
+TEST(AnalyzeRunTest, CurvesAgainstAnotherMetricStepByStep) {
+  workers::KindRegistry kinds;
+  workers::RegisterBuiltinKinds(kinds);
+  testing::ScratchDir dir("analyze-curves-x-metric");
+  auto store = CreateStoreFor(R"([experiment]
+name = "x"
+[[stage]]
+name = "s"
+kind = "bench.noop"
+[[analysis]]
+name = "gold-vs-kl"
+methods = ["curves"]
+stage = "s"
+metric = "gold"
+x_metric = "kl"
+by = ["ensemble"]
+)", dir.File("results.h5"), kinds);
+  ASSERT_NE(store, nullptr);
+  struct R { const char* id; const char* config; double kl10, kl20, gold0, gold10, gold20; };
+  const R rows[] = {{"a", R"({"ensemble":"single","kl":0.5})", 1.0, 3.0, 0.4, 0.5, 0.2},
+                    {"b", R"({"ensemble":"single","kl":0.5})", 2.0, 5.0, 0.4, 0.7, 0.4},
+                    {"c", R"({"ensemble":"pretrain","kl":0.5})", 0.5, 1.0, 0.4, 0.6, 0.6}};
+  int seed = 0;
+  for (const R& row : rows) {
+    ASSERT_TRUE(store->BeginRun({row.id, "s", "bench.noop", row.config, seed++, {}}).ok());
+    ASSERT_TRUE(store->AppendMetrics(row.id, "gold", std::vector<storage::MetricPoint>{{0, row.gold0}, {10, row.gold10},
+                                                                                        {20, row.gold20}}).ok());
+    // No KL at step 0: that step has no point.
+    ASSERT_TRUE(store->AppendMetrics(row.id, "kl", std::vector<storage::MetricPoint>{{10, row.kl10}, {20, row.kl20}}).ok());
+  }
+  ASSERT_TRUE(store->Close().ok());
+  auto r = Shammie({"analyze", dir.path().string(), "--report", dir.File("report")}, kinds);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto reread = storage::ResultStore::Open(dir.File("results.h5"), storage::ResultStore::Mode::kReadOnly);
+  ASSERT_TRUE(reread.ok());
+  auto a = (*reread)->ReadAnalysis("gold-vs-kl");
+  ASSERT_TRUE(a.ok());
+  const auto& t = a->second;
+  ASSERT_EQ(t.columns.size(), 7u);
+  EXPECT_EQ(t.columns[1].name, "step");
+  EXPECT_EQ(t.columns[2].name, "kl");
+  EXPECT_EQ(std::get<std::vector<std::string>>(t.columns[0].values),
+            (std::vector<std::string>{"ensemble=\"pretrain\"", "ensemble=\"pretrain\"", "ensemble=\"single\"",
+                                      "ensemble=\"single\""}));
+  EXPECT_EQ(std::get<std::vector<int64_t>>(t.columns[1].values), (std::vector<int64_t>{10, 20, 10, 20}));
+  EXPECT_EQ(std::get<std::vector<double>>(t.columns[2].values), (std::vector<double>{0.5, 1.0, 1.5, 4.0}));
+  EXPECT_EQ(std::get<std::vector<int64_t>>(t.columns[3].values), (std::vector<int64_t>{1, 1, 2, 2}));
+  const auto& mean = std::get<std::vector<double>>(t.columns[4].values);
+  ASSERT_EQ(mean.size(), 4u);
+  EXPECT_DOUBLE_EQ(mean[0], 0.6);
+  EXPECT_DOUBLE_EQ(mean[1], 0.6);
+  EXPECT_DOUBLE_EQ(mean[2], 0.6);
+  EXPECT_DOUBLE_EQ(mean[3], 0.3);
+  EXPECT_GT(testing::ReadFileText(dir.File("report/gold-vs-kl.png")).size(), 1000u);
+  // The plot's data: one block per group, (mean KL, mean gold) by step.
+  EXPECT_NE(testing::ReadFileText(dir.File("report/gold-vs-kl.dat")).find("1.5 0.6\n4 0.3\n"), std::string::npos);
+
+  auto both = LoadExperimentFromString(R"([experiment]
+name = "x"
+[[stage]]
+name = "s"
+kind = "bench.noop"
+[[analysis]]
+name = "a"
+methods = ["curves"]
+stage = "s"
+metric = "gold"
+x = "kl"
+x_metric = "kl"
+[[analysis]]
+name = "b"
+methods = ["ltt"]
+stage = "s"
+table = "t"
+config = "c"
+loss = "l"
+x_metric = "kl"
+)", "x.toml", kinds);
+  std::vector<std::string> lines;
+  for (const auto& d : both.errors) lines.push_back(d.ToString());
+  EXPECT_EQ(lines, (std::vector<std::string>{
+                       "x.toml:12:1: analysis.a.x_metric: curves take `x` or `x_metric`, not both",
+                       "x.toml:20:1: analysis.b.x_metric: does not apply to ltt (methods = `ltt`)",
+                   }));
+}
+
 }  // namespace
 }  // namespace shammie::orchestrator
