@@ -22,6 +22,8 @@ else()
   set(SHAMMIE_NLOPT_TARGET NLopt::nlopt_cxx)
 endif()
 shammie_require_package(HDF5 "libhdf5-dev hdf5-tools" COMPONENTS C)
+# The `text` task reads gzip-compressed GNU info manuals (workers/tasks.cpp).
+shammie_require_package(ZLIB zlib1g-dev)
 set(MPI_CXX_SKIP_MPICXX ON)
 shammie_require_package(MPI "libopenmpi-dev openmpi-bin" COMPONENTS C)
 # Debian's LibTorch (CPU). Its TorchConfig prints a warning about the missing

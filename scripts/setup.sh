@@ -7,7 +7,7 @@ packages=(
   # toolchain and build speed
   cmake ninja-build ccache mold g++ pkg-config git
   # libraries
-  libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libxxhash-dev libhdf5-dev libboost-math-dev
+  libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libxxhash-dev libhdf5-dev libboost-math-dev zlib1g-dev
   # Bayesian optimization: Gaussian processes (Eigen) and their optimisers (NLopt)
   libeigen3-dev libnlopt-cxx-dev
   # MPI: the engine's ranks (mpirun) and gang collectives

@@ -220,6 +220,10 @@ void RegisterLmKinds(KindRegistry& registry) {
       if (c.value("packed", false) && c.contains("data") && !c["data"].empty()) {
         problems.push_back({"packed", "lays out the task's examples; it does not apply to data"});
       }
+      if (c.value("task", std::string()) == "text" && !c.value("packed", false) &&
+          (!c.contains("data") || c["data"].empty())) {
+        problems.push_back({"task", "text is prose without answers: train a language model of it with packed = true"});
+      }
       return problems;
     };
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_train", ctx); };

@@ -2,13 +2,16 @@
 
 #include <algorithm>
 #include <array>
+#include <mutex>
 #include <optional>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
+#include <zlib.h>
 
 #include "common/hash.hpp"
 #include "common/schema.hpp"
+#include "workers/text.hpp"
 
 namespace shammie::workers {
 
@@ -383,9 +386,133 @@ std::string Tokenizer::Decode(const std::vector<int>& tokens) {
   return out;
 }
 
+namespace {
+
+// The `text` family: English prose for character-level language modelling,
+// the GNU info manuals of Debian's essential packages (the same files on
+// every Debian 12 machine). Each info node is lowercased and mapped onto the
+// task vocabulary, then cut at word boundaries into chunks of at most
+// kTextChunk characters; a chunk is one example (its text the prompt, the
+// answer empty), and its hash picks its split as for every family.
+constexpr size_t kTextChunk = 2048;
+constexpr std::array<const char*, 9> kTextFiles = {
+    "coreutils.info.gz", "find.info.gz", "find.info-1.gz", "find.info-2.gz", "grep.info.gz",
+    "sed.info.gz",       "diffutils.info.gz", "gzip.info.gz", "find-maint.info.gz"};
+
+struct TextCorpus {
+  std::vector<std::string> chunks;
+  size_t longest = 0;
+};
+
+}  // namespace
+
+std::string NormalizeText(std::string_view raw) {
+  std::string out;
+  out.reserve(raw.size());
+  auto put = [&out](char c) {
+    if (c == ' ' && (out.empty() || out.back() == ' ')) return;
+    out += c;
+  };
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const auto u = static_cast<unsigned char>(raw[i]);
+    if (u >= 0x80) {  // a UTF-8 sequence (curly quotes, dashes): dropped whole
+      while (i + 1 < raw.size() && (static_cast<unsigned char>(raw[i + 1]) & 0xC0) == 0x80) ++i;
+      continue;
+    }
+    char c = static_cast<char>(u >= 'A' && u <= 'Z' ? u - 'A' + 'a' : u);
+    switch (c) {
+      case '\n': case '\t': case '\r': case '\f': case '\v': c = ' '; break;
+      case ':': case ';': c = ','; break;
+      case '!': case '?': c = '.'; break;
+      case '[': case '{': case '<': c = '('; break;
+      case ']': case '}': c = ')'; break;
+      case '/': case '_': case '\\': c = '-'; break;
+      default: break;
+    }
+    if (kChars.find(c) != std::string_view::npos) put(c);
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+namespace {
+
+common::Result<std::string> ReadGzip(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return common::NotFound("text: cannot open " + path +
+                            " (the task reads the GNU info manuals of Debian's essential packages)");
+  }
+  std::string out;
+  char buf[1 << 16];
+  int n = 0;
+  while ((n = gzread(f, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  const bool failed = n < 0;
+  gzclose(f);
+  if (failed) return common::DataLoss("text: " + path + " is not a readable gzip file");
+  return out;
+}
+
+common::Result<const TextCorpus*> LoadTextCorpus() {
+  static std::mutex mu;
+  static std::unique_ptr<TextCorpus> cached;
+  std::lock_guard<std::mutex> lock(mu);
+  if (cached) return cached.get();
+  auto corpus = std::make_unique<TextCorpus>();
+  for (const char* name : kTextFiles) {
+    SHAMMIE_ASSIGN_OR_RETURN(const std::string raw, ReadGzip(std::string("/usr/share/info/") + name));
+    size_t at = 0;
+    while (at < raw.size()) {  // info nodes are separated by the byte 0x1f
+      size_t end = raw.find('\x1f', at);
+      if (end == std::string::npos) end = raw.size();
+      const std::string_view node(raw.data() + at, end - at);
+      at = end + 1;
+      if (node.find("Tag Table:") != std::string_view::npos || node.find("Indirect:") != std::string_view::npos) continue;
+      const std::string text = NormalizeText(node);
+      for (size_t from = 0; from < text.size();) {
+        size_t to = std::min(text.size(), from + kTextChunk);
+        if (to < text.size()) {
+          const size_t space = text.rfind(' ', to);
+          if (space != std::string::npos && space > from) to = space;
+        }
+        std::string chunk = text.substr(from, to - from);
+        while (!chunk.empty() && chunk.front() == ' ') chunk.erase(0, 1);
+        if (chunk.size() >= 64) {
+          corpus->longest = std::max(corpus->longest, chunk.size());
+          corpus->chunks.push_back(std::move(chunk));
+        }
+        from = to;
+      }
+    }
+  }
+  cached = std::move(corpus);
+  return cached.get();
+}
+
+class Text final : public SyntheticTask {
+ public:
+  Text(TaskSpec spec, const TextCorpus& corpus) : SyntheticTask(std::move(spec)), corpus_(corpus) {}
+  int MaxTokens() const override { return static_cast<int>(corpus_.longest) + 1; }
+  std::vector<Example> Enumerate(Split, size_t) const override { return {}; }
+  common::Result<std::string> AnswerFor(const std::string&) const override {
+    return common::InvalidArgument("text: prose has no answers to grade (a language-modelling task)");
+  }
+
+ protected:
+  std::pair<std::string, std::string> Draw(common::SplitMix64& rng) const override {
+    const auto n = static_cast<int64_t>(corpus_.chunks.size());
+    return {corpus_.chunks[static_cast<size_t>(rng.NextInt(0, n - 1))], ""};
+  }
+
+ private:
+  const TextCorpus& corpus_;
+};
+
+}  // namespace
+
 const std::vector<std::string>& TaskFamilies() {
   static const std::vector<std::string> kFamilies = {"modadd", "copy", "reverse", "sort", "rotate",
-                                                     "distinct", "arith", "grammar"};
+                                                     "distinct", "arith", "grammar", "text"};
   return kFamilies;
 }
 
@@ -563,6 +690,10 @@ common::Result<std::unique_ptr<SyntheticTask>> SyntheticTask::Make(const TaskSpe
   if (f == "modadd") return std::unique_ptr<SyntheticTask>(std::make_unique<ModAdd>(spec));
   if (f == "arith") return std::unique_ptr<SyntheticTask>(std::make_unique<Arith>(spec));
   if (f == "grammar") return std::unique_ptr<SyntheticTask>(std::make_unique<Grammar>(spec));
+  if (f == "text") {
+    SHAMMIE_ASSIGN_OR_RETURN(const TextCorpus* corpus, LoadTextCorpus());
+    return std::unique_ptr<SyntheticTask>(std::make_unique<Text>(spec, *corpus));
+  }
   return std::unique_ptr<SyntheticTask>(std::make_unique<StringTask>(spec));
 }
 

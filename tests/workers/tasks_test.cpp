@@ -11,6 +11,7 @@
 
 #include "common/schema.hpp"
 #include "workers/job_kind.hpp"
+#include "workers/text.hpp"
 
 namespace shammie::workers {
 namespace {
@@ -39,6 +40,64 @@ TEST(TasksTest, TokenizerRoundTripsAndRefusesUnknownCharacters) {
       EXPECT_EQ(*Tokenizer::Encode(e.prompt_text), e.prompt);
     }
   }
+}
+
+TEST(TasksTest, TextMapsProseOntoTheVocabulary) {
+  EXPECT_EQ(NormalizeText("Hello,  World!\n\tThe \xE2\x80\x98" "cat\xE2\x80\x99 [x]: a/b_c; why?  "),
+            "hello, world. the cat (x), a-b-c, why.");
+  EXPECT_EQ(NormalizeText("  \n"), "");
+  EXPECT_EQ(NormalizeText("{A<B}"), "(a(b)");
+  EXPECT_EQ(NormalizeText("#$%^&`~\"'@"), "");
+}
+
+TEST(TasksTest, TextChunksAreProseInDisjointSplits) {
+  TaskSpec spec;
+  spec.family = "text";
+  auto task = SyntheticTask::Make(spec);
+  ASSERT_TRUE(task.ok()) << task.status().ToString();
+  common::SplitMix64 rng(11);
+  std::map<Split, std::set<std::string>> seen;
+  size_t chars = 0, spaces = 0;
+  for (Split split : {Split::kTrain, Split::kValidation, Split::kTest}) {
+    for (int i = 0; i < 200; ++i) {
+      const Example e = (*task)->Sample(split, rng);
+      EXPECT_TRUE(e.answer_text.empty());
+      EXPECT_EQ(e.answer, std::vector<int>{Tokenizer::kEos});
+      EXPECT_GE(e.prompt_text.size(), 64u);
+      EXPECT_LE(static_cast<int>(e.prompt.size() + e.answer.size()), (*task)->MaxTokens());
+      EXPECT_EQ(NormalizeText(e.prompt_text), e.prompt_text);  // already normal: no capitals, no runs of spaces
+      chars += e.prompt_text.size();
+      spaces += static_cast<size_t>(std::count(e.prompt_text.begin(), e.prompt_text.end(), ' '));
+      seen[split].insert(e.prompt_text);
+    }
+  }
+  // English prose: about one character in six is a space.
+  const double space_rate = static_cast<double>(spaces) / static_cast<double>(chars);
+  EXPECT_GT(space_rate, 0.1);
+  EXPECT_LT(space_rate, 0.3);
+  for (const std::string& t : seen[Split::kValidation]) {
+    EXPECT_FALSE(seen[Split::kTrain].count(t)) << t.substr(0, 80);
+    EXPECT_FALSE(seen[Split::kTest].count(t)) << t.substr(0, 80);
+  }
+  EXPECT_GT(seen[Split::kTrain].size(), 150u);  // many distinct chunks, not a few repeated
+  EXPECT_FALSE((*task)->AnswerFor("some prose").ok());
+
+  // lm.train on text is language modelling: without packed it would learn only EOS.
+  KindRegistry registry;
+  RegisterLmKinds(registry);
+  const JobKind* train = registry.Find("lm.train");
+  ASSERT_NE(train, nullptr);
+  nlohmann::json config = nlohmann::json::object();
+  for (const auto& key : train->config.keys()) {
+    if (!key.default_value.is_null()) config[key.name] = key.default_value;
+  }
+  config["task"] = "text";
+  config["packed"] = false;
+  auto problems = train->check(config);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].key, "task");
+  config["packed"] = true;
+  EXPECT_TRUE(train->check(config).empty());
 }
 
 TEST(TasksTest, ModAddAnswersAreTheModularSumAndSplitsAreDisjoint) {
