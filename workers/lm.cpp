@@ -980,6 +980,7 @@ common::Result<UpstreamWork> OpenUpstream(const JobContext& ctx, const std::stri
   SHAMMIE_ASSIGN_OR_RETURN(work.loaded, lm::LoadModelFile(up->path));
   SHAMMIE_ASSIGN_OR_RETURN(work.task, TaskFor(ctx, work.loaded.checkpoint));
   SHAMMIE_ASSIGN_OR_RETURN(Split split, SplitFromName(c["split"].get<std::string>()));
+  if (n == 0) return work;
   const int64_t max_len = work.loaded.model->config.max_len;
   if (work.task->MaxTokens() + 1 > max_len) {
     return common::InvalidArgument("examples of this task need " + std::to_string(work.task->MaxTokens() + 1) +

@@ -203,7 +203,7 @@ std::vector<Sampled> GenerateBlocks(Transformer& model, const std::vector<std::v
 
 common::Status RunLmBlockDecode(JobContext& ctx) {
   const nlohmann::json& c = ctx.config();
-  SHAMMIE_ASSIGN_OR_RETURN(lm::UpstreamWork work, lm::OpenUpstream(ctx, "lm.block_decode", 1));
+  SHAMMIE_ASSIGN_OR_RETURN(lm::UpstreamWork work, lm::OpenUpstream(ctx, "lm.block_decode", 0));
   lm::Transformer& model = work.loaded.model;
   const ModelConfig& mc = model->config;
   const int64_t prompt_length = c["prompt_length"].get<int64_t>(), new_tokens = c["new_tokens"].get<int64_t>();

@@ -385,7 +385,9 @@ std::vector<int32_t> PackedWindow(const SyntheticTask& task, Split split, int64_
 // What lm.eval, lm.sample and lm.loop_decode start from: the upstream
 // model, the task (the one it was trained on unless the job's
 // trained_task = false) and up to `n` examples of the job's `split`; sets
-// the job's `threads`.
+// the job's `threads`. The examples must fit the model's max_len; n = 0
+// (lm.block_decode, which reads packed windows) draws none and skips that
+// check.
 struct UpstreamWork {
   LoadedModel loaded;
   std::unique_ptr<SyntheticTask> task;
