@@ -172,6 +172,36 @@ common::Status PlotHeatmap(const std::vector<std::vector<double>>& values, const
   return Render(out_dir, name, script);
 }
 
+namespace {
+
+// Large x values (parameter counts) plot in thousands or millions, so that
+// the tick labels stay short enough not to run together.
+struct AxisScale {
+  double divisor = 1;
+  std::string unit;
+};
+
+AxisScale ScaleFor(double max_abs) {
+  if (max_abs >= 1e7) return {1e6, "millions"};
+  if (max_abs >= 1e4) return {1e3, "thousands"};
+  return {};
+}
+
+std::string ScaledLabel(const std::string& label, const AxisScale& s) {
+  if (s.unit.empty()) return label;
+  return label.empty() ? "(" + s.unit + ")" : label + " (" + s.unit + ")";
+}
+
+// The gnuplot `using` expression of data column `column` under the scale.
+std::string ScaledColumn(int column, const AxisScale& s) {
+  if (s.divisor == 1) return std::to_string(column);
+  std::ostringstream e;
+  e << "($" << column << "/" << s.divisor << ")";
+  return e.str();
+}
+
+}  // namespace
+
 common::Status PlotCurves(const std::vector<std::string>& x_labels,
                           const std::vector<std::pair<std::string, std::vector<double>>>& series,
                           const std::string& y_label, const std::string& name, const std::string& title,
@@ -193,6 +223,11 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
     const double prev = i == 0 ? 0 : std::strtod(x_labels[i - 1].c_str(), nullptr);
     geometric = v > 0 && (i == 0 || v >= (i + 1 == x_labels.size() ? 1.0 : 1.9) * prev) && (i == 0 || v > prev);
   }
+  double max_x = 0;
+  for (size_t i = 0; numeric && i < x_labels.size(); ++i) {
+    max_x = std::max(max_x, std::fabs(std::strtod(x_labels[i].c_str(), nullptr)));
+  }
+  const AxisScale scale = ScaleFor(max_x);
   std::ostringstream text;
   text.precision(6);
   for (size_t i = 0; i < x_labels.size(); ++i) {
@@ -225,7 +260,8 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
                        "set output " + Quote(png) + "\n"
                        "set title " + Quote(title) + "\n"
                        "set ylabel " + Quote(y_label) + "\n" +
-                       (x_label.empty() ? std::string() : "set xlabel " + Quote(x_label) + "\n") +
+                       (ScaledLabel(x_label, scale).empty() ? std::string()
+                                                            : "set xlabel " + Quote(ScaledLabel(x_label, scale)) + "\n") +
                        "set datafile missing 'NaN'\n"
                        "set grid ytics\nset lmargin 14\n" +
                        std::string(key_below ? "set key below maxcols 2\n" : "set key outside right\nset bmargin 9\n") +
@@ -233,7 +269,8 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
                        "set termoption noenhanced\n" + std::string(geometric ? "set logscale x 2\n" : "") +
                        std::string(numeric ? "" : "set xtics rotate by 30 right\n") + "plot ";
   for (size_t k = 0; k < series.size(); ++k) {
-    script += (k ? ", " : "") + Quote(data) + " using " + (numeric ? "2" : "1") + ":" + std::to_string(k + 3) +
+    script += (k ? ", " : "") + Quote(data) + " using " + (numeric ? ScaledColumn(2, scale) : "1") + ":" +
+              std::to_string(k + 3) +
               (k == 0 && !numeric ? ":xtic(2)" : "") + " with linespoints title " + Quote(series[k].first);
   }
   script += "\n";
@@ -248,6 +285,13 @@ common::Status PlotXYCurves(const std::vector<XYCurve>& curves, const std::strin
   std::ostringstream text;
   text.precision(8);
   size_t longest = 0;
+  double max_x = 0;
+  for (const XYCurve& c : curves) {
+    for (double x : c.x) {
+      if (std::isfinite(x)) max_x = std::max(max_x, std::fabs(x));
+    }
+  }
+  const AxisScale scale = ScaleFor(max_x);
   for (size_t k = 0; k < curves.size(); ++k) {
     if (k) text << "\n\n";  // gnuplot's `index k` block separator
     text << "# " << curves[k].name << '\n';
@@ -263,13 +307,13 @@ common::Status PlotXYCurves(const std::vector<XYCurve>& curves, const std::strin
   std::string script = "set terminal png size 900," + std::to_string(height) + "\n"
                        "set output " + Quote(png) + "\n"
                        "set title " + Quote(title) + "\n"
-                       "set xlabel " + Quote(x_label) + "\n"
+                       "set xlabel " + Quote(ScaledLabel(x_label, scale)) + "\n"
                        "set ylabel " + Quote(y_label) + "\n"
                        "set grid\nset lmargin 14\n" +
                        std::string(key_below ? "set key below maxcols 2\n" : "set key outside right\nset bmargin 9\n") +
                        "set termoption noenhanced\nplot ";
   for (size_t k = 0; k < curves.size(); ++k) {
-    script += (k ? ", " : "") + Quote(data) + " index " + std::to_string(k) + " using 1:2 with linespoints title " +
+    script += (k ? ", " : "") + Quote(data) + " index " + std::to_string(k) + " using " + ScaledColumn(1, scale) + ":2 with linespoints title " +
               Quote(curves[k].name);
   }
   script += "\n";

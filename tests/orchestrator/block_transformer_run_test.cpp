@@ -35,6 +35,10 @@ TEST(BlockTransformerRunTest, SmokeStudyTrainsDecodesAndCountsTheCache) {
   std::cout << analyze.output << std::endl;
   EXPECT_NE(analyze.output.find("block_length=4, prompt_length=96"), std::string::npos) << "grouped by a metric";
   EXPECT_GT(testing::ReadFileText(dir + "/report/throughput-vs-batch.png").size(), 1000u);
+  // Parameter counts plot in thousands: printed in full, the ticks ran together.
+  const std::string plot = testing::ReadFileText(dir + "/report/loss-vs-parameters.gp");
+  EXPECT_NE(plot.find("set xlabel 'parameters (thousands)'"), std::string::npos) << plot;
+  EXPECT_NE(plot.find("using ($2/1000):3"), std::string::npos) << plot;
 
   auto store = storage::ResultStore::Open(dir + "/results.h5", storage::ResultStore::Mode::kReadOnly);
   ASSERT_TRUE(store.ok());
