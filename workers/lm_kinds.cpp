@@ -252,6 +252,9 @@ void RegisterLmKinds(KindRegistry& registry) {
         .Doc("A token exits after an earlier loop when its top next-token probability reaches this; > 1: never.");
     k.config.Int("max_new_tokens").Default(0).Range(0, 8192)
         .Doc("Tokens per prompt at most; 0: the longest answer of the prompts (EOS included).");
+    k.config.Int("prompt_length").Range(2, 8192)
+        .Doc("Unset: the split's examples are the prompts. Set: `prompts` windows of this many tokens of the "
+             "split's packed stream (prose without answers, task = text; no accuracy); needs max_new_tokens.");
     k.config.Int("repeats").Default(3).Range(1, 100)
         .Doc("Rounds over the policies (round robin, so load drift hits each alike); each reports its fastest.");
     k.config.Int("threads").Default(1).Range(1, 256).Doc("Intra-op threads.");
@@ -266,6 +269,9 @@ void RegisterLmKinds(KindRegistry& registry) {
         }
       }
       if (c["batching"].empty()) problems.push_back({"batching", "name at least one policy"});
+      if (c.contains("prompt_length") && c["max_new_tokens"].get<int64_t>() == 0) {
+        problems.push_back({"max_new_tokens", "must be set with prompt_length: windows of prose have no answers"});
+      }
       return problems;
     };
     k.run = [](JobContext& ctx) { return CallPlugin("shammie_lm_loop_decode", ctx); };

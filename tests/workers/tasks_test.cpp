@@ -98,6 +98,22 @@ TEST(TasksTest, TextChunksAreProseInDisjointSplits) {
   EXPECT_EQ(problems[0].key, "task");
   config["packed"] = true;
   EXPECT_TRUE(train->check(config).empty());
+
+  // lm.loop_decode's prompts on text are windows of prose: no answers, so
+  // the number of new tokens must be given.
+  const JobKind* decode = registry.Find("lm.loop_decode");
+  ASSERT_NE(decode, nullptr);
+  nlohmann::json d = nlohmann::json::object();
+  for (const auto& key : decode->config.keys()) {
+    if (!key.default_value.is_null()) d[key.name] = key.default_value;
+  }
+  EXPECT_TRUE(decode->check(d).empty());
+  d["prompt_length"] = 64;
+  problems = decode->check(d);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].key, "max_new_tokens");
+  d["max_new_tokens"] = 32;
+  EXPECT_TRUE(decode->check(d).empty());
 }
 
 TEST(TasksTest, ModAddAnswersAreTheModularSumAndSplitsAreDisjoint) {
