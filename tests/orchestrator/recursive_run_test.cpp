@@ -79,6 +79,12 @@ TEST(RecursiveRunTest, SmokeStudyConvertsRelaxesAndSimulates) {
     if (r.stage == "decode") {
       EXPECT_EQ(metric(r.job_id, "policies_agree").back().value, 1.0) << "every policy decodes the same tokens";
       EXPECT_LT(metric(r.job_id, "depth_calls").back().value, metric(r.job_id, "static_calls").back().value + 1);
+      // Windows of prose (prompt_length): 32 prompts x at most 24 new
+      // characters, nothing to grade.
+      const double calls = metric(r.job_id, "static_calls").back().value;
+      EXPECT_LE(calls * metric(r.job_id, "static_tokens_per_call").back().value, 32 * 24 + 1e-6);
+      auto accuracy = (*store)->ReadMetric(r.job_id, "static_accuracy");
+      EXPECT_TRUE(!accuracy.ok() || accuracy->empty()) << "prose has no answers to grade";
     }
     if (r.stage == "batching") {
       const std::string policy = c["batching"].get<std::string>();
