@@ -52,6 +52,7 @@ TEST(RecursiveRunTest, SmokeStudyConvertsRelaxesAndSimulates) {
     return m.ok() ? *m : std::vector<storage::MetricPoint>{};
   };
   // Collected in one pass (runs come in job-id order), checked after.
+  std::string full_model;  // the checkpoint, relative to the run directory
   double full_val = NAN, full_params = NAN, stepwise_start = NAN, full_rank_start = NAN, zero_start = NAN;
   std::vector<double> recursive_params;
   std::map<std::string, double> tokens_per_call, stages_per_token;
@@ -60,6 +61,7 @@ TEST(RecursiveRunTest, SmokeStudyConvertsRelaxesAndSimulates) {
     ++per_stage[r.stage];
     const nlohmann::json c = nlohmann::json::parse(r.config_json);
     if (r.stage == "full") {
+      full_model = r.artifacts.count("model") ? r.artifacts.at("model") : "";
       full_val = metric(r.job_id, "val_loss").back().value;
       full_params = metric(r.job_id, "parameters").back().value;
     }
@@ -105,6 +107,37 @@ TEST(RecursiveRunTest, SmokeStudyConvertsRelaxesAndSimulates) {
   EXPECT_EQ(stages_per_token["depth"], stages_per_token["sequence"]);  // the same tokens at the same depths
   EXPECT_GT(tokens_per_call["depth"], 1.25 * tokens_per_call["sequence"]);
   EXPECT_GT(tokens_per_call["sequence"], tokens_per_call["static"]);
+
+  // scripts/tied_residuals.py reads the full model's checkpoint: Average
+  // minimises each tied group's residual energy, so it never exceeds
+  // Stepwise's; the leftover after the rank-r SVD falls with r and is zero
+  // at full rank (d_model = 32).
+  if (testing::RunCommand("/usr/bin/python3 -c 'import torch'").exit_code != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 has no torch (scripts/setup.sh installs python3-torch)";
+  }
+  ASSERT_FALSE(full_model.empty());
+  auto tied = testing::RunCommand("/usr/bin/python3 " SHAMMIE_SOURCE_DIR "/scripts/tied_residuals.py " + dir + "/" +
+                                  full_model + " --loops 2 --ranks 2,8,32 --json");
+  ASSERT_EQ(tied.exit_code, 0) << tied.output;
+  const size_t json_at = tied.output.find("{\"ranks\"");  // after any warning on stderr
+  ASSERT_NE(json_at, std::string::npos) << tied.output;
+  const nlohmann::json rows = nlohmann::json::parse(tied.output.substr(json_at))["rows"];
+  ASSERT_EQ(rows.size(), 7u);
+  for (const auto& row : rows) {
+    const auto stepwise = row["stepwise"].get<std::vector<double>>(), average = row["average"].get<std::vector<double>>();
+    ASSERT_EQ(stepwise.size(), 4u);
+    EXPECT_LE(average[0], stepwise[0] + 1e-12) << row.dump();
+    EXPECT_GT(stepwise[0], 0) << row.dump();
+    for (const auto* left : {&stepwise, &average}) {
+      for (size_t i = 1; i < left->size(); ++i) EXPECT_LE((*left)[i], (*left)[i - 1] + 1e-12) << row.dump();
+      EXPECT_NEAR(left->back(), 0, 1e-9) << row.dump();
+    }
+    EXPECT_EQ(row["tied_cosines"].size(), 2u);  // 4 layers in 2 groups of 2
+  }
+  auto refused = testing::RunCommand("/usr/bin/python3 " SHAMMIE_SOURCE_DIR "/scripts/tied_residuals.py " + dir +
+                                     "/results.h5 2>&1");
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find("not a shammie checkpoint"), std::string::npos) << refused.output;
 }
 
 }  // namespace
