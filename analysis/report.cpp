@@ -228,6 +228,7 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
     max_x = std::max(max_x, std::fabs(std::strtod(x_labels[i].c_str(), nullptr)));
   }
   const AxisScale scale = ScaleFor(max_x);
+  const std::string scaled_x_label = ScaledLabel(x_label, scale);
   std::ostringstream text;
   text.precision(6);
   for (size_t i = 0; i < x_labels.size(); ++i) {
@@ -260,8 +261,7 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
                        "set output " + Quote(png) + "\n"
                        "set title " + Quote(title) + "\n"
                        "set ylabel " + Quote(y_label) + "\n" +
-                       (ScaledLabel(x_label, scale).empty() ? std::string()
-                                                            : "set xlabel " + Quote(ScaledLabel(x_label, scale)) + "\n") +
+                       (scaled_x_label.empty() ? std::string() : "set xlabel " + Quote(scaled_x_label) + "\n") +
                        "set datafile missing 'NaN'\n"
                        "set grid ytics\nset lmargin 14\n" +
                        std::string(key_below ? "set key below maxcols 2\n" : "set key outside right\nset bmargin 9\n") +
@@ -313,8 +313,8 @@ common::Status PlotXYCurves(const std::vector<XYCurve>& curves, const std::strin
                        std::string(key_below ? "set key below maxcols 2\n" : "set key outside right\nset bmargin 9\n") +
                        "set termoption noenhanced\nplot ";
   for (size_t k = 0; k < curves.size(); ++k) {
-    script += (k ? ", " : "") + Quote(data) + " index " + std::to_string(k) + " using " + ScaledColumn(1, scale) + ":2 with linespoints title " +
-              Quote(curves[k].name);
+    script += (k ? ", " : "") + Quote(data) + " index " + std::to_string(k) + " using " + ScaledColumn(1, scale) +
+              ":2 with linespoints title " + Quote(curves[k].name);
   }
   script += "\n";
   return Render(out_dir, name, script);

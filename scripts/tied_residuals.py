@@ -78,18 +78,18 @@ def report(meta, params, loops, ranks):
         total = sum(float(x.pow(2).sum()) for x in w)
         cos = []
         for g in range(k):
-            group = list(range(g, layers, k))
+            group = list(range(g, layers, k))  # CYCLE: block g runs at positions g, g + K, ...
             for a in range(len(group)):
                 for b in range(a + 1, len(group)):
                     x, y = w[group[a]], w[group[b]]
                     cos.append(float((x * y).sum() / (x.norm() * y.norm())))
+        shared = {"stepwise": [w[src[g]] for g in range(k)],
+                  "average": [torch.stack(w[g::k]).mean(0) for g in range(k)]}
         left = {}
         for init in ("stepwise", "average"):
             acc = [0.0] * (len(ranks) + 1)
             for l in range(layers):
-                g = l % k
-                shared = w[src[g]] if init == "stepwise" else torch.stack([w[j] for j in range(g, layers, k)]).mean(0)
-                s2 = torch.linalg.svdvals(w[l] - shared).pow(2)
+                s2 = torch.linalg.svdvals(w[l] - shared[init][l % k]).pow(2)
                 acc[0] += float(s2.sum())
                 for j, r in enumerate(ranks):
                     acc[j + 1] += float(s2[r:].sum())
