@@ -335,6 +335,17 @@ std::vector<int32_t> PackedWindow(const SyntheticTask& task, Split split, int64_
   out.resize(static_cast<size_t>(window + 1));
   return out;
 }
+
+std::vector<std::vector<int>> PackedPrompts(const SyntheticTask& task, Split split, int64_t length, int64_t n,
+                                            std::string_view label) {
+  common::SplitMix64 rng(common::DeriveSeed(0, label, 0));
+  std::vector<std::vector<int>> out;
+  for (int64_t i = 0; i < n; ++i) {
+    const std::vector<int32_t> w = PackedWindow(task, split, length - 1, rng);
+    out.emplace_back(w.begin(), w.end());
+  }
+  return out;
+}
 }  // namespace lm
 
 namespace {

@@ -219,14 +219,10 @@ common::Status RunLmBlockDecode(JobContext& ctx) {
   // Prompts: windows of the split's packed stream (the corpus lm.train's
   // `packed` trains on), the same for every model.
   SHAMMIE_ASSIGN_OR_RETURN(const Split split, lm::SplitFromName(c["split"].get<std::string>()));
-  common::SplitMix64 rng(common::DeriveSeed(0, "block_decode_prompts", 0));
+  std::vector<std::vector<int>> prompts =
+      lm::PackedPrompts(*work.task, split, prompt_length, rounds * batch, "block_decode_prompts");
   std::vector<std::vector<std::vector<int>>> chunks(static_cast<size_t>(rounds));
-  for (auto& chunk : chunks) {
-    for (int64_t i = 0; i < batch; ++i) {
-      const std::vector<int32_t> w = lm::PackedWindow(*work.task, split, prompt_length - 1, rng);
-      chunk.emplace_back(w.begin(), w.end());
-    }
-  }
+  for (size_t i = 0; i < prompts.size(); ++i) chunks[i / static_cast<size_t>(batch)].push_back(std::move(prompts[i]));
   lm::SampleOptions o;
   o.temperature = 0;
   o.max_new_tokens = new_tokens;  // no stop tokens: every row decodes new_tokens

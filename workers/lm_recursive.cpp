@@ -8,7 +8,6 @@
 #include <deque>
 #include <limits>
 
-#include "common/random.hpp"
 #include "workers/lm.hpp"
 #include "workers/lm_torch.hpp"
 #include "workers/recursive.hpp"
@@ -312,11 +311,7 @@ common::Status RunLmLoopDecode(JobContext& ctx) {
     }
     // The same windows for every model, as lm.block_decode draws them.
     SHAMMIE_ASSIGN_OR_RETURN(const Split split, lm::SplitFromName(c["split"].get<std::string>()));
-    common::SplitMix64 rng(common::DeriveSeed(0, "loop_decode_prompts", 0));
-    for (int64_t i = 0; i < n; ++i) {
-      const std::vector<int32_t> w = lm::PackedWindow(*work.task, split, prompt_length - 1, rng);
-      prompts.emplace_back(w.begin(), w.end());
-    }
+    prompts = lm::PackedPrompts(*work.task, split, prompt_length, n, "loop_decode_prompts");
   }
   lm::LoopDecodeOptions o;
   o.batch = c["batch"].get<int64_t>();

@@ -382,6 +382,11 @@ common::Result<Split> SplitFromName(const std::string& name);
 // examples (BOS prompt answer) back to back, from a random point of the
 // first (lm.train's `packed` corpus).
 std::vector<int32_t> PackedWindow(const SyntheticTask& task, Split split, int64_t window, common::SplitMix64& rng);
+// Decode prompts: n windows of `length` tokens of the packed stream of
+// `split`, from a fixed seed named `label`, so every model measured under the
+// label gets the same prompts (lm.block_decode, lm.loop_decode).
+std::vector<std::vector<int>> PackedPrompts(const SyntheticTask& task, Split split, int64_t length, int64_t n,
+                                            std::string_view label);
 // What lm.eval, lm.sample and lm.loop_decode start from: the upstream
 // model, the task (the one it was trained on unless the job's
 // trained_task = false) and up to `n` examples of the job's `split`; sets
