@@ -466,6 +466,15 @@ bool ConvertsTo(const ModelConfig& from, const ModelConfig& to) {
   return SameArchitecture(from, v);
 }
 
+// `to` is the vanilla model a recursive (or relaxed) `from` unrolls into.
+bool UnrollsTo(const ModelConfig& from, const ModelConfig& to) {
+  if ((from.loops == 1 && from.lora_rank == 0) || to.loops != 1 || to.lora_rank != 0) return false;
+  ModelConfig v = from;
+  v.loops = 1;
+  v.lora_rank = 0;
+  return SameArchitecture(v, to);
+}
+
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainConfig& config, Transformer& model) {
   if (config.optimizer == "sgd") {
     return std::make_unique<torch::optim::SGD>(
@@ -716,11 +725,15 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
       } else if (ConvertsTo(source_config, config.model)) {
         // A vanilla model becomes this job's recursive one.
         SHAMMIE_RETURN_IF_ERROR(lm::ConvertToRecursive(*source, *model, config.recursive_init, config.lora_init));
+      } else if (UnrollsTo(source_config, config.model)) {
+        // A recursive model becomes a vanilla one computing the same function.
+        SHAMMIE_RETURN_IF_ERROR(lm::UnrollToVanilla(*source, *model));
       } else {
         return common::InvalidArgument(source_name + " (" + Describe(source_config) +
                                        ") does not match this job's architecture (" + Describe(config.model) +
-                                       "); use the same model keys (or a recursive version of a vanilla model: "
-                                       "loops / tying / lora_rank), or init = \"scratch\"");
+                                       "); use the same model keys, a recursive version of a vanilla model (loops / "
+                                       "tying / lora_rank), a vanilla version of a recursive one (unrolled), or "
+                                       "init = \"scratch\"");
       }
       if (up) result.initialized_from = up->job_id;
     }

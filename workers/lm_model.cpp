@@ -1113,4 +1113,36 @@ common::Status ConvertToRecursive(TransformerImpl& from, TransformerImpl& to, co
   return common::Status::Ok();
 }
 
+
+common::Status UnrollToVanilla(TransformerImpl& from, TransformerImpl& to) {
+  if (from.config.block_length > 0 || IsVanilla(from.config)) {
+    return common::InvalidArgument("only a recursive model (loops > 1 or lora_rank > 0) unrolls");
+  }
+  if (!IsVanilla(to.config)) return common::InvalidArgument("a recursive model unrolls into a vanilla model");
+  ModelConfig a = from.config, b = to.config;
+  a.loops = 1;
+  a.lora_rank = 0;
+  a.tying = b.tying;
+  if (!(a == b) || from.vocab != to.vocab) {
+    return common::InvalidArgument("the vanilla model must keep the recursive model's dimensions");
+  }
+  torch::NoGradGuard guard;
+  auto source = from.named_parameters();
+  for (auto& p : to.named_parameters()) {
+    if (p.key().rfind("block", 0) == 0) continue;
+    p.value().copy_(source[p.key()]);
+  }
+  const bool relaxed = !from.lora.empty();
+  for (size_t l = 0; l < to.blocks.size(); ++l) {
+    Block& shared = from.blocks[static_cast<size_t>(from.layer_map[l])];
+    Block& out = to.blocks[l];
+    for (int i = 0; i < 7; ++i) out->Projection(i)->weight.copy_(EffectiveWeight(from, l, i));
+    out->attn_norm->weight.copy_(relaxed ? shared->attn_norm->weight + from.lora[l].attn_norm
+                                         : shared->attn_norm->weight);
+    out->mlp_norm->weight.copy_(relaxed ? shared->mlp_norm->weight + from.lora[l].mlp_norm
+                                        : shared->mlp_norm->weight);
+  }
+  return common::Status::Ok();
+}
+
 }  // namespace shammie::workers::lm

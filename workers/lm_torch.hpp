@@ -181,6 +181,13 @@ Tensor EffectiveWeight(TransformerImpl& model, size_t position, int projection);
 common::Status ConvertToRecursive(TransformerImpl& from, TransformerImpl& to, const std::string& init,
                                   const std::string& lora_init);
 
+// The inverse direction: `to` is a vanilla model of `from`'s dimensions and
+// position l gets `from`'s effective weights there (shared block plus LoRA
+// and norm deltas), so both compute the same function; embedding, final norm
+// and heads are copied. What the unrolled safetensors export writes, kept
+// in memory.
+common::Status UnrollToVanilla(TransformerImpl& from, TransformerImpl& to);
+
 // --- generation ---
 
 // Greedy decoding with early exits at loop boundaries for a recursive model

@@ -2,8 +2,9 @@
 // (PAPERS.md §1(f)): conversion takes the right layers, pure tying divides
 // the blocks' parameters by the loop count, the truncated SVD LoRA meets
 // Eckart-Young and at full rank reproduces the vanilla model's logits, the
-// KV cache and the unrolled safetensors export compute the same function,
-// and lm.train converts and uptrains (with distillation) from an upstream job.
+// KV cache, the unrolled safetensors export and the unrolled vanilla model
+// compute the same function, and lm.train converts and uptrains (with
+// distillation) from an upstream job, and unrolls a recursive one.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -177,6 +178,19 @@ TEST(RecursiveModelTest, CachedGenerationAndTheUnrolledExportComputeTheSameFunct
   plain->eval();
   EXPECT_LT(MaxAbs(Logits(plain, kSeq) - Logits(m, kSeq)), 1e-4);
   EXPECT_EQ(ImportSafetensors(m, path).code(), common::StatusCode::kInvalidArgument);  // import into vanilla only
+  // Unrolled in memory: the same function again, and the weights the file holds.
+  Transformer unrolled(Config(4), Tokenizer::VocabSize(), 8);
+  const common::Status u = UnrollToVanilla(*m, *unrolled);
+  ASSERT_TRUE(u.ok()) << u.ToString();
+  unrolled->eval();
+  EXPECT_LT(MaxAbs(Logits(unrolled, kSeq) - Logits(m, kSeq)), 1e-4);
+  auto from_file = plain->named_parameters();
+  for (const auto& p : unrolled->named_parameters()) {
+    EXPECT_TRUE(torch::equal(p.value(), from_file[p.key()])) << p.key();
+  }
+  EXPECT_FALSE(UnrollToVanilla(*plain, *unrolled).ok());  // a vanilla model does not unroll
+  Transformer wide(Config(6), Tokenizer::VocabSize(), 9);
+  EXPECT_FALSE(UnrollToVanilla(*m, *wide).ok());  // nor into other dimensions
 }
 
 std::vector<std::vector<int>> Prompts() {
@@ -323,6 +337,21 @@ TEST(RecursiveModelTest, LmTrainConvertsUptrainsAndDistills) {
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
   EXPECT_EQ(loaded->model->blocks.size(), 2u);
   EXPECT_EQ(loaded->checkpoint.model.loops, 2);
+  // Downstream of the recursive job, a vanilla job starts from the unrolled
+  // model: the same function, so the same validation loss.
+  {
+    LocalJobContext unrolled("unrolled", testing::KindConfig("lm.train", [&] {
+                               nlohmann::json c = base;
+                               c["steps"] = 0;
+                               return c;
+                             }()),
+                             4);
+    unrolled.set_inputs(pure->recorded());
+    const common::Status s = RunLmTrain(unrolled);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(unrolled.metrics().at("val_loss").front().step, 0);
+    EXPECT_NEAR(unrolled.metrics().at("val_loss").front().value, curve.back().value, 1e-5);
+  }
 
   // Weights from elsewhere: the vanilla model as Llama safetensors, imported
   // as it is or converted on import.
