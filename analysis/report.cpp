@@ -200,6 +200,23 @@ std::string ScaledColumn(int column, const AxisScale& s) {
   return e.str();
 }
 
+// The lines every curve plot starts with: the picture (taller when the key
+// of `entries` names, the longest `longest` characters, goes below it),
+// title, axis labels (an empty one is left out), margins and the key.
+std::string CurvesPreamble(const std::string& png, const std::string& title, const std::string& x_label,
+                           const std::string& y_label, size_t entries, size_t longest) {
+  const bool key_below = entries > 6 || longest > 30;
+  const size_t height = key_below ? 520 + 18 * ((entries + 1) / 2) : 520;
+  return "set terminal png size 900," + std::to_string(height) + "\n"
+         "set output " + Quote(png) + "\n"
+         "set title " + Quote(title) + "\n"
+         "set ylabel " + Quote(y_label) + "\n" +
+         (x_label.empty() ? std::string() : "set xlabel " + Quote(x_label) + "\n") +
+         "set lmargin 14\n" +
+         std::string(key_below ? "set key below maxcols 2\n" : "set key outside right\nset bmargin 9\n") +
+         "set termoption noenhanced\n";
+}
+
 }  // namespace
 
 common::Status PlotCurves(const std::vector<std::string>& x_labels,
@@ -228,7 +245,6 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
     max_x = std::max(max_x, std::fabs(std::strtod(x_labels[i].c_str(), nullptr)));
   }
   const AxisScale scale = ScaleFor(max_x);
-  const std::string scaled_x_label = ScaledLabel(x_label, scale);
   std::ostringstream text;
   text.precision(6);
   for (size_t i = 0; i < x_labels.size(); ++i) {
@@ -254,19 +270,10 @@ common::Status PlotCurves(const std::vector<std::string>& x_labels,
       hi = std::max(hi, v);
     }
   }
-  const bool key_below = series.size() > 6 || longest > 30;
   const bool log_y = lo > 0 && hi > 10 * lo && y_label.find("loss") != std::string::npos;
-  const size_t height = key_below ? 520 + 18 * ((series.size() + 1) / 2) : 520;
-  std::string script = "set terminal png size 900," + std::to_string(height) + "\n"
-                       "set output " + Quote(png) + "\n"
-                       "set title " + Quote(title) + "\n"
-                       "set ylabel " + Quote(y_label) + "\n" +
-                       (scaled_x_label.empty() ? std::string() : "set xlabel " + Quote(scaled_x_label) + "\n") +
-                       "set datafile missing 'NaN'\n"
-                       "set grid ytics\nset lmargin 14\n" +
-                       std::string(key_below ? "set key below maxcols 2\n" : "set key outside right\nset bmargin 9\n") +
-                       std::string(log_y ? "set logscale y\n" : "") +
-                       "set termoption noenhanced\n" + std::string(geometric ? "set logscale x 2\n" : "") +
+  std::string script = CurvesPreamble(png, title, ScaledLabel(x_label, scale), y_label, series.size(), longest) +
+                       "set datafile missing 'NaN'\nset grid ytics\n" + std::string(log_y ? "set logscale y\n" : "") +
+                       std::string(geometric ? "set logscale x 2\n" : "") +
                        std::string(numeric ? "" : "set xtics rotate by 30 right\n") + "plot ";
   for (size_t k = 0; k < series.size(); ++k) {
     script += (k ? ", " : "") + Quote(data) + " using " + (numeric ? ScaledColumn(2, scale) : "1") + ":" +
@@ -302,16 +309,8 @@ common::Status PlotXYCurves(const std::vector<XYCurve>& curves, const std::strin
   }
   SHAMMIE_RETURN_IF_ERROR(WriteText(data, text.str()));
   const std::string png = (fs::path(out_dir) / (name + ".png")).string();
-  const bool key_below = curves.size() > 6 || longest > 30;
-  const size_t height = key_below ? 520 + 18 * ((curves.size() + 1) / 2) : 520;
-  std::string script = "set terminal png size 900," + std::to_string(height) + "\n"
-                       "set output " + Quote(png) + "\n"
-                       "set title " + Quote(title) + "\n"
-                       "set xlabel " + Quote(ScaledLabel(x_label, scale)) + "\n"
-                       "set ylabel " + Quote(y_label) + "\n"
-                       "set grid\nset lmargin 14\n" +
-                       std::string(key_below ? "set key below maxcols 2\n" : "set key outside right\nset bmargin 9\n") +
-                       "set termoption noenhanced\nplot ";
+  std::string script =
+      CurvesPreamble(png, title, ScaledLabel(x_label, scale), y_label, curves.size(), longest) + "set grid\nplot ";
   for (size_t k = 0; k < curves.size(); ++k) {
     script += (k ? ", " : "") + Quote(data) + " index " + std::to_string(k) + " using " + ScaledColumn(1, scale) +
               ":2 with linespoints title " + Quote(curves[k].name);
