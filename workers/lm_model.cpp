@@ -1055,6 +1055,29 @@ common::Status ImportSafetensors(Transformer& model, const std::string& path) {
 
 // --- recursive conversion ---
 
+namespace {
+
+// `vanilla` has `recursive`'s dimensions and vocabulary, the recursion
+// (loops, tying, LoRA) aside.
+bool IsVanillaVersion(const TransformerImpl& vanilla, const TransformerImpl& recursive) {
+  ModelConfig v = vanilla.config, r = recursive.config;
+  r.loops = 1;
+  r.lora_rank = 0;
+  r.tying = v.tying;
+  return v == r && vanilla.vocab == recursive.vocab;
+}
+
+// Everything outside the blocks and the LoRA: embedding, final norm, heads.
+void CopyOutsideBlocks(TransformerImpl& from, TransformerImpl& to) {
+  auto source = from.named_parameters();
+  for (auto& p : to.named_parameters()) {
+    if (p.key().rfind("block", 0) == 0 || p.key().rfind("lora", 0) == 0) continue;
+    p.value().copy_(source[p.key()]);
+  }
+}
+
+}  // namespace
+
 common::Status ConvertToRecursive(TransformerImpl& from, TransformerImpl& to, const std::string& init,
                                   const std::string& lora_init) {
   SHAMMIE_ASSIGN_OR_RETURN(const rec::Init how, rec::ParseInit(init));
@@ -1063,20 +1086,11 @@ common::Status ConvertToRecursive(TransformerImpl& from, TransformerImpl& to, co
     return common::InvalidArgument("lora_init must be \"svd\" or \"zero\", not \"" + lora_init + "\"");
   }
   if (!IsVanilla(from.config)) return common::InvalidArgument("only a vanilla model (loops = 1, lora_rank = 0) converts");
-  ModelConfig a = from.config, b = to.config;
-  b.loops = 1;
-  b.lora_rank = 0;
-  b.tying = a.tying;
-  if (!(a == b) || from.vocab != to.vocab) {
+  if (!IsVanillaVersion(from, to)) {
     return common::InvalidArgument("the recursive model must keep the vanilla model's dimensions");
   }
   torch::NoGradGuard guard;
-  // Everything outside the blocks and LoRA: embedding, final norm, heads.
-  auto source = from.named_parameters();
-  for (auto& p : to.named_parameters()) {
-    if (p.key().rfind("block", 0) == 0 || p.key().rfind("lora", 0) == 0) continue;
-    p.value().copy_(source[p.key()]);
-  }
+  CopyOutsideBlocks(from, to);
   const int64_t layers = to.config.layers, loops = to.config.loops;
   const std::vector<std::vector<int64_t>> sources = rec::InitSources(layers, loops, tying, how);
   for (size_t k = 0; k < to.blocks.size(); ++k) {
@@ -1119,19 +1133,11 @@ common::Status UnrollToVanilla(TransformerImpl& from, TransformerImpl& to) {
     return common::InvalidArgument("only a recursive model (loops > 1 or lora_rank > 0) unrolls");
   }
   if (!IsVanilla(to.config)) return common::InvalidArgument("a recursive model unrolls into a vanilla model");
-  ModelConfig a = from.config, b = to.config;
-  a.loops = 1;
-  a.lora_rank = 0;
-  a.tying = b.tying;
-  if (!(a == b) || from.vocab != to.vocab) {
+  if (!IsVanillaVersion(to, from)) {
     return common::InvalidArgument("the vanilla model must keep the recursive model's dimensions");
   }
   torch::NoGradGuard guard;
-  auto source = from.named_parameters();
-  for (auto& p : to.named_parameters()) {
-    if (p.key().rfind("block", 0) == 0) continue;
-    p.value().copy_(source[p.key()]);
-  }
+  CopyOutsideBlocks(from, to);
   const bool relaxed = !from.lora.empty();
   for (size_t l = 0; l < to.blocks.size(); ++l) {
     Block& shared = from.blocks[static_cast<size_t>(from.layer_map[l])];
