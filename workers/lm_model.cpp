@@ -954,35 +954,26 @@ Tensor EffectiveWeight(TransformerImpl& model, size_t position, int projection) 
   return w + torch::matmul(l.b[projection], l.a[projection]);
 }
 
-// A recursive model exports unrolled: position l's effective weights as
-// Llama layer l, so any Llama reader gets the function the model computes.
+// A recursive model exports unrolled (UnrollToVanilla): position l's
+// effective weights as Llama layer l, so any Llama reader gets the function
+// the model computes.
 common::Status ExportSafetensors(Transformer& model, const std::string& path) {
   if (model->config.block_length > 0) {
     return common::InvalidArgument(path + ": a Block Transformer has no Llama layout to export to");
   }
+  if (!IsVanilla(model->config)) {
+    ModelConfig vanilla = model->config;
+    vanilla.loops = 1;
+    vanilla.lora_rank = 0;
+    vanilla.tying = "cycle";
+    Transformer unrolled(vanilla, model->vocab, /*seed=*/0);
+    SHAMMIE_RETURN_IF_ERROR(UnrollToVanilla(*model, *unrolled));
+    return ExportSafetensors(unrolled, path);
+  }
   torch::NoGradGuard guard;
   auto params = model->named_parameters();
   std::vector<std::pair<std::string, Tensor>> out;  // Llama name -> tensor
-  if (IsVanilla(model->config)) {
-    for (const auto& [ours, theirs] : LlamaNames(*model)) out.emplace_back(theirs, params[ours]);
-  } else {
-    static const char* kLlama[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
-    out.emplace_back("model.embed_tokens.weight", params["embed.weight"]);
-    for (size_t l = 0; l < model->layer_map.size(); ++l) {
-      const std::string at = "model.layers." + std::to_string(l) + ".";
-      Block& b = model->blocks[static_cast<size_t>(model->layer_map[l])];
-      const bool relaxed = !model->lora.empty();
-      out.emplace_back(at + "input_layernorm.weight",
-                       relaxed ? b->attn_norm->weight + model->lora[l].attn_norm : b->attn_norm->weight);
-      out.emplace_back(at + "post_attention_layernorm.weight",
-                       relaxed ? b->mlp_norm->weight + model->lora[l].mlp_norm : b->mlp_norm->weight);
-      for (int i = 0; i < 7; ++i) out.emplace_back(at + kLlama[i] + ".weight", EffectiveWeight(*model, l, i));
-    }
-    for (const auto& [ours, theirs] : LlamaNames(*model)) {
-      if (ours.rfind("block", 0) != 0 && ours != "embed.weight") out.emplace_back(theirs, params[ours]);
-    }
-  }
+  for (const auto& [ours, theirs] : LlamaNames(*model)) out.emplace_back(theirs, params[ours]);
   std::map<std::string, storage::TensorData> tensors;
   for (const auto& [theirs, value] : out) {
     Tensor t = value.detach().to(torch::kFloat32).contiguous();
@@ -1126,7 +1117,6 @@ common::Status ConvertToRecursive(TransformerImpl& from, TransformerImpl& to, co
   }
   return common::Status::Ok();
 }
-
 
 common::Status UnrollToVanilla(TransformerImpl& from, TransformerImpl& to) {
   if (from.config.block_length > 0 || IsVanilla(from.config)) {
