@@ -459,20 +459,13 @@ std::string Describe(const ModelConfig& m) {
 // `to` is a recursive (or relaxed) version of the vanilla `from`.
 bool ConvertsTo(const ModelConfig& from, const ModelConfig& to) {
   if (from.loops != 1 || from.lora_rank != 0 || (to.loops == 1 && to.lora_rank == 0)) return false;
-  ModelConfig v = to;
-  v.loops = 1;
-  v.lora_rank = 0;
-  v.tying = from.tying;
-  return SameArchitecture(from, v);
+  return SameArchitecture(from, WithoutRecursion(to));
 }
 
 // `to` is the vanilla model a recursive (or relaxed) `from` unrolls into.
 bool UnrollsTo(const ModelConfig& from, const ModelConfig& to) {
   if ((from.loops == 1 && from.lora_rank == 0) || to.loops != 1 || to.lora_rank != 0) return false;
-  ModelConfig v = from;
-  v.loops = 1;
-  v.lora_rank = 0;
-  return SameArchitecture(v, to);
+  return SameArchitecture(WithoutRecursion(from), to);
 }
 
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainConfig& config, Transformer& model) {
@@ -709,9 +702,7 @@ common::Result<TrainResult> TrainLanguageModel(const TrainConfig& config, JobCon
       source_config = loaded.checkpoint.model;
       source_bytes = std::move(loaded.checkpoint.model_bytes);
     } else {
-      source_config = config.model;  // the file's model is vanilla; this job's may be its recursive version
-      source_config.loops = 1;
-      source_config.lora_rank = 0;
+      source_config = WithoutRecursion(config.model);  // the file's model is vanilla; this job's may be recursive
       // Heads the file lacks (score, class) keep this job's initialisation.
       source = Transformer(source_config, vocab, common::DeriveSeed(config.seed, "init", 0));
       SHAMMIE_RETURN_IF_ERROR(lm::ImportSafetensors(source, config.weights));

@@ -55,6 +55,15 @@ struct ModelConfig {
   bool operator==(const ModelConfig&) const = default;
 };
 
+// The vanilla model of `c`'s dimensions: the recursion (loops, tying, LoRA)
+// taken out. What a recursive model converts from and unrolls into.
+inline ModelConfig WithoutRecursion(ModelConfig c) {
+  c.loops = 1;
+  c.lora_rank = 0;
+  c.tying = "cycle";
+  return c;
+}
+
 struct TrainConfig {
   TaskSpec task;
   // Token shards of real data (workers/dataset.hpp) instead of `task`:

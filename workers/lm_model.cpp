@@ -962,11 +962,7 @@ common::Status ExportSafetensors(Transformer& model, const std::string& path) {
     return common::InvalidArgument(path + ": a Block Transformer has no Llama layout to export to");
   }
   if (!IsVanilla(model->config)) {
-    ModelConfig vanilla = model->config;
-    vanilla.loops = 1;
-    vanilla.lora_rank = 0;
-    vanilla.tying = "cycle";
-    Transformer unrolled(vanilla, model->vocab, /*seed=*/0);
+    Transformer unrolled(WithoutRecursion(model->config), model->vocab, /*seed=*/0);
     SHAMMIE_RETURN_IF_ERROR(UnrollToVanilla(*model, *unrolled));
     return ExportSafetensors(unrolled, path);
   }
@@ -1051,11 +1047,9 @@ namespace {
 // `vanilla` has `recursive`'s dimensions and vocabulary, the recursion
 // (loops, tying, LoRA) aside.
 bool IsVanillaVersion(const TransformerImpl& vanilla, const TransformerImpl& recursive) {
-  ModelConfig v = vanilla.config, r = recursive.config;
-  r.loops = 1;
-  r.lora_rank = 0;
-  r.tying = v.tying;
-  return v == r && vanilla.vocab == recursive.vocab;
+  ModelConfig r = WithoutRecursion(recursive.config);
+  r.tying = vanilla.config.tying;  // one loop: the tying means nothing
+  return vanilla.config == r && vanilla.vocab == recursive.vocab;
 }
 
 // Everything outside the blocks and the LoRA: embedding, final norm, heads.
