@@ -238,23 +238,33 @@ namespace {
 using lm::EvalSet;
 
 // `n` distinct training examples drawn from `seed` (in draw order); fewer
-// only when the training split has fewer (InvalidArgument then).
+// only when the training split has fewer (InvalidArgument then). A task that
+// cannot enumerate its split is sampled until a long run of draws finds
+// nothing new: max(10000, 50 k) misses in a row after k distinct examples.
+// The cost of a refusal then depends on the split's size, not on `n`, and a
+// split that does hold `n` (uniform draws) is refused falsely with
+// probability about e^-50 even when it holds exactly `n`.
 common::Result<std::vector<Example>> TrainPool(const SyntheticTask& task, int64_t n, uint64_t seed) {
-  if (const auto all = task.Enumerate(Split::kTrain, static_cast<size_t>(n)); !all.empty() &&
-      static_cast<int64_t>(all.size()) < n) {
+  const auto too_few = [n](size_t found) {
     return common::InvalidArgument("train_examples = " + std::to_string(n) + " but the training split has only " +
-                                   std::to_string(all.size()) + " distinct examples");
+                                   std::to_string(found) + " distinct examples");
+  };
+  if (const auto all = task.Enumerate(Split::kTrain, static_cast<size_t>(n));
+      !all.empty() && static_cast<int64_t>(all.size()) < n) {
+    return too_few(all.size());
   }
   common::SplitMix64 rng(common::DeriveSeed(seed, "train_pool", 0));
   std::vector<Example> pool;
   std::set<std::string> seen;
-  for (int64_t draws = 0; static_cast<int64_t>(pool.size()) < n; ++draws) {
-    if (draws > 100 * n + 1000) {
-      return common::InvalidArgument("train_examples = " + std::to_string(n) + " but the training split has only " +
-                                     std::to_string(pool.size()) + " distinct examples");
-    }
+  for (int64_t misses = 0; static_cast<int64_t>(pool.size()) < n;) {
+    if (misses > std::max<int64_t>(10000, 50 * static_cast<int64_t>(pool.size()))) return too_few(pool.size());
     Example e = task.Sample(Split::kTrain, rng);
-    if (seen.insert(e.prompt_text).second) pool.push_back(std::move(e));
+    if (seen.insert(e.prompt_text).second) {
+      pool.push_back(std::move(e));
+      misses = 0;
+    } else {
+      ++misses;
+    }
   }
   return pool;
 }

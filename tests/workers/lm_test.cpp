@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
 #include <thread>
 
 #include "cluster/inproc_channel.hpp"
@@ -339,12 +340,30 @@ TEST(LmTest, FewShotPoolsZeroStepsAndTheSummary) {
   ASSERT_TRUE(a.ok() && b.ok() && b2.ok());
   EXPECT_NE(a->flat_parameters, b->flat_parameters);
   EXPECT_EQ(b->flat_parameters, b2->flat_parameters);
-  c.train_examples = 2000;  // more than the training split holds (5^4 strings); reverse does not enumerate, so the
-                            // refusal comes after 100 n + 1000 draws: a large n costs minutes under ASan
-  GangContext too_many(cluster::MakeSoloCollectives());
-  auto refused = TrainLanguageModel(c, too_many);
-  EXPECT_EQ(refused.status().code(), common::StatusCode::kInvalidArgument);
-  EXPECT_NE(refused.status().message().find("distinct examples"), std::string::npos) << refused.status().message();
+  // The training split of 4 letters over 5 is a subset of the 5^4 strings
+  // that reverse does not enumerate: count it by brute force (200,000 draws
+  // over at most 625 strings miss one with probability below 1e-130).
+  auto task = SyntheticTask::Make(c.task);
+  ASSERT_TRUE(task.ok());
+  common::SplitMix64 rng(7);
+  std::set<std::string> split;
+  for (int i = 0; i < 200000; ++i) split.insert((*task)->Sample(Split::kTrain, rng).prompt_text);
+  const auto held = static_cast<int64_t>(split.size());
+  ASSERT_GT(held, 300);
+  ASSERT_LT(held, 625);
+  c.steps = 0;
+  for (const int64_t asked : {held + 1, int64_t{100000}}) {  // the refusal costs draws by the split's size, not by n
+    c.train_examples = asked;
+    GangContext too_many(cluster::MakeSoloCollectives());
+    auto refused = TrainLanguageModel(c, too_many);
+    EXPECT_EQ(refused.status().code(), common::StatusCode::kInvalidArgument) << asked;
+    EXPECT_NE(refused.status().message().find("has only " + std::to_string(held) + " distinct examples"),
+              std::string::npos)
+        << refused.status().message();
+  }
+  c.train_examples = held;  // exactly the split: the last example is the rarest draw, and is found
+  GangContext all_of_it(cluster::MakeSoloCollectives());
+  EXPECT_TRUE(TrainLanguageModel(c, all_of_it).ok());
 
   TrainConfig zero = Small(0);
   zero.eval_every = 1;
