@@ -550,9 +550,18 @@ std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<
   const auto b = static_cast<int64_t>(prompts.size());
   std::vector<Sampled> out(prompts.size());
   if (b == 0) return out;
+  // Each row may write up to max_new_tokens, and no further than max_len: a
+  // long row in the batch does not cut the others short.
+  const int64_t max_len = model->config.max_len;
   int64_t p = 1;
-  for (const auto& pr : prompts) p = std::max<int64_t>(p, static_cast<int64_t>(pr.size()));
-  const int64_t max_new = std::max<int64_t>(0, std::min(options.max_new_tokens, model->config.max_len - p));
+  std::vector<size_t> budget(prompts.size());
+  int64_t max_new = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto len = static_cast<int64_t>(prompts[i].size());
+    p = std::max(p, len);
+    budget[i] = static_cast<size_t>(std::max<int64_t>(0, std::min(options.max_new_tokens, max_len - len)));
+    max_new = std::max(max_new, static_cast<int64_t>(budget[i]));
+  }
   Tensor tokens = torch::full({b, p}, Tokenizer::kPad, torch::kInt64);
   Tensor pad = torch::ones({b, p}, torch::kBool);
   Tensor positions = torch::zeros({b, p}, torch::kInt64);
@@ -576,6 +585,7 @@ std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<
   rngs.reserve(prompts.size());
   for (int64_t i = 0; i < b; ++i) rngs.emplace_back(common::DeriveSeed(options.seed, "sample", static_cast<uint64_t>(i)));
   std::vector<bool> done(prompts.size(), false);
+  for (size_t i = 0; i < prompts.size(); ++i) done[i] = budget[i] == 0;
   KvCache cache;
   Tensor hidden = model->ForwardCached(tokens, positions, pad, cache);
   Tensor logits = model->Logits(hidden.select(1, p - 1)).to(torch::kFloat32).contiguous();
@@ -587,12 +597,18 @@ std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<
     Tensor next_positions = torch::zeros({b, 1}, torch::kInt64);
     auto nx = next.accessor<int64_t, 2>();
     auto np = next_positions.accessor<int64_t, 2>();
-    for (int64_t i = 0; i < b; ++i) np[i][0] = next_pos[static_cast<size_t>(i)];
-    const bool any = DrawStep(logits, options, rngs, done, out, [&](int64_t i, int tok) {
+    // A finished row's padding keeps a position in the rotary table.
+    for (int64_t i = 0; i < b; ++i) np[i][0] = std::min(next_pos[static_cast<size_t>(i)], max_len - 1);
+    DrawStep(logits, options, rngs, done, out, [&](int64_t i, int tok) {
       nx[i][0] = tok;
       ++next_pos[static_cast<size_t>(i)];
     });
-    if (!any || step + 1 == max_new) break;
+    bool more = false;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      if (!done[i] && out[i].tokens.size() >= budget[i]) done[i] = true;  // its budget spent, not stopped
+      more = more || !done[i];
+    }
+    if (!more) break;
     hidden = model->ForwardCached(next, next_positions, torch::zeros({b, 1}, torch::kBool), cache);
     kv_reads += kv_width * static_cast<double>(cache.length());
     logits = model->Logits(hidden.select(1, 0)).to(torch::kFloat32).contiguous();

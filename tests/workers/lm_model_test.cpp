@@ -62,6 +62,38 @@ TEST(LmModelTest, CachedBatchedGenerationEqualsThePlainForwardPassPerRow) {
   EXPECT_EQ(alone[0].tokens, out[1].tokens);
 }
 
+// A row near max_len in the batch does not cut the others short: each row
+// writes min(max_new_tokens, max_len - its length) tokens, the same ones as
+// alone. (The batch once shared the longest row's budget, so Monte-Carlo
+// completions of short prefixes, batched with long ones, were truncated.)
+TEST(LmModelTest, EachRowHasItsOwnTokenBudget) {
+  Transformer m = RandomModel(5);  // max_len 40
+  std::vector<int> longest = {1};
+  for (int t = 0; t < 33; ++t) longest.push_back(5 + t % 20);  // 34 tokens: room for 6
+  const std::vector<std::vector<int>> prompts = {{1, 12, 13}, longest, {1, 7, 8, 9, 10}};
+  SampleOptions o;
+  o.temperature = 0;
+  o.max_new_tokens = 20;
+  const auto out = Generate(m, prompts, o);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].tokens.size(), 20u);
+  EXPECT_EQ(out[1].tokens.size(), 6u);
+  EXPECT_EQ(out[2].tokens.size(), 20u);
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    EXPECT_FALSE(out[r].stopped);
+    EXPECT_EQ(Generate(m, {prompts[r]}, o)[0].tokens, out[r].tokens) << "row " << r;
+    std::vector<int> seq = prompts[r];
+    seq.insert(seq.end(), out[r].tokens.begin(), out[r].tokens.end());
+    Tensor lp = FullLogProbs(m, seq);
+    for (size_t j = 0; j < out[r].tokens.size(); ++j) {
+      EXPECT_EQ(lp[static_cast<int64_t>(prompts[r].size() + j) - 1].argmax().item<int64_t>(), out[r].tokens[j])
+          << "row " << r << " token " << j;
+    }
+  }
+  o.max_new_tokens = 3;  // the option still bounds every row
+  for (const auto& s : Generate(m, prompts, o)) EXPECT_EQ(s.tokens.size(), 3u);
+}
+
 TEST(LmModelTest, StopTokensEndARowAndAreKept) {
   Transformer m = RandomModel(4);
   SampleOptions o;
