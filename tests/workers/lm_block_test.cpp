@@ -171,6 +171,28 @@ TEST(BlockTransformerTest, ResponseLogProbScoresSamplesInTheirGenerationLayout) 
   }
 }
 
+// As in the token-by-token path, a row near max_len does not cut the
+// others short: each writes min(max_new_tokens, max_len - its length), the
+// tokens it writes alone.
+TEST(BlockTransformerTest, EachRowHasItsOwnTokenBudget) {
+  Transformer m = Perturbed(BlockConfig(4), 7);  // max_len 64
+  std::vector<int> longest = {1};
+  for (int t = 0; t < 59; ++t) longest.push_back(3 + t % 11);  // 60 tokens: room for 4
+  const std::vector<std::vector<int>> prompts = {{1, 5, 9, 7, 12}, longest, {1, 3, 8}};
+  SampleOptions o;
+  o.temperature = 0;
+  o.max_new_tokens = 20;
+  const std::vector<Sampled> out = Generate(m, prompts, o);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].tokens.size(), 20u);
+  EXPECT_EQ(out[1].tokens.size(), 4u);
+  EXPECT_EQ(out[2].tokens.size(), 20u);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_FALSE(out[i].stopped);
+    EXPECT_EQ(Generate(m, {prompts[i]}, o)[0].tokens, out[i].tokens) << "row " << i;
+  }
+}
+
 TEST(BlockTransformerTest, VanillaCacheHoldsEveryPositionButTheLast) {
   ModelConfig c = BlockConfig();
   c.block_length = 0;
