@@ -283,6 +283,56 @@ TEST(PavKindsTest, RolloutsVerifierAndSearchOnArithmeticChains) {
 // the policy writes the prefixes and the prover completes them, a verifier on
 // those values records a "prover_verifier", and search and RL read Q^mu from
 // it with prover = "trained".
+// Q-hat is a martingale along the policy's own rollouts: the mean value of
+// the empty prefixes, and of the one-step prefixes, estimates the same
+// success rate as the rollouts' exact outcomes. With max_len tight to the
+// task (a 2-operation chain mod 5 and its answer fill 13 positions), a
+// completion batched with longer prefixes must still get its full budget
+// (it once got the longest row's, and empty prefixes scored about 0).
+TEST(PavKindsTest, RolloutValuesAgreeWithTheOutcomesAtEveryDepth) {
+  testing::ScratchDir dir("pav-martingale");
+  LocalJobContext policy("policy", KindConfig("lm.train", {{"task", "arith"}, {"modulus", 5}, {"operations", 2},
+                                                           {"d_model", 32}, {"heads", 2}, {"steps", 1500},
+                                                           {"eval_every", 1500}, {"eval_examples", 64},
+                                                           {"max_len", 13}}), 5);
+  policy.set_artifact_dir(dir.File("artifacts"));
+  ASSERT_TRUE(RunLmTrain(policy).ok());
+  LocalJobContext rollouts("rollouts", KindConfig("pav.rollouts", {{"prompts", 200}, {"rollouts", 2}, {"mc", 4}}), 6);
+  rollouts.set_artifact_dir(dir.File("artifacts"));
+  rollouts.set_inputs(policy.recorded());
+  const common::Status s = RunPavRollouts(rollouts);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const storage::Table& values = rollouts.tables().at("values");
+  const auto& step = Column<int64_t>(values, "step");
+  const auto& final = Column<int64_t>(values, "final");
+  const auto& q = Column<double>(values, "q");
+  double outcome = 0, n_outcome = 0;
+  std::map<int64_t, std::pair<double, double>> by_depth;  // step -> (sum of q, rows)
+  for (size_t i = 0; i < q.size(); ++i) {
+    if (final[i]) {
+      outcome += q[i];
+      n_outcome += 1;
+    } else {
+      by_depth[step[i]].first += q[i];
+      by_depth[step[i]].second += 1;
+    }
+  }
+  const double p = outcome / n_outcome;
+  ASSERT_EQ(n_outcome, 400);
+  ASSERT_GT(p, 0.3) << "the policy must succeed often enough for the comparison to mean something";
+  ASSERT_LT(p, 0.95);
+  EXPECT_DOUBLE_EQ(rollouts.metrics().at("policy_accuracy").back().value, p);
+  for (int64_t depth : {0, 1}) {
+    ASSERT_GT(by_depth[depth].second, 300) << depth;
+    const double mean = by_depth[depth].first / by_depth[depth].second;
+    // Standard error of the difference: the outcomes' (400 draws) and the
+    // values' (at least 1,200 completions); 5 of them.
+    const double se = std::sqrt(p * (1 - p) * (1 / n_outcome + 1 / (4 * by_depth[depth].second)));
+    EXPECT_NEAR(mean, p, 5 * se) << "depth " << depth;
+  }
+  EXPECT_NEAR(rollouts.metrics().at("completer_accuracy").back().value, by_depth[0].first / by_depth[0].second, 1e-12);
+}
+
 TEST(PavKindsTest, TrainedProverCompletesThePolicysPrefixes) {
   testing::ScratchDir dir("pav-prover");
   auto train = [&](const std::string& id, int64_t steps, int64_t modulus, bool prover) {
