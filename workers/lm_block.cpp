@@ -97,16 +97,10 @@ std::vector<Sampled> GenerateBlocks(Transformer& model, const std::vector<std::v
   const torch::Device device = m.embed->weight.device();
   const auto ints = torch::TensorOptions().dtype(torch::kInt64);
   const auto bools = torch::TensorOptions().dtype(torch::kBool);
-  // Each row may write up to max_new_tokens, and no further than max_len (as
-  // in Generate's token-by-token path).
-  int64_t p = 1, max_new = 0;
-  std::vector<size_t> budget(prompts.size());
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    const auto n = static_cast<int64_t>(prompts[i].size());
-    p = std::max(p, n);
-    budget[i] = static_cast<size_t>(std::max<int64_t>(0, std::min(options.max_new_tokens, m.config.max_len - n)));
-    max_new = std::max(max_new, static_cast<int64_t>(budget[i]));
-  }
+  int64_t p = 1;
+  for (const auto& pr : prompts) p = std::max<int64_t>(p, static_cast<int64_t>(pr.size()));
+  const std::vector<size_t> budget = RowBudgets(prompts, options.max_new_tokens, m.config.max_len);
+  const auto max_new = static_cast<int64_t>(*std::max_element(budget.begin(), budget.end()));
   // Each prompt ends at the end of the last prompt block: left padding fills
   // the first block (as in training) and masks whole blocks of padding.
   const int64_t nbp = (p + len - 1) / len;
@@ -149,7 +143,6 @@ std::vector<Sampled> GenerateBlocks(Transformer& model, const std::vector<std::v
   rngs.reserve(prompts.size());
   for (int64_t i = 0; i < b; ++i) rngs.emplace_back(common::DeriveSeed(options.seed, "sample", static_cast<uint64_t>(i)));
   std::vector<bool> done(prompts.size(), false);
-  for (size_t i = 0; i < prompts.size(); ++i) done[i] = budget[i] == 0;
   const auto token_width = static_cast<double>(token_layers * 2 * static_cast<size_t>(d));
   const auto block_width = static_cast<double>(block_layers * 2 * static_cast<size_t>(dim));
   double kv_reads = 0;
@@ -172,14 +165,9 @@ std::vector<Sampled> GenerateBlocks(Transformer& model, const std::vector<std::v
     Tensor block_tokens = torch::full({b, len}, Tokenizer::kPad, ints);
     auto bt = block_tokens.accessor<int64_t, 2>();
     for (int64_t j = 0; j < len; ++j) {
-      DrawStep(logits, options, rngs, done, out, [&](int64_t i, int tok) { bt[i][j] = tok; });
+      const bool any = DrawStep(logits, options, budget, rngs, done, out, [&](int64_t i, int tok) { bt[i][j] = tok; });
       ++generated;
-      bool more = false;
-      for (size_t i = 0; i < prompts.size(); ++i) {
-        if (!done[i] && out[i].tokens.size() >= budget[i]) done[i] = true;  // its budget spent, not stopped
-        more = more || !done[i];
-      }
-      if (!more || generated == max_new) {
+      if (!any || generated == max_new) {
         finished = true;
         break;
       }

@@ -515,8 +515,18 @@ int DrawToken(const float* logits, int64_t vocab, const SampleOptions& o, common
   return order[keep - 1];
 }
 
-bool DrawStep(const Tensor& logits, const SampleOptions& options, std::vector<common::SplitMix64>& rngs,
-              std::vector<bool>& done, std::vector<Sampled>& out, const std::function<void(int64_t, int)>& drawn) {
+std::vector<size_t> RowBudgets(const std::vector<std::vector<int>>& prompts, int64_t max_new_tokens, int64_t max_len) {
+  std::vector<size_t> budget(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto room = max_len - static_cast<int64_t>(prompts[i].size());
+    budget[i] = static_cast<size_t>(std::max<int64_t>(0, std::min(max_new_tokens, room)));
+  }
+  return budget;
+}
+
+bool DrawStep(const Tensor& logits, const SampleOptions& options, const std::vector<size_t>& budget,
+              std::vector<common::SplitMix64>& rngs, std::vector<bool>& done, std::vector<Sampled>& out,
+              const std::function<void(int64_t, int)>& drawn) {
   const int64_t b = logits.size(0), vocab = logits.size(1);
   const Tensor host = logits.to(torch::kCPU, torch::kFloat32).contiguous();
   Tensor logp = torch::log_softmax(host.to(torch::kFloat64), -1).contiguous();
@@ -525,7 +535,10 @@ bool DrawStep(const Tensor& logits, const SampleOptions& options, std::vector<co
   bool any = false;
   for (int64_t i = 0; i < b; ++i) {
     const auto r = static_cast<size_t>(i);
-    if (done[r]) continue;
+    if (done[r] || out[r].tokens.size() >= budget[r]) {
+      done[r] = true;
+      continue;
+    }
     const int tok = DrawToken(lg + i * vocab, vocab, options, rngs[r]);
     out[r].tokens.push_back(tok);
     out[r].logprobs.push_back(lp[i * vocab + tok]);
@@ -533,6 +546,8 @@ bool DrawStep(const Tensor& logits, const SampleOptions& options, std::vector<co
     if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), tok) != options.stop_tokens.end()) {
       out[r].stopped = true;
       done[r] = true;
+    } else if (out[r].tokens.size() >= budget[r]) {
+      done[r] = true;  // its budget spent, not stopped
     } else {
       any = true;
     }
@@ -550,18 +565,11 @@ std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<
   const auto b = static_cast<int64_t>(prompts.size());
   std::vector<Sampled> out(prompts.size());
   if (b == 0) return out;
-  // Each row may write up to max_new_tokens, and no further than max_len: a
-  // long row in the batch does not cut the others short.
   const int64_t max_len = model->config.max_len;
   int64_t p = 1;
-  std::vector<size_t> budget(prompts.size());
-  int64_t max_new = 0;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    const auto len = static_cast<int64_t>(prompts[i].size());
-    p = std::max(p, len);
-    budget[i] = static_cast<size_t>(std::max<int64_t>(0, std::min(options.max_new_tokens, max_len - len)));
-    max_new = std::max(max_new, static_cast<int64_t>(budget[i]));
-  }
+  for (const auto& pr : prompts) p = std::max<int64_t>(p, static_cast<int64_t>(pr.size()));
+  const std::vector<size_t> budget = RowBudgets(prompts, options.max_new_tokens, max_len);
+  const auto max_new = static_cast<int64_t>(*std::max_element(budget.begin(), budget.end()));
   Tensor tokens = torch::full({b, p}, Tokenizer::kPad, torch::kInt64);
   Tensor pad = torch::ones({b, p}, torch::kBool);
   Tensor positions = torch::zeros({b, p}, torch::kInt64);
@@ -585,7 +593,6 @@ std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<
   rngs.reserve(prompts.size());
   for (int64_t i = 0; i < b; ++i) rngs.emplace_back(common::DeriveSeed(options.seed, "sample", static_cast<uint64_t>(i)));
   std::vector<bool> done(prompts.size(), false);
-  for (size_t i = 0; i < prompts.size(); ++i) done[i] = budget[i] == 0;
   KvCache cache;
   Tensor hidden = model->ForwardCached(tokens, positions, pad, cache);
   Tensor logits = model->Logits(hidden.select(1, p - 1)).to(torch::kFloat32).contiguous();
@@ -599,16 +606,11 @@ std::vector<Sampled> Generate(Transformer& model, const std::vector<std::vector<
     auto np = next_positions.accessor<int64_t, 2>();
     // A finished row's padding keeps a position in the rotary table.
     for (int64_t i = 0; i < b; ++i) np[i][0] = std::min(next_pos[static_cast<size_t>(i)], max_len - 1);
-    DrawStep(logits, options, rngs, done, out, [&](int64_t i, int tok) {
+    const bool any = DrawStep(logits, options, budget, rngs, done, out, [&](int64_t i, int tok) {
       nx[i][0] = tok;
       ++next_pos[static_cast<size_t>(i)];
     });
-    bool more = false;
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      if (!done[i] && out[i].tokens.size() >= budget[i]) done[i] = true;  // its budget spent, not stopped
-      more = more || !done[i];
-    }
-    if (!more) break;
+    if (!any) break;
     hidden = model->ForwardCached(next, next_positions, torch::zeros({b, 1}, torch::kBool), cache);
     kv_reads += kv_width * static_cast<double>(cache.length());
     logits = model->Logits(hidden.select(1, 0)).to(torch::kFloat32).contiguous();

@@ -254,13 +254,17 @@ struct GenerationStats {
 
 // The token drawn from one row of `vocab` logits under the options.
 int DrawToken(const float* logits, int64_t vocab, const SampleOptions& o, common::SplitMix64& rng);
-// One decode step: draws the token of every row not yet `done` from
-// `logits` [rows, vocab] (any device and float type) with its own stream,
-// appends it and its log-probability (temperature 1) to `out`, calls
-// `drawn(row, token)`, and marks rows that drew a stop token done. True when
-// some row goes on.
-bool DrawStep(const Tensor& logits, const SampleOptions& options, std::vector<common::SplitMix64>& rngs,
-              std::vector<bool>& done, std::vector<Sampled>& out, const std::function<void(int64_t, int)>& drawn);
+// Each row's budget of new tokens: up to `max_new_tokens`, and no further
+// than `max_len` (a long row in the batch does not cut the others short).
+std::vector<size_t> RowBudgets(const std::vector<std::vector<int>>& prompts, int64_t max_new_tokens, int64_t max_len);
+// One decode step: draws the token of every row not yet `done` (nor out of
+// its `budget`) from `logits` [rows, vocab] (any device and float type) with
+// its own stream, appends it and its log-probability (temperature 1) to
+// `out`, calls `drawn(row, token)`, and marks rows that drew a stop token or
+// spent their budget done. True when some row goes on.
+bool DrawStep(const Tensor& logits, const SampleOptions& options, const std::vector<size_t>& budget,
+              std::vector<common::SplitMix64>& rngs, std::vector<bool>& done, std::vector<Sampled>& out,
+              const std::function<void(int64_t, int)>& drawn);
 
 // Samples a continuation of every prompt (token ids, no padding) in one
 // batch: prompts are left-padded, the prefix is encoded once, then one token
